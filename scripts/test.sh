@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, as a new user or CI would:
+#
+#     bash scripts/test.sh [extra args for the test runner]
+#
+# 1. installs missing Debian packages (mosquitto-clients, rabbitmq-server,
+#    chromium, fonts, procps) with apt-get; apt-get update only if needed;
+# 2. starts a throwaway RabbitMQ node on 127.0.0.1:5672 unless a broker
+#    already answers there (no systemd needed; see scripts/lib-services.sh)
+#    and exports FLEETGATE_TEST_AMQP_URL; exports FLEETGATE_TEST_CHROMIUM;
+# 3. runs the doctests (cargo test --doc), then every other test with
+#    cargo-nextest (or cargo test when nextest is missing), extra args passed
+#    to that runner. The runner's summary is the last thing printed.
+#
+# Quick when everything is already there. See lib-services.sh for the knobs
+# (FLEETGATE_TEST_AMQP_URL, FLEETGATE_STOP_SERVICES, FLEETGATE_SKIP_APT...).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib-services.sh
+source scripts/lib-services.sh
+
+T0=$SECONDS
+
+fg_section "Debian packages"
+fg_ensure_packages procps mosquitto-clients rabbitmq-server chromium fonts-dejavu-core
+
+fg_section "RabbitMQ (loopback)"
+fg_ensure_rabbitmq
+if [ "$FG_RABBIT_STARTED" = 1 ] && [ "${FLEETGATE_STOP_SERVICES:-$([ "${CI:-}" = true ] && echo 1 || echo 0)}" = 1 ]; then
+    # quiet: the test runner's summary must stay the last line printed
+    trap 'fg_rabbit_stop >/dev/null 2>&1' EXIT
+fi
+
+fg_section "Browser"
+if [ -x /usr/bin/chromium ]; then
+    export FLEETGATE_TEST_CHROMIUM=/usr/bin/chromium
+    fg_info "FLEETGATE_TEST_CHROMIUM=$FLEETGATE_TEST_CHROMIUM ($(/usr/bin/chromium --version 2>/dev/null || echo 'version unknown'))"
+else
+    fg_info "no /usr/bin/chromium: browser tests will skip"
+fi
+fg_info "services ready after $((SECONDS - T0))s"
+
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+cores=$(nproc 2>/dev/null || echo 2)
+status=0
+
+fg_section "Doctests: cargo test --workspace --doc"
+cargo test --workspace --doc || {
+    status=$?
+    printf '\nscripts/test.sh: doctests FAILED (exit %s); running the other tests anyway\n' "$status" >&2
+}
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # Profiles live in .config/nextest.toml; CI gets the "ci" profile.
+    export NEXTEST_PROFILE="${NEXTEST_PROFILE:-$([ "${CI:-}" = true ] && echo ci || echo default)}"
+    export NEXTEST_TEST_THREADS="${NEXTEST_TEST_THREADS:-$((cores * 2))}"
+    fg_section "Tests: cargo nextest run --workspace --all-targets --no-fail-fast $* (profile $NEXTEST_PROFILE, $NEXTEST_TEST_THREADS threads)"
+    cargo nextest run --workspace --all-targets --no-fail-fast "$@" || status=$?
+else
+    fg_section "Tests: cargo test --workspace --all-targets --no-fail-fast $* (cargo-nextest not installed)"
+    export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$((cores * 2))}"
+    cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
+fi
+# Nothing printed after the runner: its summary stays the last line.
+exit "$status"
