@@ -1,0 +1,282 @@
+//! Configuration: a TOML file whose every field is optional.
+//!
+//! In: nothing (embedded defaults), or the text of a TOML file, then CLI
+//! overrides. Out: a validated [`Config`]. Every capacity that bounds memory
+//! lives here, with its unit in its name; `fleetgate.example.toml` at the
+//! repository root is the annotated reference, and a test parses it.
+//!
+//! Unknown fields are rejected: a typo in a config must not silently fall back
+//! to a default. The error names the field, the line and the column.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Identifies this gateway upstream (AMQP `app_id`) and in logs.
+    pub gateway_id: GatewayId,
+    pub mqtt: MqttConfig,
+    pub broker: BrokerConfig,
+    pub ingest: IngestConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    /// Where the gateway keeps state that must survive a restart.
+    pub data_dir: DataDir,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct GatewayId(pub String);
+impl Default for GatewayId {
+    fn default() -> Self {
+        GatewayId("fleetgate".into())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DataDir(pub PathBuf);
+impl Default for DataDir {
+    fn default() -> Self {
+        DataDir(PathBuf::from("./data"))
+    }
+}
+
+/// The edge: the one MQTT port vehicles and dashboards connect to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+    /// Connections at once, vehicles and handed-off clients together; one
+    /// more is closed straight after accept and counted as refused.
+    pub max_connections: NonZeroUsize,
+    /// How long a new connection may take to send its CONNECT.
+    pub connect_timeout_ms: u64,
+    /// Largest MQTT packet accepted from a client (remaining length, bytes);
+    /// a larger one closes that connection.
+    pub max_packet_size_bytes: NonZeroUsize,
+    /// Commands queued for one vehicle connection that is not reading;
+    /// past it the newest command is dropped and counted.
+    pub vehicle_command_queue: NonZeroUsize,
+    /// QoS 2 publishes a vehicle may have awaiting PUBREL at once.
+    pub max_qos2_inflight: NonZeroUsize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_connections: nz(20_000),
+            connect_timeout_ms: 5_000,
+            max_packet_size_bytes: nz(64 * 1024),
+            vehicle_command_queue: nz(8),
+            max_qos2_inflight: nz(16),
+        }
+    }
+}
+
+/// The embedded rumqttd that routes for dashboards and other MQTT clients.
+///
+/// Its memory: each distinct subscription filter gets a commit log of at most
+/// `(max_segment_count + 1) × max_segment_size_bytes` bytes, never freed by
+/// rumqttd, so the edge admits at most `max_filters` distinct filters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Clients handed to rumqttd at once (dashboards, tools).
+    pub max_connections: NonZeroUsize,
+    pub max_segment_size_bytes: NonZeroUsize,
+    pub max_segment_count: NonZeroUsize,
+    /// Distinct subscription filters admitted over the gateway's lifetime;
+    /// one more is refused in its SUBACK (0x80) and counted.
+    pub max_filters: NonZeroUsize,
+    /// Distinct retained topics admitted from clients; past it a retained
+    /// publish is forwarded without its retain flag and counted.
+    pub max_retained_topics: NonZeroUsize,
+    /// Publishes queued for rumqttd's router from the gateway; past it the
+    /// newest is dropped and counted (`broker_publish_dropped_total`).
+    pub publish_queue: NonZeroUsize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_connections: nz(1_000),
+            max_segment_size_bytes: nz(128 * 1024),
+            max_segment_count: nz(2),
+            max_filters: nz(128),
+            max_retained_topics: nz(1_024),
+            publish_queue: nz(4_096),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Upper bound of rumqttd's commit logs in bytes (payload + topic bytes).
+    pub fn log_bound_bytes(&self) -> usize {
+        self.max_filters
+            .get()
+            .saturating_mul(self.max_segment_count.get() + 1)
+            .saturating_mul(self.max_segment_size_bytes.get())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Vehicle publishes waiting to be decoded. When full, a QoS 0 publish
+    /// is dropped (counted) and a QoS 1/2 publish waits, pausing only the
+    /// connection that sent it.
+    pub queue: NonZeroUsize,
+    /// At most this many malformed-payload log lines per second.
+    pub malformed_log_per_s: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            queue: nz(8_192),
+            malformed_log_per_s: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `fleetgate=debug,rumqttd=warn`, …
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info,rumqttd=off".into(),
+        }
+    }
+}
+
+const fn nz(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: describe_toml_error(text, &e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mqtt.connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "mqtt.connect_timeout_ms must be above 0".into(),
+            ));
+        }
+        if self.gateway_id.0.is_empty() {
+            return Err(ConfigError::Invalid("gateway_id must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// toml's message already names the field; this adds the line and column in
+/// the words an operator reads first.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rfind('\n')
+                .map_or(before.len(), |i| before.len() - i - 1)
+                + 1;
+            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}, column {column}: {message} (in `{source_line}`)")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let c = Config::from_toml("", Path::new("empty.toml")).unwrap();
+        assert_eq!(c.mqtt.listen.port(), 1883);
+        assert_eq!(c.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn annotated_example_parses_and_differs_from_nothing_unknown() {
+        let text = include_str!("../fleetgate.example.toml");
+        let c = Config::from_toml(text, Path::new("fleetgate.example.toml")).unwrap();
+        assert_eq!(c.gateway_id.0, "depot-1");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_field_and_line() {
+        let text = "[mqtt]\nlisten = \"127.0.0.1:1883\"\nmax_conections = 5\n";
+        let err = Config::from_toml(text, Path::new("bad.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("max_conections"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("bad.toml"), "{msg}");
+    }
+
+    #[test]
+    fn zero_capacity_is_rejected() {
+        let err = Config::from_toml("[ingest]\nqueue = 0\n", Path::new("z.toml")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Counters and gauges, rendered in Prometheus text format at `/metrics`.
+//!
+//! In: increments from every module (relaxed atomics, no lock, no
+//! allocation). Out: [`Metrics::render`]. Bound: a fixed set of `AtomicU64`s
+//! declared below; no label takes a value from the network, so the series
+//! count cannot grow with traffic.
+//!
+//! Every drop anywhere in the gateway has a counter here: a drop that is not
+//! counted is a bug.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A labelled series names its family; a plain one is its own family.
+macro_rules! series {
+    ($field:ident) => {
+        (stringify!($field), None)
+    };
+    ($field:ident $family:literal $label:literal) => {
+        ($family, Some($label))
+    };
+}
+
+macro_rules! metrics {
+    ($( $(#[doc = $doc:literal])+ $field:ident: $kind:ident $(in $family:literal {$label:literal})?; )+) => {
+        /// All of the gateway's metrics; one instance shared behind an `Arc`.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])+ pub $field: AtomicU64, )+
+        }
+
+        impl Metrics {
+            /// Prometheus text exposition format, version 0.0.4.
+            pub fn render(&self) -> String {
+                let mut out = String::with_capacity(8 * 1024);
+                let mut last_family = "";
+                $(
+                    // A labelled series names its family; a plain one is its own.
+                    let (family, label): (&str, Option<&str>) =
+                        series!($field $($family $label)?);
+                    if family != last_family {
+                        let help = concat!($($doc),+).trim();
+                        let _ = writeln!(out, "# HELP fleetgate_{family} {help}");
+                        let _ = writeln!(out, "# TYPE fleetgate_{family} {}", stringify!($kind));
+                        last_family = family;
+                    }
+                    let value = self.$field.load(Ordering::Relaxed);
+                    match label {
+                        Some(l) => { let _ = writeln!(out, "fleetgate_{family}{{{l}}} {value}"); }
+                        None => { let _ = writeln!(out, "fleetgate_{family} {value}"); }
+                    }
+                )+
+                let _ = last_family;
+                out
+            }
+        }
+    };
+}
+
+metrics! {
+    /// Open MQTT connections at the edge, by kind.
+    connections_vehicle: gauge in "connections" {"kind=\"vehicle\""};
+    /// Open MQTT connections at the edge, by kind.
+    connections_handed_off: gauge in "connections" {"kind=\"handed_off\""};
+    /// Open MQTT connections at the edge, by kind.
+    connections_pending: gauge in "connections" {"kind=\"pending\""};
+    /// Connections accepted at the edge since start.
+    connections_accepted_total: counter;
+    /// Connections refused, by reason.
+    connections_refused_total_limit: counter in "connections_refused_total" {"reason=\"limit\""};
+    /// Connections refused, by reason.
+    connections_refused_total_connect_timeout: counter in "connections_refused_total" {"reason=\"connect_timeout\""};
+    /// Connections refused, by reason.
+    connections_refused_total_bad_connect: counter in "connections_refused_total" {"reason=\"bad_connect\""};
+    /// Connections refused, by reason.
+    connections_refused_total_protocol_version: counter in "connections_refused_total" {"reason=\"protocol_version\""};
+    /// Connections refused, by reason.
+    connections_refused_total_broker_unavailable: counter in "connections_refused_total" {"reason=\"broker_unavailable\""};
+    /// Connections closed by the edge for a protocol violation or a malformed packet.
+    connections_closed_malformed_total: counter;
+    /// Connections closed because the client was silent past 1.5 × keep-alive.
+    connections_closed_keepalive_total: counter;
+    /// Clients handed from the edge to the embedded rumqttd.
+    handoffs_total: counter;
+    /// Last wills fired by the edge after a vehicle vanished.
+    wills_published_total: counter;
+    /// Client packets refused by the edge's ACL (subscriptions and publishes).
+    acl_denied_total: counter;
+    /// Subscriptions refused because the broker's filter budget (`broker.max_filters`) is spent.
+    filters_refused_total: counter;
+    /// Retained publishes forwarded without retain because `broker.max_retained_topics` is spent.
+    retained_refused_total: counter;
+    /// Vehicle publishes received (positions and statuses, before decoding).
+    messages_received_total: counter;
+    /// QoS 0 vehicle publishes dropped because the ingest queue was full.
+    ingest_dropped_total: counter;
+    /// Payloads decoded, by kind.
+    messages_decoded_total_position: counter in "messages_decoded_total" {"kind=\"position\""};
+    /// Payloads decoded, by kind.
+    messages_decoded_total_status: counter in "messages_decoded_total" {"kind=\"status\""};
+    /// Payloads that failed to decode (counted, logged rate-limited, never forwarded).
+    messages_malformed_total: counter;
+    /// JSON messages published to dashboards through the broker.
+    messages_published_total: counter;
+    /// Publishes to the broker dropped because its queue (`broker.publish_queue`) was full.
+    broker_publish_dropped_total: counter;
+    /// Commands delivered from the broker to vehicle connections at the edge.
+    commands_delivered_total: counter;
+    /// Commands dropped: vehicle not connected here, or its command queue full.
+    commands_dropped_total: counter;
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(gauge: &AtomicU64) {
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_series_share_one_family_header() {
+        let m = Metrics::default();
+        Metrics::inc(&m.connections_vehicle);
+        let text = m.render();
+        assert_eq!(
+            text.matches("# TYPE fleetgate_connections gauge").count(),
+            1
+        );
+        assert!(
+            text.contains("fleetgate_connections{kind=\"vehicle\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("fleetgate_messages_malformed_total 0\n"));
+    }
+}
