@@ -1,0 +1,285 @@
+//! The embedded rumqttd: routing for dashboards and other MQTT clients.
+//!
+//! In: clients the edge hands over (TCP to an internal listener on
+//! 127.0.0.1), and the gateway's own publishes through [`BrokerPublisher`].
+//! Out: rumqttd's deliveries to those clients, and commands published to
+//! `v/<vid>/cmd` by anyone, passed to a [`CommandSink`] (the edge's vehicle
+//! registry).
+//!
+//! Bound: rumqttd keeps one commit log per distinct subscription filter of at
+//! most `(max_segment_count + 1) × max_segment_size_bytes` bytes and never
+//! frees it; the edge admits at most `broker.max_filters` distinct filters, so
+//! the logs stay under [`BrokerConfig::log_bound_bytes`]. The gateway's own
+//! publishes wait in a queue of `broker.publish_queue` entries (drop newest
+//! when full, counted); rumqttd's per-link buffers behind it are hard-coded
+//! (200 entries per link, 1000 on the router channel).
+//!
+//! Threads: rumqttd's router runs on its own OS thread (`router-0`); one more
+//! thread (`broker-link`) owns the gateway's local link, because
+//! `LinkTx::publish` blocks on the router channel and must not block a tokio
+//! worker. Both end when the gateway drops its last handle. This is the only
+//! module, with the edge's hand-off, that knows rumqttd.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
+use rumqttd::{ConnectionSettings, Notification, Router, RouterConfig, Server, ServerSettings};
+use tokio::sync::mpsc;
+
+use crate::config::{BrokerConfig, MqttConfig};
+use crate::metrics::Metrics;
+
+/// Where commands for devices go: `v/<vid>/cmd` publishes seen by the broker.
+pub trait CommandSink: Send + Sync + 'static {
+    /// Delivers the raw command payload to the vehicle's connection, if any.
+    fn deliver(&self, vehicle_id: &str, payload: Bytes);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot reserve a loopback port for the embedded broker: {0}")]
+    Port(std::io::Error),
+    #[error("cannot open the gateway's local link to the embedded broker: {0}")]
+    Link(String),
+    #[error("cannot start the broker link thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the embedded broker did not start listening on {0}")]
+    NotListening(SocketAddr),
+}
+
+/// One publish from the gateway into rumqttd (QoS 0, not retained).
+struct Outgoing {
+    topic: Bytes,
+    payload: Bytes,
+}
+
+/// Publishes into rumqttd without ever blocking the caller.
+#[derive(Clone)]
+pub struct BrokerPublisher {
+    queue: mpsc::Sender<Outgoing>,
+    metrics: Arc<Metrics>,
+}
+
+impl BrokerPublisher {
+    /// Queues a publish; when the queue is full the publish is dropped
+    /// (`drop_newest`), counted in `broker_publish_dropped_total`.
+    pub fn publish(&self, topic: impl Into<Bytes>, payload: Bytes) -> bool {
+        let item = Outgoing {
+            topic: topic.into(),
+            payload,
+        };
+        match self.queue.try_send(item) {
+            Ok(()) => true,
+            Err(_) => {
+                Metrics::inc(&self.metrics.broker_publish_dropped_total);
+                false
+            }
+        }
+    }
+}
+
+/// The running embedded broker.
+pub struct Broker {
+    /// The internal listener the edge hands clients to (loopback only).
+    pub internal_addr: SocketAddr,
+    pub publisher: BrokerPublisher,
+    server_task: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.server_task.abort();
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The filter the gateway's local link subscribes to for the downlink.
+const COMMAND_FILTER: &str = "v/+/cmd";
+
+impl Broker {
+    /// Starts the router, the internal listener and the gateway's local
+    /// link. Must be called inside a tokio runtime.
+    pub async fn start(
+        broker: &BrokerConfig,
+        mqtt: &MqttConfig,
+        metrics: Arc<Metrics>,
+        commands: Arc<dyn CommandSink>,
+    ) -> Result<Broker, BrokerError> {
+        let router_config = RouterConfig {
+            // +2: the gateway's local link, and slack for a hand-off racing a close.
+            max_connections: broker.max_connections.get() + 2,
+            max_outgoing_packet_count: 200,
+            max_segment_size: broker.max_segment_size_bytes.get().max(1024),
+            max_segment_count: broker.max_segment_count.get(),
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = Router::new(0, router_config).spawn();
+
+        // rumqttd binds its own listener and cannot report an ephemeral
+        // port, so reserve one on loopback, release it and hand it over.
+        let internal_addr = StdTcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map_err(BrokerError::Port)?;
+        let settings = ServerSettings {
+            name: "fleetgate-internal".into(),
+            listen: internal_addr,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: ConnectionSettings {
+                // The edge already enforced its own CONNECT timeout.
+                connection_timeout_ms: 5_000,
+                max_payload_size: mqtt.max_packet_size_bytes.get(),
+                max_inflight_count: 100,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        let mut server = Server::new(settings, router_tx.clone(), rumqttd::protocol::v4::V4);
+        let server_task = tokio::spawn(async move {
+            if let Err(e) = server.start(rumqttd::LinkType::Remote).await {
+                tracing::error!(error = ?e, "embedded broker listener stopped");
+            }
+        });
+        wait_until_listening(internal_addr).await?;
+
+        let (mut link_tx, link_rx, _connack) = LinkBuilder::new("fleetgate-gateway", router_tx)
+            .clean_session(true)
+            .build()
+            .map_err(|e| BrokerError::Link(format!("{e:?}")))?;
+        link_tx
+            .subscribe(COMMAND_FILTER)
+            .map_err(|e| BrokerError::Link(format!("{e:?}")))?;
+
+        let (queue, rx) = mpsc::channel(broker.publish_queue.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_link_threads(link_tx, link_rx, rx, commands, stop.clone())?;
+
+        tracing::info!(%internal_addr, log_bound_bytes = broker.log_bound_bytes(), "embedded rumqttd ready");
+        Ok(Broker {
+            internal_addr,
+            publisher: BrokerPublisher { queue, metrics },
+            server_task,
+            stop,
+        })
+    }
+}
+
+/// Waits until rumqttd answers a CONNECT on `addr` (then says goodbye
+/// properly, so rumqttd logs no error for the probe).
+async fn wait_until_listening(addr: SocketAddr) -> Result<(), BrokerError> {
+    use rumqttc::mqttbytes::v4::{Connect, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut hello = bytes::BytesMut::new();
+    let mut connect = Connect::new("fleetgate-startup-probe");
+    connect.keep_alive = 10;
+    let encoded = Packet::Connect(connect)
+        .write(&mut hello, usize::MAX)
+        .and_then(|_| Packet::Disconnect.write(&mut hello, usize::MAX));
+    if encoded.is_err() {
+        return Err(BrokerError::NotListening(addr));
+    }
+    for _ in 0..200 {
+        if let Ok(mut probe) = tokio::net::TcpStream::connect(addr).await {
+            let mut connack = [0u8; 4];
+            let answered = async {
+                probe.write_all(&hello[..hello.len() - 2]).await?;
+                probe.read_exact(&mut connack).await?;
+                probe.write_all(&hello[hello.len() - 2..]).await
+            };
+            if tokio::time::timeout(Duration::from_secs(2), answered)
+                .await
+                .is_ok_and(|r| r.is_ok())
+                && connack[0] == 0x20
+            {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(BrokerError::NotListening(addr))
+}
+
+fn spawn_link_threads(
+    mut link_tx: LinkTx,
+    mut link_rx: LinkRx,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    commands: Arc<dyn CommandSink>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), BrokerError> {
+    // Publishing: blocks on rumqttd's bounded router channel, so it gets a
+    // thread of its own; ends when every BrokerPublisher is dropped.
+    std::thread::Builder::new()
+        .name("broker-link-tx".into())
+        .spawn(move || {
+            while let Some(item) = outgoing.blocking_recv() {
+                if let Err(e) = link_tx.publish(item.topic, item.payload) {
+                    tracing::error!(error = ?e, "embedded broker link closed; gateway publishes stop");
+                    break;
+                }
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+
+    // Receiving: commands for devices. After an `Unschedule` the router
+    // pauses this link until `ready()`; without it the downlink would stall.
+    std::thread::Builder::new()
+        .name("broker-link-rx".into())
+        .spawn(move || loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let deadline = std::time::Instant::now() + Duration::from_millis(500);
+            match link_rx.recv_deadline(deadline) {
+                Ok(Some(Notification::Forward(forward))) => {
+                    let topic = forward.publish.topic;
+                    match command_vehicle(&topic) {
+                        Some(vid) => commands.deliver(vid, forward.publish.payload),
+                        None => tracing::debug!(?topic, "ignoring non-command forward"),
+                    }
+                }
+                Ok(Some(Notification::Unschedule)) => {
+                    if link_rx.ready().is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(_)) | Ok(None) => {}
+                Err(rumqttd::local::LinkError::RecvTimeout(_)) => {}
+                Err(e) => {
+                    tracing::debug!(error = ?e, "embedded broker downlink closed");
+                    break;
+                }
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    Ok(())
+}
+
+/// `v/<vid>/cmd` → `<vid>`.
+fn command_vehicle(topic: &[u8]) -> Option<&str> {
+    let topic = std::str::from_utf8(topic).ok()?;
+    let rest = topic.strip_prefix("v/")?;
+    let vid = rest.strip_suffix("/cmd")?;
+    (!vid.is_empty() && !vid.contains('/')).then_some(vid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_vehicle;
+
+    #[test]
+    fn command_topic_names_one_vehicle() {
+        assert_eq!(command_vehicle(b"v/truck-7/cmd"), Some("truck-7"));
+        assert_eq!(command_vehicle(b"v//cmd"), None);
+        assert_eq!(command_vehicle(b"v/a/b/cmd"), None);
+        assert_eq!(command_vehicle(b"v/truck-7/pos"), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! MQTT 3.1.1 framing on top of `rumqttc::mqttbytes::v4`.
+//!
+//! In: bytes read from a socket into a `BytesMut`. Out: whole frames, each
+//! as its fixed header, its raw bytes (so a frame can be forwarded to
+//! rumqttd untouched) and the decoded [`Packet`]. Bound: a frame larger than
+//! the caller's `max_packet_size` is an error before its body is buffered.
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, Packet, PubAck, PubComp, PubRec, PubRel, Publish, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
+};
+use rumqttc::mqttbytes::{check, Error as MqttError, FixedHeader, PacketType};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed MQTT packet: {0:?}")]
+    Malformed(MqttError),
+}
+
+/// One MQTT control packet as it arrived.
+pub struct Frame {
+    pub raw: Bytes,
+    pub packet: Packet,
+}
+
+/// A frame split off the buffer but not decoded yet.
+pub struct RawFrame {
+    pub header: FixedHeader,
+    pub raw: Bytes,
+}
+
+impl RawFrame {
+    pub fn decode(self) -> Result<Frame, FrameError> {
+        let packet = decode(self.header, self.raw.clone()).map_err(FrameError::Malformed)?;
+        Ok(Frame {
+            raw: self.raw,
+            packet,
+        })
+    }
+}
+
+/// Splits the next whole frame off `buf`, or `None` if more bytes are needed.
+pub fn next_raw_frame(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<RawFrame>, FrameError> {
+    let header = match check(buf.iter(), max_packet_size) {
+        Ok(header) => header,
+        Err(MqttError::InsufficientBytes(_)) => return Ok(None),
+        Err(e) => return Err(FrameError::Malformed(e)),
+    };
+    let raw = buf.split_to(header.frame_length()).freeze();
+    Ok(Some(RawFrame { header, raw }))
+}
+
+/// [`next_raw_frame`], decoded.
+pub fn next_frame(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Frame>, FrameError> {
+    next_raw_frame(buf, max_packet_size)?
+        .map(RawFrame::decode)
+        .transpose()
+}
+
+/// Reads until one whole frame is buffered, and returns it undecoded.
+pub async fn read_raw_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<RawFrame, FrameError> {
+    loop {
+        if let Some(frame) = next_raw_frame(buf, max_packet_size)? {
+            return Ok(frame);
+        }
+        fill(reader, buf).await?;
+    }
+}
+
+/// Reads more bytes into `buf`; `Closed` at end of stream.
+pub async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> Result<(), FrameError> {
+    // A position publish is ~50 bytes; 256 holds a few without a second read.
+    buf.reserve(256);
+    match reader.read_buf(buf).await? {
+        0 => Err(FrameError::Closed),
+        _ => Ok(()),
+    }
+}
+
+/// `Packet::read` from a frame already split off, without copying it.
+fn decode(header: FixedHeader, raw: Bytes) -> Result<Packet, MqttError> {
+    let packet_type = header.packet_type()?;
+    // `remaining_len` is private in mqttbytes: it is zero exactly when every
+    // length byte after the first carries no value bits.
+    let remaining_is_zero = raw.iter().skip(1).all(|b| b & 0x7f == 0);
+    if remaining_is_zero {
+        return match packet_type {
+            PacketType::PingReq => Ok(Packet::PingReq),
+            PacketType::PingResp => Ok(Packet::PingResp),
+            PacketType::Disconnect => Ok(Packet::Disconnect),
+            _ => Err(MqttError::PayloadRequired),
+        };
+    }
+    Ok(match packet_type {
+        PacketType::Connect => Packet::Connect(Connect::read(header, raw)?),
+        PacketType::ConnAck => Packet::ConnAck(ConnAck::read(header, raw)?),
+        PacketType::Publish => Packet::Publish(Publish::read(header, raw)?),
+        PacketType::PubAck => Packet::PubAck(PubAck::read(header, raw)?),
+        PacketType::PubRec => Packet::PubRec(PubRec::read(header, raw)?),
+        PacketType::PubRel => Packet::PubRel(PubRel::read(header, raw)?),
+        PacketType::PubComp => Packet::PubComp(PubComp::read(header, raw)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::read(header, raw)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::read(header, raw)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::read(header, raw)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::read(header, raw)?),
+        // Zero-length-only packet types with a body are malformed.
+        PacketType::PingReq | PacketType::PingResp | PacketType::Disconnect => {
+            return Err(MqttError::IncorrectPacketFormat)
+        }
+    })
+}
+
+/// The protocol level byte of a CONNECT frame, read before a full decode so
+/// a v5 or 3.1 client gets the right CONNACK instead of a parse error.
+pub fn connect_protocol_level(raw: &[u8]) -> Option<u8> {
+    // fixed header (1 + 1..4 length bytes), then 0x00 0x04 "MQTT" level.
+    let mut i = 1;
+    while *raw.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = usize::from(u16::from_be_bytes([*raw.get(i + 1)?, *raw.get(i + 2)?]));
+    raw.get(i + 3 + name_len).copied()
+}
+
+/// Encodes `packet` into `out` (appended).
+pub fn encode(packet: &Packet, out: &mut BytesMut) -> Result<(), MqttError> {
+    packet.write(out, usize::MAX).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_at_every_byte_come_out_whole() {
+        let mut wire = BytesMut::new();
+        let mut publish = Publish::new(
+            "v/a/pos",
+            rumqttc::mqttbytes::QoS::AtLeastOnce,
+            vec![1, 2, 3],
+        );
+        publish.pkid = 1;
+        encode(&Packet::Publish(publish), &mut wire).unwrap();
+        encode(&Packet::PingReq, &mut wire).unwrap();
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut frames = Vec::new();
+            while let Some(f) = next_frame(&mut buf, 1024).unwrap() {
+                frames.push(f.packet);
+            }
+            buf.extend_from_slice(&wire[cut..]);
+            while let Some(f) = next_frame(&mut buf, 1024).unwrap() {
+                frames.push(f.packet);
+            }
+            assert_eq!(frames.len(), 2, "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_its_body_arrives() {
+        let mut buf = BytesMut::from(&[0x30u8, 0xff, 0xff, 0x03][..]);
+        assert!(matches!(
+            next_frame(&mut buf, 1024),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 24) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = next_frame(&mut buf, 1024) {}
+            let _ = connect_protocol_level(&bytes);
+        }
+    }
+
+    #[test]
+    fn protocol_level_is_read_from_the_variable_header() {
+        let mut out = BytesMut::new();
+        encode(&Packet::Connect(Connect::new("c")), &mut out).unwrap();
+        assert_eq!(connect_protocol_level(&out), Some(4));
+    }
+}

@@ -1,0 +1,403 @@
+//! A client handed from the edge to the embedded rumqttd.
+//!
+//! In: the client's socket (with any bytes already buffered), its CONNECT
+//! and the packet that triggered the hand-off. Out: a connection to
+//! rumqttd's internal listener carrying the client's packets — each checked
+//! against the ACL below — and rumqttd's packets copied back frame by frame.
+//! Bound: two read buffers of at most one frame each.
+//!
+//! # ACL (client → broker)
+//!
+//! - PUBLISH to `v/<vid>/pos|status` goes to ingest, acked by the edge;
+//!   ingest mirrors it into the broker, so `v/#` subscribers see it once.
+//! - PUBLISH to `fleet/…` (the gateway's namespace), to a `$` topic or to a
+//!   topic with wildcards is dropped, acked (3.1.1 has no negative PUBACK)
+//!   and counted in `acl_denied_total`.
+//! - A retained PUBLISH to a new topic past `broker.max_retained_topics` is
+//!   forwarded without its retain flag (`retained_refused_total`): rumqttd's
+//!   retained map has no limit of its own.
+//! - SUBSCRIBE to a `$` filter other than `$share/<group>/<filter>` is
+//!   refused in the SUBACK (rumqttd would drop the client on `$SYS`), and so
+//!   is a new filter past `broker.max_filters` (`filters_refused_total`):
+//!   rumqttd keeps a log per filter forever.
+//!
+//! Keep-alive 0, which rumqttd refuses, is replayed as [`PROXY_KEEP_ALIVE_S`]
+//! with the edge sending PINGREQs on the client's behalf and swallowing the
+//! PINGRESPs.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{
+    Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck, Subscribe,
+    SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::{PacketType, QoS};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::codec::{self, Frame, FrameError};
+use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
+use super::EdgeContext;
+use crate::ingest::{now_ms, VehiclePublish};
+use crate::metrics::Metrics;
+use crate::topics::{is_gateway_namespace, VehicleTopic};
+
+/// Keep-alive given to rumqttd for a client that asked for none.
+pub const PROXY_KEEP_ALIVE_S: u16 = 120;
+/// Packet id of the SUBSCRIBE the edge replays for a vehicle's command topic.
+const REPLAY_PKID: u16 = u16::MAX;
+/// How long rumqttd may take to answer the replayed CONNECT.
+const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn splice(
+    mut client: TcpStream,
+    client_buf: BytesMut,
+    mut connect: Connect,
+    handoff: HandOff,
+    ctx: &EdgeContext,
+) {
+    let will = connect.last_will.clone();
+    let ping_for_client = connect.keep_alive == 0;
+    if ping_for_client {
+        connect.keep_alive = PROXY_KEEP_ALIVE_S;
+    }
+    let broker = match open_broker_session(&connect, ctx).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            Metrics::inc(&ctx.metrics.connections_refused_total_broker_unavailable);
+            tracing::warn!(client_id = %connect.client_id, error = %e, "hand-off to the embedded broker failed");
+            if let Some(will) = will {
+                fire_will(ctx, &will.topic, will.message);
+            }
+            let _ = client.shutdown().await;
+            return;
+        }
+    };
+    let mut proxy = Proxy {
+        ctx,
+        out: BytesMut::new(),
+        edge_owned_qos2: Vec::new(),
+        pingresps_owed: 0,
+        swallow_suback: handoff.command_subscription.as_ref().map(|_| REPLAY_PKID),
+    };
+    let mut broker = broker;
+    if let Some(vid) = &handoff.command_subscription {
+        let filter = format!("v/{vid}/cmd");
+        if ctx.filters.admit(&filter) {
+            let mut replay = Subscribe::new(filter, QoS::AtMostOnce);
+            replay.pkid = REPLAY_PKID;
+            if send(&mut broker, &mut proxy.out, &Packet::Subscribe(replay))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        } else {
+            Metrics::inc(&ctx.metrics.filters_refused_total);
+            proxy.swallow_suback = None;
+        }
+    }
+    proxy
+        .run(client, client_buf, broker, handoff.trigger, ping_for_client)
+        .await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandOffError {
+    #[error("cannot reach the embedded broker: {0}")]
+    Connect(std::io::Error),
+    #[error("the embedded broker did not answer the CONNECT in time")]
+    Timeout,
+    #[error("the embedded broker refused the CONNECT: {0:?}")]
+    Refused(ConnectReturnCode),
+    #[error("the embedded broker answered the CONNECT with {0}")]
+    Protocol(String),
+}
+
+async fn open_broker_session(
+    connect: &Connect,
+    ctx: &EdgeContext,
+) -> Result<TcpStream, HandOffError> {
+    let attempt = async {
+        let mut broker = TcpStream::connect(ctx.broker_addr)
+            .await
+            .map_err(HandOffError::Connect)?;
+        let _ = broker.set_nodelay(true);
+        let mut out = BytesMut::new();
+        send(&mut broker, &mut out, &Packet::Connect(connect.clone()))
+            .await
+            .map_err(HandOffError::Connect)?;
+        let mut buf = BytesMut::new();
+        match codec::read_raw_frame(&mut broker, &mut buf, 64)
+            .await
+            .and_then(|f| f.decode())
+        {
+            Ok(Frame {
+                packet: Packet::ConnAck(ack),
+                ..
+            }) if ack.code == ConnectReturnCode::Success => Ok(broker),
+            Ok(Frame {
+                packet: Packet::ConnAck(ack),
+                ..
+            }) => Err(HandOffError::Refused(ack.code)),
+            Ok(other) => Err(HandOffError::Protocol(format!("{:?}", other.packet))),
+            Err(e) => Err(HandOffError::Protocol(e.to_string())),
+        }
+    };
+    tokio::time::timeout(BROKER_CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Err(HandOffError::Timeout))
+}
+
+struct Proxy<'a> {
+    ctx: &'a EdgeContext,
+    out: BytesMut,
+    /// QoS 2 packet ids the edge answered itself (intercepted or denied), so
+    /// their PUBREL is answered here too and never reaches rumqttd.
+    edge_owned_qos2: Vec<u16>,
+    /// PINGREQs the edge sent for a keep-alive-0 client.
+    pingresps_owed: u32,
+    /// The SUBACK of the replayed command subscription, not for the client.
+    swallow_suback: Option<u16>,
+}
+
+/// What to do with one client packet.
+enum Verdict {
+    Forward(Bytes),
+    Reply(Packet),
+    /// Forward, then end the session (DISCONNECT).
+    ForwardAndClose(Bytes),
+    Drop,
+    /// Protocol violation: close both sides.
+    Close,
+}
+
+impl Proxy<'_> {
+    async fn run(
+        &mut self,
+        mut client: TcpStream,
+        mut client_buf: BytesMut,
+        mut broker: TcpStream,
+        trigger: Frame,
+        ping_for_client: bool,
+    ) {
+        let max = self.ctx.max_packet_size();
+        // rumqttd may send whatever its clients publish; its own limit is ours.
+        let max_from_broker = max.saturating_add(64 * 1024);
+        let mut broker_buf = BytesMut::new();
+        let mut ping =
+            tokio::time::interval(Duration::from_secs(u64::from(PROXY_KEEP_ALIVE_S / 2)));
+        ping.tick().await;
+
+        let mut pending = Some(trigger);
+        loop {
+            // Client → broker: every whole frame already buffered.
+            loop {
+                let frame = match pending.take() {
+                    Some(f) => f,
+                    None => match codec::next_frame(&mut client_buf, max) {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => {
+                            Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
+                            tracing::debug!(error = %e, "closing handed-off client");
+                            return;
+                        }
+                    },
+                };
+                let verdict = self.check(frame).await;
+                let written = match verdict {
+                    Verdict::Forward(raw) => write_raw(&mut broker, &raw).await,
+                    Verdict::ForwardAndClose(raw) => {
+                        let _ = write_raw(&mut broker, &raw).await;
+                        return;
+                    }
+                    Verdict::Reply(packet) => send(&mut client, &mut self.out, &packet).await,
+                    Verdict::Drop => Ok(()),
+                    Verdict::Close => return,
+                };
+                if written.is_err() {
+                    return;
+                }
+            }
+            // Broker → client: copy frames, minus the ones the edge caused.
+            loop {
+                match codec::next_raw_frame(&mut broker_buf, max_from_broker) {
+                    Ok(Some(frame)) => {
+                        if self.is_for_edge(&frame) {
+                            continue;
+                        }
+                        if write_raw(&mut client, &frame.raw).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable packet from the embedded broker");
+                        return;
+                    }
+                }
+            }
+            let (mut client_rd, _) = client.split();
+            let (mut broker_rd, mut broker_wr) = broker.split();
+            tokio::select! {
+                r = codec::fill(&mut client_rd, &mut client_buf) => if let Err(e) = r {
+                    // Without a DISCONNECT first, dropping the broker side
+                    // makes rumqttd fire the client's will, as it should.
+                    if !matches!(e, FrameError::Closed) { tracing::debug!(error = %e, "handed-off client read failed"); }
+                    return;
+                },
+                r = codec::fill(&mut broker_rd, &mut broker_buf) => if r.is_err() {
+                    return;
+                },
+                _ = ping.tick(), if ping_for_client => {
+                    if send(&mut broker_wr, &mut self.out, &Packet::PingReq).await.is_err() {
+                        return;
+                    }
+                    self.pingresps_owed += 1;
+                }
+            }
+        }
+    }
+
+    fn is_for_edge(&mut self, frame: &codec::RawFrame) -> bool {
+        match frame.header.packet_type() {
+            Ok(PacketType::PingResp) if self.pingresps_owed > 0 => {
+                self.pingresps_owed -= 1;
+                true
+            }
+            Ok(PacketType::SubAck) if self.swallow_suback.is_some() => {
+                let raw = frame.raw.as_ref();
+                // SUBACK: fixed header (2 bytes here), then the packet id.
+                let pkid = raw.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                if pkid == self.swallow_suback {
+                    self.swallow_suback = None;
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    async fn check(&mut self, frame: Frame) -> Verdict {
+        match &frame.packet {
+            Packet::Publish(publish) => self.check_publish(publish, frame.raw.clone()).await,
+            Packet::PubRel(rel) if self.edge_owned_qos2.contains(&rel.pkid) => {
+                self.edge_owned_qos2.retain(|&id| id != rel.pkid);
+                Verdict::Reply(Packet::PubComp(PubComp::new(rel.pkid)))
+            }
+            Packet::Subscribe(subscribe) => self.check_subscribe(subscribe, frame.raw.clone()),
+            Packet::Disconnect => Verdict::ForwardAndClose(frame.raw),
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
+                Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
+                Verdict::Close
+            }
+            _ => Verdict::Forward(frame.raw),
+        }
+    }
+
+    async fn check_publish(&mut self, publish: &Publish, raw: Bytes) -> Verdict {
+        let topic = publish.topic.as_str();
+        if let Some(VehicleTopic::Uplink(vehicle, kind)) = VehicleTopic::parse(topic) {
+            let item = VehiclePublish {
+                vehicle,
+                kind,
+                payload: publish.payload.clone(),
+                received_ms: now_ms(),
+            };
+            return match publish.qos {
+                QoS::AtMostOnce => {
+                    self.ctx.ingest.offer(item);
+                    Verdict::Drop
+                }
+                QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                    let duplicate = publish.qos == QoS::ExactlyOnce
+                        && self.edge_owned_qos2.contains(&publish.pkid);
+                    if !duplicate && self.ctx.ingest.deliver(item).await.is_err() {
+                        return Verdict::Close;
+                    }
+                    self.ack_here(publish)
+                }
+            };
+        }
+        let denied = topic.starts_with('$')
+            || is_gateway_namespace(topic)
+            || topic.contains(['+', '#'])
+            || topic.is_empty();
+        if denied {
+            Metrics::inc(&self.ctx.metrics.acl_denied_total);
+            tracing::debug!(topic, "publish denied by the edge ACL");
+            return match publish.qos {
+                QoS::AtMostOnce => Verdict::Drop,
+                _ => self.ack_here(publish),
+            };
+        }
+        if publish.retain && !publish.payload.is_empty() && !self.ctx.retained.admit(topic) {
+            Metrics::inc(&self.ctx.metrics.retained_refused_total);
+            let mut unretained = publish.clone();
+            unretained.retain = false;
+            let mut out = BytesMut::new();
+            return match codec::encode(&Packet::Publish(unretained), &mut out) {
+                Ok(()) => Verdict::Forward(out.freeze()),
+                Err(_) => Verdict::Close,
+            };
+        }
+        Verdict::Forward(raw)
+    }
+
+    /// The edge answers a QoS 1/2 publish that never reaches rumqttd.
+    fn ack_here(&mut self, publish: &Publish) -> Verdict {
+        match publish.qos {
+            QoS::AtMostOnce => Verdict::Drop,
+            QoS::AtLeastOnce => Verdict::Reply(Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::ExactlyOnce => {
+                if !self.edge_owned_qos2.contains(&publish.pkid) {
+                    if self.edge_owned_qos2.len() >= self.ctx.mqtt.max_qos2_inflight.get() {
+                        Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
+                        return Verdict::Close;
+                    }
+                    self.edge_owned_qos2.push(publish.pkid);
+                }
+                Verdict::Reply(Packet::PubRec(PubRec::new(publish.pkid)))
+            }
+        }
+    }
+
+    fn check_subscribe(&mut self, subscribe: &Subscribe, raw: Bytes) -> Verdict {
+        let mut refused = false;
+        for filter in &subscribe.filters {
+            let path = filter.path.as_str();
+            let inner = match path.strip_prefix("$share/") {
+                Some(rest) => rest.split_once('/').map(|(_, f)| f),
+                None => Some(path),
+            };
+            let allowed = inner.is_some_and(|f| !f.is_empty() && !f.starts_with('$'));
+            if !allowed {
+                Metrics::inc(&self.ctx.metrics.acl_denied_total);
+                refused = true;
+            } else if !self.ctx.filters.admit(path) {
+                Metrics::inc(&self.ctx.metrics.filters_refused_total);
+                refused = true;
+            }
+        }
+        if refused {
+            tracing::debug!(filters = ?subscribe.filters, "subscription refused by the edge");
+            let codes = vec![SubscribeReasonCode::Failure; subscribe.filters.len()];
+            return Verdict::Reply(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
+        }
+        Verdict::Forward(raw)
+    }
+}
+
+async fn write_raw(stream: &mut TcpStream, raw: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(raw)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}

@@ -1,0 +1,200 @@
+//! fleetgate: an edge gateway for vehicle telematics.
+//!
+//! Vehicles publish compact postcard positions over MQTT to the gateway's
+//! edge; the gateway decodes them and republishes JSON for dashboards
+//! through an embedded rumqttd. `main` parses configuration and calls
+//! [`run`]; tests call [`start`] with listeners bound to `127.0.0.1:0`.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, every field optional.
+//! - [`edge`]: the one MQTT port; vehicles stay here, other clients are
+//!   handed to the broker.
+//! - [`broker`]: the embedded rumqttd and the gateway's local link to it.
+//! - [`ingest`]: decoding of vehicle payloads, JSON out to dashboards.
+//! - [`topics`]: the topic scheme and vehicle ids.
+//! - [`api`]: HTTP: health and Prometheus metrics.
+//! - [`metrics`]: every counter, rendered for `/metrics`.
+//! - [`demo`]: the gateway plus a simulated fleet, for `fleetgate demo`.
+//!
+//! Data flows one way: edge → ingest → broker (and dashboards); the only
+//! way back is the command downlink, broker → edge registry → device.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod edge;
+pub mod ingest;
+pub mod metrics;
+pub mod topics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+use metrics::Metrics;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("listener has no local address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+/// The sockets the gateway serves on, bound before it starts so that a
+/// caller (a test, systemd socket activation) can choose them.
+pub struct Listeners {
+    pub mqtt: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            mqtt: bind(config.mqtt.listen).await?,
+            http: bind(config.http.listen).await?,
+        })
+    }
+
+    /// Binds both on `127.0.0.1:0`, for tests.
+    pub async fn loopback() -> Result<Listeners, StartError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let bind = || async move {
+            TcpListener::bind(any)
+                .await
+                .map_err(|source| StartError::Bind { addr: any, source })
+        };
+        Ok(Listeners {
+            mqtt: bind().await?,
+            http: bind().await?,
+        })
+    }
+}
+
+/// A running gateway. Dropping it stops it too, less gracefully than
+/// [`Gateway::shutdown`].
+pub struct Gateway {
+    pub mqtt_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop_edge: Option<oneshot::Sender<()>>,
+    stop_http: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    _broker: broker::Broker,
+}
+
+impl Gateway {
+    /// Stops accepting, closes every connection and waits for the tasks.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_edge.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts every part of the gateway on the given listeners and returns once
+/// it serves.
+pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, StartError> {
+    let metrics = Arc::new(Metrics::default());
+    let mqtt_addr = listeners.mqtt.local_addr().map_err(StartError::LocalAddr)?;
+    let http_addr = listeners.http.local_addr().map_err(StartError::LocalAddr)?;
+
+    let registry = edge::registry::VehicleRegistry::new(
+        config.mqtt.vehicle_command_queue.get(),
+        metrics.clone(),
+    );
+    let broker = broker::Broker::start(
+        &config.broker,
+        &config.mqtt,
+        metrics.clone(),
+        registry.clone(),
+    )
+    .await?;
+    let (ingest_tx, ingest_task) =
+        ingest::spawn(&config.ingest, metrics.clone(), broker.publisher.clone());
+
+    let ctx = Arc::new(edge::EdgeContext::new(
+        &config.mqtt,
+        &config.broker,
+        metrics.clone(),
+        ingest_tx,
+        broker.publisher.clone(),
+        registry,
+        broker.internal_addr,
+    ));
+    let (stop_edge, edge_stopped) = oneshot::channel::<()>();
+    let edge_task = tokio::spawn(edge::serve(listeners.mqtt, ctx, async {
+        let _ = edge_stopped.await;
+    }));
+
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let app = api::router(api::AppState {
+        metrics: metrics.clone(),
+    });
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async {
+            let _ = http_stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    tracing::info!(%mqtt_addr, %http_addr, gateway_id = %config.gateway_id.0, "fleetgate serving");
+    Ok(Gateway {
+        mqtt_addr,
+        http_addr,
+        metrics,
+        stop_edge: Some(stop_edge),
+        stop_http: Some(stop_http),
+        // Ingest ends by itself once the edge, its last sender, is gone.
+        tasks: vec![edge_task, http_task, ingest_task],
+        _broker: broker,
+    })
+}
+
+/// Runs the gateway until `shutdown` resolves, then stops it cleanly.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let gateway = start(config, listeners).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(())
+}
