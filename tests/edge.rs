@@ -1,0 +1,356 @@
+//! The edge under misbehaving clients: every failure stays with the
+//! connection that caused it.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use fleetgate::Config;
+use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
+use rumqttc::mqttbytes::v4::{
+    ConnectReturnCode, LastWill, Packet, Publish, Subscribe, SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::QoS;
+
+fn position(seq: u32) -> Bytes {
+    let p = Position {
+        seq,
+        time_ms: 1_795_000_000_000,
+        lat_e6: 52_373_100,
+        lon_e6: 4_892_200,
+        speed_cm_s: 1_389,
+        heading: 64,
+        flags: flags::FIX_VALID | flags::IGNITION,
+        odometer_m: None,
+    };
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    Bytes::copy_from_slice(encode(&p, &mut buf).unwrap())
+}
+
+#[tokio::test]
+async fn keep_alive_zero_is_accepted_and_never_times_out() {
+    let gw = gateway().await;
+    let mut c = RawClient::mqtt(gw.mqtt_addr, "ka0", 0).await;
+    c.send(Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+    assert_eq!(
+        metric(&gw, "fleetgate_connections{kind=\"vehicle\"}").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn silent_connection_does_not_block_another_clients_connect() {
+    let mut config = Config::default();
+    config.mqtt.connect_timeout_ms = 300;
+    let gw = gateway_with(config).await;
+    let mut silent = RawClient::connect(gw.mqtt_addr).await;
+    // The second client's CONNACK arrives while the first is still silent.
+    let _second = RawClient::mqtt(gw.mqtt_addr, "second", 30).await;
+    // And the silent one is closed once its CONNECT time is up.
+    assert_eq!(silent.recv().await, None);
+    assert_eq!(
+        metric(
+            &gw,
+            "fleetgate_connections_refused_total{reason=\"connect_timeout\"}"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn malformed_packet_closes_only_its_own_connection() {
+    let gw = gateway().await;
+    let mut good = RawClient::mqtt(gw.mqtt_addr, "good", 30).await;
+    let mut bad = RawClient::mqtt(gw.mqtt_addr, "bad", 30).await;
+    // A PUBLISH whose remaining length says 5 but whose topic length says 300.
+    bad.send_raw(&[0x30, 0x05, 0x01, 0x2c, b'a', b'b', b'c'])
+        .await;
+    assert_eq!(bad.recv().await, None, "the bad client is closed");
+    await_metric(&gw, "fleetgate_connections_closed_malformed_total", 1).await;
+    good.send(Packet::PingReq).await;
+    assert_eq!(
+        good.recv().await,
+        Some(Packet::PingResp),
+        "the good client is served"
+    );
+}
+
+#[tokio::test]
+async fn oversized_packet_closes_its_connection() {
+    let mut config = Config::default();
+    config.mqtt.max_packet_size_bytes = std::num::NonZeroUsize::new(1024).unwrap();
+    let gw = gateway_with(config).await;
+    let mut c = RawClient::mqtt(gw.mqtt_addr, "big", 30).await;
+    c.send(Packet::Publish(Publish::new(
+        "v/t/pos",
+        QoS::AtMostOnce,
+        vec![0u8; 4096],
+    )))
+    .await;
+    assert_eq!(c.recv().await, None);
+}
+
+#[tokio::test]
+async fn mqtt5_connect_gets_unacceptable_protocol_version() {
+    let gw = gateway().await;
+    let mut c = RawClient::connect(gw.mqtt_addr).await;
+    // CONNECT, protocol "MQTT" level 5, clean start, keep-alive 60, no properties, id "x".
+    c.send_raw(&[
+        0x10, 0x0e, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'x',
+    ])
+    .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, ConnectReturnCode::RefusedProtocolVersion)
+        }
+        other => panic!("expected CONNACK 0x01, got {other:?}"),
+    }
+    assert_eq!(c.recv().await, None);
+}
+
+#[tokio::test]
+async fn first_packet_that_is_not_connect_is_refused() {
+    let gw = gateway().await;
+    let mut c = RawClient::connect(gw.mqtt_addr).await;
+    c.send(Packet::PingReq).await;
+    assert_eq!(c.recv().await, None);
+    assert_eq!(
+        metric(
+            &gw,
+            "fleetgate_connections_refused_total{reason=\"bad_connect\"}"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn connection_limit_refuses_one_more_and_counts_it() {
+    let mut config = Config::default();
+    config.mqtt.max_connections = std::num::NonZeroUsize::new(2).unwrap();
+    let gw = gateway_with(config).await;
+    let _a = RawClient::mqtt(gw.mqtt_addr, "a", 30).await;
+    let _b = RawClient::mqtt(gw.mqtt_addr, "b", 30).await;
+    let mut c = RawClient::connect(gw.mqtt_addr).await;
+    assert_eq!(c.recv().await, None);
+    assert_eq!(
+        metric(&gw, "fleetgate_connections_refused_total{reason=\"limit\"}").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn vehicle_qos1_and_qos2_publishes_are_acked_and_decoded_once() {
+    let gw = gateway().await;
+    let mut v = RawClient::mqtt(gw.mqtt_addr, "truck-1", 30).await;
+    let mut p1 = Publish::from_bytes("v/truck-1/pos", QoS::AtLeastOnce, position(1));
+    p1.pkid = 7;
+    v.send(Packet::Publish(p1)).await;
+    assert!(matches!(v.recv().await, Some(Packet::PubAck(a)) if a.pkid == 7));
+
+    let mut p2 = Publish::from_bytes("v/truck-1/pos", QoS::ExactlyOnce, position(2));
+    p2.pkid = 8;
+    v.send(Packet::Publish(p2.clone())).await;
+    assert!(matches!(v.recv().await, Some(Packet::PubRec(a)) if a.pkid == 8));
+    p2.dup = true; // a redelivery before PUBREL must not be ingested twice
+    v.send(Packet::Publish(p2)).await;
+    assert!(matches!(v.recv().await, Some(Packet::PubRec(a)) if a.pkid == 8));
+    v.send(Packet::PubRel(rumqttc::mqttbytes::v4::PubRel::new(8)))
+        .await;
+    assert!(matches!(v.recv().await, Some(Packet::PubComp(a)) if a.pkid == 8));
+
+    await_metric(
+        &gw,
+        "fleetgate_messages_decoded_total{kind=\"position\"}",
+        2,
+    )
+    .await;
+    v.send(Packet::PingReq).await;
+    assert_eq!(v.recv().await, Some(Packet::PingResp));
+    assert_eq!(
+        metric(&gw, "fleetgate_messages_decoded_total{kind=\"position\"}").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn malformed_payload_is_counted_and_the_gateway_keeps_serving() {
+    let gw = gateway().await;
+    let mut dash = RawClient::mqtt(gw.mqtt_addr, "dash", 30).await;
+    dash.send(Packet::Subscribe(Subscribe::new(
+        "fleet/+/position",
+        QoS::AtMostOnce,
+    )))
+    .await;
+    assert!(matches!(dash.recv().await, Some(Packet::SubAck(_))));
+
+    let mut v = RawClient::mqtt(gw.mqtt_addr, "truck-2", 30).await;
+    for (pkid, garbage) in [(1, &b"\x11garbage"[..]), (2, &b"{\"lat\":1000}"[..])] {
+        let mut p = Publish::new("v/truck-2/pos", QoS::AtLeastOnce, garbage.to_vec());
+        p.pkid = pkid;
+        v.send(Packet::Publish(p)).await;
+        assert!(
+            matches!(v.recv().await, Some(Packet::PubAck(_))),
+            "acked: ingest took it"
+        );
+    }
+    await_metric(&gw, "fleetgate_messages_malformed_total", 2).await;
+
+    v.send(Packet::Publish(Publish::from_bytes(
+        "v/truck-2/pos",
+        QoS::AtMostOnce,
+        position(3),
+    )))
+    .await;
+    match dash.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "fleet/truck-2/position");
+            let json: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(
+                json["seq"], 3,
+                "only the good position is forwarded: {json}"
+            );
+        }
+        other => panic!("expected the good position, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn last_will_of_a_vanished_vehicle_reaches_dashboards_as_offline() {
+    let gw = gateway().await;
+    let mut dash = RawClient::mqtt(gw.mqtt_addr, "dash", 30).await;
+    dash.send(Packet::Subscribe(Subscribe::new(
+        "fleet/+/status",
+        QoS::AtMostOnce,
+    )))
+    .await;
+    assert!(matches!(dash.recv().await, Some(Packet::SubAck(_))));
+
+    let will = fleetgate_wire::Status {
+        time_ms: 0,
+        online: false,
+        ignition: false,
+        supply_mv: 0,
+        firmware: Default::default(),
+    };
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    let will = encode(&will, &mut buf).unwrap().to_vec();
+    let mut c = RawClient::connect(gw.mqtt_addr).await;
+    let mut connect = rumqttc::mqttbytes::v4::Connect::new("truck-3");
+    connect.keep_alive = 30;
+    connect.last_will = Some(LastWill::new(
+        "v/truck-3/status",
+        will,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    c.send(Packet::Connect(connect)).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
+    drop(c); // no DISCONNECT: the will fires
+
+    match dash.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "fleet/truck-3/status");
+            let json: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(json["online"], false);
+        }
+        other => panic!("expected the will, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sys_subscription_is_refused_without_dropping_the_client() {
+    let gw = gateway().await;
+    let mut c = RawClient::mqtt(gw.mqtt_addr, "curious", 30).await;
+    c.send(Packet::Subscribe(Subscribe::new("$SYS/#", QoS::AtMostOnce)))
+        .await;
+    match c.recv().await {
+        Some(Packet::SubAck(ack)) => {
+            assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Failure])
+        }
+        other => panic!("expected a refusing SUBACK, got {other:?}"),
+    }
+    c.send(Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn clients_cannot_forge_the_gateways_fleet_topics() {
+    let gw = gateway().await;
+    let mut dash = RawClient::mqtt(gw.mqtt_addr, "dash", 30).await;
+    dash.send(Packet::Subscribe(Subscribe::new(
+        "fleet/#",
+        QoS::AtMostOnce,
+    )))
+    .await;
+    assert!(matches!(dash.recv().await, Some(Packet::SubAck(_))));
+    let mut forger = RawClient::mqtt(gw.mqtt_addr, "forger", 30).await;
+    let mut p = Publish::new("fleet/truck-9/position", QoS::AtLeastOnce, b"{}".to_vec());
+    p.pkid = 1;
+    forger.send(Packet::Publish(p)).await;
+    assert!(matches!(forger.recv().await, Some(Packet::PubAck(_))));
+    await_metric(&gw, "fleetgate_acl_denied_total", 1).await;
+    // The next thing the dashboard sees is a real position, not the forgery.
+    let mut v = RawClient::mqtt(gw.mqtt_addr, "truck-9", 30).await;
+    v.send(Packet::Publish(Publish::from_bytes(
+        "v/truck-9/pos",
+        QoS::AtMostOnce,
+        position(1),
+    )))
+    .await;
+    match dash.recv().await {
+        Some(Packet::Publish(p)) => assert!(p.payload.len() > 2, "got {:?}", p.payload),
+        other => panic!("expected a position, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn command_published_by_a_dashboard_reaches_the_vehicle_at_the_edge() {
+    let gw = gateway().await;
+    let mut v = RawClient::mqtt(gw.mqtt_addr, "truck-4", 30).await;
+    v.send(Packet::Subscribe(Subscribe::new(
+        "v/truck-4/cmd",
+        QoS::AtLeastOnce,
+    )))
+    .await;
+    assert!(matches!(v.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(
+        metric(&gw, "fleetgate_handoffs_total").await,
+        0,
+        "the vehicle stays at the edge"
+    );
+
+    let mut ops = RawClient::mqtt(gw.mqtt_addr, "ops", 30).await;
+    let command = b"\x13\x01".to_vec(); // Command::RequestPosition
+    let mut p = Publish::new("v/truck-4/cmd", QoS::AtLeastOnce, command.clone());
+    p.pkid = 3;
+    ops.send(Packet::Publish(p)).await;
+    assert!(matches!(ops.recv().await, Some(Packet::PubAck(_))));
+    match v.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "v/truck-4/cmd");
+            assert_eq!(p.payload.as_ref(), command.as_slice());
+        }
+        other => panic!("expected the command, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn handed_off_keep_alive_zero_client_is_kept_alive_by_the_edge() {
+    let gw = gateway().await;
+    let mut dash = RawClient::mqtt(gw.mqtt_addr, "dash-ka0", 0).await;
+    dash.send(Packet::Subscribe(Subscribe::new(
+        "fleet/#",
+        QoS::AtMostOnce,
+    )))
+    .await;
+    assert!(matches!(dash.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(
+        metric(&gw, "fleetgate_connections{kind=\"handed_off\"}").await,
+        1
+    );
+    dash.send(Packet::PingReq).await;
+    assert_eq!(dash.recv().await, Some(Packet::PingResp));
+}

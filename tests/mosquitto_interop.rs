@@ -1,0 +1,239 @@
+//! The walking skeleton, as a person would drive it: the real
+//! `mosquitto_pub` and `mosquitto_sub` against the in-process gateway.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::*;
+
+/// `mosquitto_sub -d` on the gateway; lines arrive on the channel.
+struct Sub {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Sub {
+    fn start(port: u16, filter: &str) -> Sub {
+        require_tool("mosquitto_sub");
+        // stdbuf: mosquitto_sub block-buffers stdout into a pipe otherwise.
+        let mut child = Command::new("stdbuf")
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                filter,
+                "-v",
+                "-d",
+                "-q",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { child, lines }
+    }
+
+    /// Waits for the first line containing `needle`.
+    fn await_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("mosquitto_sub printed no line with {needle:?} in time"),
+            }
+        }
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto_pub(port: u16, topic: &str, message: MessageSource) {
+    require_tool("mosquitto_pub");
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        topic,
+        "-q",
+        "1",
+    ]);
+    let status = match message {
+        MessageSource::Text(m) => cmd.args(["-m", m]).status().expect("run mosquitto_pub"),
+        MessageSource::Stdin(bytes) => {
+            cmd.arg("-s").stdin(Stdio::piped());
+            let mut child = cmd.spawn().expect("spawn mosquitto_pub");
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&bytes)
+                .expect("pipe bytes");
+            child.wait().expect("wait mosquitto_pub")
+        }
+    };
+    assert!(status.success(), "mosquitto_pub failed: {status}");
+}
+
+enum MessageSource<'a> {
+    Text(&'a str),
+    Stdin(Vec<u8>),
+}
+
+/// `firmware-sim encode position …`: the encoder CLI a person pipes into
+/// `mosquitto_pub -s`.
+fn encoder_cli(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(workspace_bin("firmware-sim"))
+        .arg("encode")
+        .args(args)
+        .output()
+        .expect("run the encoder CLI");
+    assert!(
+        out.status.success(),
+        "encoder failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn position_json(line: &str, topic: &str) -> serde_json::Value {
+    let json = line
+        .strip_prefix(topic)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("line does not start with {topic}: {line}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postcard_position_from_the_encoder_cli_reaches_mosquitto_sub_as_json() {
+    let gw = gateway().await;
+    let port = gw.mqtt_addr.port();
+    let sub = Sub::start(port, "fleet/#");
+    sub.await_line("SUBACK");
+
+    let bytes = encoder_cli(&[
+        "position",
+        "--lat",
+        "52.3731",
+        "--lon",
+        "4.8922",
+        "--seq",
+        "42",
+        "--speed-kmh",
+        "36",
+    ]);
+    assert!(
+        bytes.len() <= 24,
+        "a typical position is at most 24 bytes, got {}",
+        bytes.len()
+    );
+    tokio::task::spawn_blocking(move || {
+        mosquitto_pub(port, "v/truck-7/pos", MessageSource::Stdin(bytes))
+    })
+    .await
+    .unwrap();
+
+    let line = tokio::task::spawn_blocking(move || {
+        let line = sub.await_line("fleet/truck-7/position ");
+        drop(sub);
+        line
+    })
+    .await
+    .unwrap();
+    let json = position_json(&line, "fleet/truck-7/position");
+    assert_eq!(json["vehicle_id"], "truck-7");
+    assert_eq!(json["seq"], 42);
+    assert!(
+        (json["lat"].as_f64().unwrap() - 52.3731).abs() < 1e-6,
+        "{json}"
+    );
+    assert!(
+        (json["lon"].as_f64().unwrap() - 4.8922).abs() < 1e-6,
+        "{json}"
+    );
+    assert!(
+        (json["speed_kmh"].as_f64().unwrap() - 36.0).abs() < 0.1,
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_position_from_mosquitto_pub_reaches_mosquitto_sub() {
+    let gw = gateway().await;
+    let port = gw.mqtt_addr.port();
+    let sub = Sub::start(port, "fleet/+/position");
+    sub.await_line("SUBACK");
+    tokio::task::spawn_blocking(move || {
+        mosquitto_pub(
+            port,
+            "v/truck-7/pos",
+            MessageSource::Text(r#"{"lat":52.3731,"lon":4.8922}"#),
+        )
+    })
+    .await
+    .unwrap();
+    let line = tokio::task::spawn_blocking(move || sub.await_line("fleet/truck-7/position "))
+        .await
+        .unwrap();
+    let json = position_json(&line, "fleet/truck-7/position");
+    assert!(
+        (json["lat"].as_f64().unwrap() - 52.3731).abs() < 1e-6,
+        "{json}"
+    );
+    assert!(
+        (json["lon"].as_f64().unwrap() - 4.8922).abs() < 1e-6,
+        "{json}"
+    );
+    assert_eq!(json["fix_valid"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_device_payloads_stay_subscribable_under_v() {
+    let gw = gateway().await;
+    let port = gw.mqtt_addr.port();
+    let sub = Sub::start(port, "v/+/pos");
+    sub.await_line("SUBACK");
+    tokio::task::spawn_blocking(move || {
+        mosquitto_pub(
+            port,
+            "v/van-1/pos",
+            MessageSource::Text(r#"{"lat":1.5,"lon":2.5}"#),
+        )
+    })
+    .await
+    .unwrap();
+    let line = tokio::task::spawn_blocking(move || sub.await_line("v/van-1/pos {"))
+        .await
+        .unwrap();
+    assert!(
+        line.contains("\"lat\":1.5"),
+        "mirrored as the device sent it: {line}"
+    );
+}
