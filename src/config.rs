@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::fanout::WhenFull;
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +38,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub broker: BrokerConfig,
     pub ingest: IngestConfig,
+    pub fleet: FleetConfig,
+    pub fanout: FanoutConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// Where the gateway keeps state that must survive a restart.
@@ -159,16 +163,75 @@ impl Default for IngestConfig {
     }
 }
 
+/// The fleet's live state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Vehicles the table holds, allocated at start-up. A new vehicle past
+    /// it is refused (`refuse_new`), counted; known vehicles keep working.
+    pub max_vehicles: NonZeroUsize,
+    /// Silent this long, an online vehicle becomes `unknown` (Traccar: 600 s).
+    pub unknown_after_s: u64,
+    /// How often silence is checked.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            max_vehicles: nz(10_000),
+            unknown_after_s: 600,
+            sweep_interval_ms: 1_000,
+        }
+    }
+}
+
+/// The fan-out: every consumer's own bounded queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutConfig {
+    /// Subscribers at once (MQTT republisher, WebSockets, bridge feeder).
+    pub max_subscribers: NonZeroUsize,
+    /// Events kept per conflating subscriber, oldest dropped first.
+    pub events_queue: NonZeroUsize,
+    /// The MQTT republisher (`fleet/...` topics): queue and policy.
+    pub mqtt_queue: NonZeroUsize,
+    pub mqtt_when_full: WhenFull,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            max_subscribers: nz(64),
+            events_queue: nz(256),
+            mqtt_queue: nz(16_384),
+            mqtt_when_full: WhenFull::DropOldest,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Updates queued per WebSocket client, and its policy when full.
+    pub ws_queue: NonZeroUsize,
+    pub ws_when_full: WhenFull,
+    /// A WebSocket frame batches what changed during this interval.
+    pub ws_frame_interval_ms: u64,
+    /// A WebSocket client that takes longer than this to accept a frame is
+    /// disconnected (counted in `ws_stalled_disconnects_total`).
+    pub ws_stall_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            ws_queue: nz(2_048),
+            ws_when_full: WhenFull::Conflate,
+            ws_frame_interval_ms: 100,
+            ws_stall_timeout_ms: 10_000,
         }
     }
 }
@@ -218,6 +281,21 @@ impl Config {
         if self.mqtt.connect_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "mqtt.connect_timeout_ms must be above 0".into(),
+            ));
+        }
+        if self.fleet.sweep_interval_ms == 0 || self.http.ws_frame_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "fleet.sweep_interval_ms and http.ws_frame_interval_ms must be above 0".into(),
+            ));
+        }
+        if self.fanout.mqtt_when_full == WhenFull::Block {
+            return Err(ConfigError::Invalid(
+                "fanout.mqtt_when_full = \"block\" would let dashboards stall ingest; block is only for the disk-backed bridge".into(),
+            ));
+        }
+        if self.http.ws_when_full == WhenFull::Block {
+            return Err(ConfigError::Invalid(
+                "http.ws_when_full = \"block\" would let one browser stall ingest; block is only for the disk-backed bridge".into(),
             ));
         }
         if self.gateway_id.0.is_empty() {
@@ -272,6 +350,19 @@ mod tests {
         assert!(msg.contains("max_conections"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("bad.toml"), "{msg}");
+    }
+
+    #[test]
+    fn block_is_refused_for_dashboards() {
+        let err = Config::from_toml("[http]\nws_when_full = \"block\"\n", Path::new("b.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("bridge"), "{err}");
+        let err = Config::from_toml("[http]\nws_when_full = \"fastest\"\n", Path::new("b.toml"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("conflate"),
+            "names the valid policies: {err}"
+        );
     }
 
     #[test]

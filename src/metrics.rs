@@ -104,6 +104,32 @@ metrics! {
     messages_published_total: counter;
     /// Publishes to the broker dropped because its queue (`broker.publish_queue`) was full.
     broker_publish_dropped_total: counter;
+    /// Vehicles in the fleet table (at most `fleet.max_vehicles`).
+    fleet_vehicles: gauge;
+    /// Messages of new vehicles refused because the table is full (policy `refuse_new`).
+    fleet_vehicles_refused_total: counter;
+    /// Positions dropped as duplicates (same or older sequence number, seen before).
+    positions_duplicate_total: counter;
+    /// Positions that arrived after a newer one (forwarded, not the latest).
+    positions_late_total: counter;
+    /// Sequence numbers skipped by devices (gaps; a late arrival may fill one later).
+    seq_gaps_total: counter;
+    /// Fan-out subscribers (MQTT republisher, WebSockets, bridge feeder).
+    fanout_subscribers: gauge;
+    /// Subscriptions refused because `fanout.max_subscribers` was reached.
+    fanout_subscribers_refused_total: counter;
+    /// Updates a subscriber lost to its full queue (drop_oldest, drop_newest, conflate overflow).
+    fanout_dropped_total: counter;
+    /// Positions replaced in a conflating queue by a newer one for the same vehicle.
+    fanout_conflated_total: counter;
+    /// Times the producer waited for a `block` subscriber.
+    fanout_blocked_total: counter;
+    /// Open WebSocket connections on the live feed.
+    ws_clients: gauge;
+    /// WebSocket clients disconnected for not reading within `http.ws_stall_timeout_ms`.
+    ws_stalled_disconnects_total: counter;
+    /// WebSocket frames sent on the live feed.
+    ws_frames_sent_total: counter;
     /// Commands delivered from the broker to vehicle connections at the edge.
     commands_delivered_total: counter;
     /// Commands dropped: vehicle not connected here, or its command queue full.
