@@ -1,10 +1,10 @@
-//! Ingest: vehicle publishes in, decoded messages out.
+//! Ingest: vehicle publishes in, fleet updates out.
 //!
 //! In: [`VehiclePublish`]es from the edge (vehicles at the edge, and
 //! `v/<vid>/pos|status` publishes of handed-off clients), through a bounded
-//! queue of `ingest.queue` entries. Out: for each payload that decodes, the
-//! raw payload mirrored to `v/<vid>/…` and its JSON form on
-//! `fleet/<vid>/position|status`, through the broker publisher.
+//! queue of `ingest.queue` entries. Out: the fleet's [`Update`]s, published
+//! once to the fan-out per batch; each payload that decodes is also mirrored
+//! as sent to `v/<vid>/…` in the broker; answers to [`FleetQueries`].
 //!
 //! Policy when the queue is full: a QoS 0 publish is dropped and counted
 //! (`ingest_dropped_total`); a QoS 1/2 publish waits, which pauses only the
@@ -12,21 +12,28 @@
 //! payload that does not decode is counted (`messages_malformed_total`),
 //! logged at most `ingest.malformed_log_per_s` times a second, and never
 //! forwarded.
+//!
+//! The task owns the [`Fleet`] alone, so the hot path — decode, state
+//! update, fan-out — takes no lock per message and allocates nothing
+//! (`tests/alloc_free.rs` counts). It drains up to [`BATCH`] publishes at a
+//! time and hands the fan-out one batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fleetgate_wire::json::{decode_position_any, decode_status_any};
-use fleetgate_wire::{Position, Status};
-use serde::Serialize;
-use tokio::sync::mpsc;
+use fleetgate_wire::json::{decode_status_any, PositionJson};
+use fleetgate_wire::{Format, Position};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::broker::BrokerPublisher;
-use crate::config::IngestConfig;
+use crate::config::Config;
+use crate::fanout::Fanout;
+use crate::fleet::{Fleet, Outcome, Update, VehicleState};
 use crate::metrics::Metrics;
-use crate::topics::{dashboard_topic, device_topic, DeviceTopicKind, VehicleId};
+use crate::topics::{DeviceTopicKind, VehicleId};
 
 /// One publish by a device, as the edge received it.
 #[derive(Debug, Clone)]
@@ -73,79 +80,162 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Starts the ingest task.
-pub fn spawn(
-    config: &IngestConfig,
-    metrics: Arc<Metrics>,
-    publisher: BrokerPublisher,
-) -> (IngestSender, tokio::task::JoinHandle<()>) {
-    let (queue, mut rx) = mpsc::channel(config.queue.get());
-    let mut ingest = Ingest {
-        metrics: metrics.clone(),
-        publisher,
-        malformed_log: RateLimit::new(config.malformed_log_per_s),
-    };
-    let task = tokio::spawn(async move {
-        while let Some(publish) = rx.recv().await {
-            ingest.handle(publish);
-        }
-    });
-    (IngestSender { queue, metrics }, task)
+/// Publishes drained from the queue at once; one fan-out batch.
+pub const BATCH: usize = 256;
+
+/// A question for the fleet's owner; answered between batches.
+enum Query {
+    All(oneshot::Sender<Vec<VehicleState>>),
+    One(VehicleId, oneshot::Sender<Option<VehicleState>>),
 }
 
-struct Ingest {
+/// Read access to the fleet for the API: copies, made by the ingest task.
+#[derive(Clone)]
+pub struct FleetQueries {
+    queries: mpsc::Sender<Query>,
+}
+
+/// The fleet could not answer: the gateway is stopping, or too many
+/// questions are queued (at most 64).
+#[derive(Debug, thiserror::Error)]
+#[error("the fleet state is busy or stopping")]
+pub struct FleetUnavailable;
+
+impl FleetQueries {
+    pub async fn all(&self) -> Result<Vec<VehicleState>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::All(tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
+    pub async fn one(&self, id: VehicleId) -> Result<Option<VehicleState>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::One(id, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+}
+
+/// Starts the ingest task, which owns the fleet state.
+pub fn spawn(
+    config: &Config,
     metrics: Arc<Metrics>,
-    publisher: BrokerPublisher,
+    mirror: BrokerPublisher,
+    fanout: &Fanout,
+) -> (IngestSender, FleetQueries, tokio::task::JoinHandle<()>) {
+    let (queue, mut rx) = mpsc::channel(config.ingest.queue.get());
+    let (queries, mut query_rx) = mpsc::channel::<Query>(64);
+    let mut pipeline = Pipeline::new(config, metrics.clone(), mirror);
+    let mut publisher = fanout.publisher();
+    let sweep_every = Duration::from_millis(config.fleet.sweep_interval_ms);
+    let task = tokio::spawn(async move {
+        let mut inbox = Vec::with_capacity(BATCH);
+        let mut updates = Vec::with_capacity(BATCH * 4);
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut inbox, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for publish in inbox.drain(..) {
+                        pipeline.handle(&publish, now, &mut updates);
+                    }
+                }
+                _ = sweep.tick() => pipeline.fleet.sweep(Instant::now(), now_ms(), &mut updates),
+                Some(query) = query_rx.recv() => {
+                    match query {
+                        Query::All(reply) => { let _ = reply.send(pipeline.fleet.iter().cloned().collect()); }
+                        Query::One(id, reply) => { let _ = reply.send(pipeline.fleet.get(&id).cloned()); }
+                    }
+                }
+            }
+            publisher.publish(&updates).await;
+            updates.clear();
+        }
+    });
+    (
+        IngestSender { queue, metrics },
+        FleetQueries { queries },
+        task,
+    )
+}
+
+/// Decode → fleet state → updates: everything ingest does to one publish.
+pub struct Pipeline {
+    pub fleet: Fleet,
+    metrics: Arc<Metrics>,
+    mirror: BrokerPublisher,
     malformed_log: RateLimit,
 }
 
-impl Ingest {
-    fn handle(&mut self, publish: VehiclePublish) {
-        let json = match publish.kind {
+impl Pipeline {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, mirror: BrokerPublisher) -> Pipeline {
+        Pipeline {
+            fleet: Fleet::new(
+                config.fleet.max_vehicles.get(),
+                Duration::from_secs(config.fleet.unknown_after_s),
+                metrics.clone(),
+            ),
+            metrics,
+            mirror,
+            malformed_log: RateLimit::new(config.ingest.malformed_log_per_s),
+        }
+    }
+
+    /// Handles one publish, appending what changed to `out`.
+    pub fn handle(&mut self, publish: &VehiclePublish, now: Instant, out: &mut Vec<Update>) {
+        let (outcome, slot_of) = match publish.kind {
             DeviceTopicKind::Position => {
-                match decode_position_any(&publish.payload, publish.received_ms) {
-                    Ok(p) => {
+                match decode_position(&publish.payload, publish.received_ms) {
+                    Ok((position, sequenced)) => {
                         Metrics::inc(&self.metrics.messages_decoded_total_position);
-                        serde_json::to_vec(&PositionView::new(
+                        let outcome = self.fleet.apply_position(
                             &publish.vehicle,
-                            &p,
+                            &position,
+                            sequenced,
+                            now,
                             publish.received_ms,
-                        ))
+                            out,
+                        );
+                        (outcome, DeviceTopicKind::Position)
                     }
-                    Err(e) => return self.malformed(&publish, e),
+                    Err(e) => return self.malformed(publish, e),
                 }
             }
             DeviceTopicKind::Status => {
                 match decode_status_any(&publish.payload, publish.received_ms) {
-                    Ok(s) => {
+                    Ok(status) => {
                         Metrics::inc(&self.metrics.messages_decoded_total_status);
-                        serde_json::to_vec(&StatusView::new(
+                        let outcome = self.fleet.apply_status(
                             &publish.vehicle,
-                            &s,
+                            &status,
+                            now,
                             publish.received_ms,
-                        ))
+                            out,
+                        );
+                        (outcome, DeviceTopicKind::Status)
                     }
-                    Err(e) => return self.malformed(&publish, e),
+                    Err(e) => return self.malformed(publish, e),
                 }
             }
         };
-        let json = match json {
-            Ok(json) => json,
-            Err(e) => {
-                // Only non-finite floats could do this, and decoding rejects them.
-                tracing::error!(error = %e, "cannot render dashboard JSON");
-                return;
-            }
-        };
-        self.publisher.publish(
-            device_topic(&publish.vehicle, publish.kind),
-            publish.payload,
-        );
-        if self.publisher.publish(
-            dashboard_topic(&publish.vehicle, publish.kind),
-            Bytes::from(json),
-        ) {
-            Metrics::inc(&self.metrics.messages_published_total);
+        if outcome != Outcome::Accepted {
+            return;
+        }
+        // Mirror the payload as the device sent it, so `v/#` stays
+        // subscribable; the topic was made once per vehicle.
+        if let Some(vehicle) = self.fleet.get(&publish.vehicle) {
+            let topic = match slot_of {
+                DeviceTopicKind::Position => vehicle.mirror_topic_pos.clone(),
+                DeviceTopicKind::Status => vehicle.mirror_topic_status.clone(),
+            };
+            self.mirror.publish(topic, publish.payload.clone());
         }
     }
 
@@ -164,66 +254,15 @@ impl Ingest {
     }
 }
 
-/// The JSON a dashboard sees on `fleet/<vid>/position`.
-#[derive(Debug, Serialize)]
-pub struct PositionView<'a> {
-    pub vehicle_id: &'a str,
-    pub seq: u32,
-    pub time_ms: u64,
-    pub lat: f64,
-    pub lon: f64,
-    pub speed_kmh: f64,
-    pub heading_deg: f64,
-    pub fix_valid: bool,
-    pub ignition: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub odometer_m: Option<u32>,
-    pub received_ms: u64,
-}
-
-impl<'a> PositionView<'a> {
-    pub fn new(vehicle: &'a VehicleId, p: &Position, received_ms: u64) -> Self {
-        PositionView {
-            vehicle_id: vehicle.as_str(),
-            seq: p.seq,
-            time_ms: p.time_ms,
-            lat: p.lat_deg(),
-            lon: p.lon_deg(),
-            speed_kmh: (p.speed_kmh() * 10.0).round() / 10.0,
-            heading_deg: (p.heading_deg() * 10.0).round() / 10.0,
-            fix_valid: p.fix_valid(),
-            ignition: p.ignition(),
-            odometer_m: p.odometer_m,
-            received_ms,
-        }
-    }
-}
-
-/// The JSON a dashboard sees on `fleet/<vid>/status`.
-#[derive(Debug, Serialize)]
-pub struct StatusView<'a> {
-    pub vehicle_id: &'a str,
-    pub online: bool,
-    pub ignition: bool,
-    pub supply_mv: u16,
-    pub firmware: String,
-    pub time_ms: u64,
-}
-
-impl<'a> StatusView<'a> {
-    pub fn new(vehicle: &'a VehicleId, s: &Status, received_ms: u64) -> Self {
-        let f = s.firmware;
-        StatusView {
-            vehicle_id: vehicle.as_str(),
-            online: s.online,
-            ignition: s.ignition,
-            supply_mv: s.supply_mv,
-            firmware: format!("{}.{}.{}", f.major, f.minor, f.patch),
-            time_ms: if s.time_ms == 0 {
-                received_ms
-            } else {
-                s.time_ms
-            },
+/// A position and whether it carries a sequence number (JSON may not).
+fn decode_position(payload: &[u8], now_ms: u64) -> Result<(Position, bool), fleetgate_wire::Error> {
+    match Format::detect(payload)? {
+        Format::Postcard => fleetgate_wire::decode::<Position>(payload)
+            .and_then(|p| p.validate().map(|()| (p, true))),
+        Format::Json => {
+            let json: PositionJson =
+                serde_json::from_slice(payload).map_err(|_| fleetgate_wire::Error::Malformed)?;
+            Ok((json.to_position(now_ms)?, json.seq.is_some()))
         }
     }
 }

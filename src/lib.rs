@@ -11,23 +11,32 @@
 //! - [`edge`]: the one MQTT port; vehicles stay here, other clients are
 //!   handed to the broker.
 //! - [`broker`]: the embedded rumqttd and the gateway's local link to it.
-//! - [`ingest`]: decoding of vehicle payloads, JSON out to dashboards.
+//! - [`ingest`]: decoding of vehicle payloads; owns the fleet state.
+//! - [`fleet`]: the live state: vehicles, sequence numbers, status, events.
+//! - [`fanout`]: the bounded-memory fan-out with named full-queue policies.
+//! - [`republish`]: the fan-out consumer that feeds MQTT dashboards.
+//! - [`views`]: the JSON shapes dashboards see.
 //! - [`topics`]: the topic scheme and vehicle ids.
-//! - [`api`]: HTTP: health and Prometheus metrics.
+//! - [`api`]: HTTP: the live map, WebSocket feed, REST, health, metrics.
 //! - [`metrics`]: every counter, rendered for `/metrics`.
 //! - [`demo`]: the gateway plus a simulated fleet, for `fleetgate demo`.
 //!
-//! Data flows one way: edge → ingest → broker (and dashboards); the only
-//! way back is the command downlink, broker → edge registry → device.
+//! Data flows one way: edge → ingest (fleet) → fan-out → consumers (MQTT
+//! republisher, WebSockets); the only way back is the command downlink,
+//! broker → edge registry → device.
 
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod edge;
+pub mod fanout;
+pub mod fleet;
 pub mod ingest;
 pub mod metrics;
+pub mod republish;
 pub mod topics;
+pub mod views;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +61,8 @@ pub enum StartError {
     Broker(#[from] broker::BrokerError),
     #[error("listener has no local address: {0}")]
     LocalAddr(std::io::Error),
+    #[error(transparent)]
+    Fanout(#[from] fanout::FanoutError),
 }
 
 /// The sockets the gateway serves on, bound before it starts so that a
@@ -98,7 +109,10 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     stop_edge: Option<oneshot::Sender<()>>,
     stop_http: Option<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Stop when told: the edge and the HTTP server.
+    servers: Vec<JoinHandle<()>>,
+    /// Run until aborted: ingest and the fan-out's consumers.
+    background: Vec<JoinHandle<()>>,
     _broker: broker::Broker,
 }
 
@@ -111,15 +125,18 @@ impl Gateway {
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
-        for task in self.tasks.drain(..) {
+        for task in self.servers.drain(..) {
             let _ = task.await;
+        }
+        for task in self.background.drain(..) {
+            task.abort();
         }
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.servers.iter().chain(&self.background) {
             task.abort();
         }
     }
@@ -143,8 +160,20 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         registry.clone(),
     )
     .await?;
-    let (ingest_tx, ingest_task) =
-        ingest::spawn(&config.ingest, metrics.clone(), broker.publisher.clone());
+    let fanout = fanout::Fanout::new(
+        config.fanout.max_subscribers.get(),
+        config.fleet.max_vehicles.get(),
+        config.fanout.events_queue.get(),
+        metrics.clone(),
+    );
+    let republisher = republish::spawn(
+        &fanout,
+        &config.fanout,
+        broker.publisher.clone(),
+        metrics.clone(),
+    )?;
+    let (ingest_tx, fleet_queries, ingest_task) =
+        ingest::spawn(&config, metrics.clone(), broker.publisher.clone(), &fanout);
 
     let ctx = Arc::new(edge::EdgeContext::new(
         &config.mqtt,
@@ -163,6 +192,9 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let app = api::router(api::AppState {
         metrics: metrics.clone(),
+        fanout,
+        fleet: fleet_queries,
+        http: Arc::new(config.http.clone()),
     });
     let http_task = tokio::spawn(async move {
         let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async {
@@ -180,8 +212,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         metrics,
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),
-        // Ingest ends by itself once the edge, its last sender, is gone.
-        tasks: vec![edge_task, http_task, ingest_task],
+        servers: vec![edge_task, http_task],
+        background: vec![ingest_task, republisher],
         _broker: broker,
     })
 }

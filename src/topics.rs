@@ -11,7 +11,7 @@
 //! | `v/<vid>/status` | device (also its last will) | postcard `Status` or JSON |
 //! | `v/<vid>/cmd` | anyone → device | postcard `Command` |
 //! | `fleet/<vid>/position`, `fleet/<vid>/status` | gateway | JSON |
-//! | `fleet/events/<kind>` | gateway | JSON |
+//! | `fleet/events/<kind>` | gateway | JSON; `<kind>` is never `position` or `status` |
 
 use std::fmt;
 

@@ -1,31 +1,87 @@
-//! HTTP: the operator's surface.
+//! HTTP: the operator's and the dashboards' surface.
 //!
-//! In: HTTP requests. Out: `GET /healthz` (JSON), `GET /metrics`
-//! (Prometheus text). Bound: stateless; axum's per-connection buffers only.
-//! Unknown paths get a JSON 404, never an empty body.
+//! In: HTTP requests. Out: `GET /` the live map page; `GET /ws` the live
+//! WebSocket feed ([`ws`]); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
+//! current state; `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
+//! each WebSocket holds one fan-out queue (`http.ws_queue`), and at most
+//! `fanout.max_subscribers` exist; REST answers are copies made by the
+//! ingest task, one question at a time. Errors are JSON `{"error": …}` with
+//! the right status, never an empty body.
+
+mod ws;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::config::HttpConfig;
+use crate::fanout::Fanout;
+use crate::ingest::FleetQueries;
 use crate::metrics::Metrics;
+use crate::topics::VehicleId;
+use crate::views::VehicleView;
 
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
+    pub fanout: Fanout,
+    pub fleet: FleetQueries,
+    pub http: Arc<HttpConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(page))
+        .route("/ws", get(ws::upgrade))
+        .route("/vehicles", get(vehicles))
+        .route("/vehicles/{id}", get(vehicle))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The live map: one self-contained page (no external scripts or tiles,
+/// so it works on a depot network without internet).
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("map.html"),
+    )
+        .into_response()
+}
+
+/// Every vehicle, sorted by id, with its status and latest position.
+async fn vehicles(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut all = state.fleet.all().await.map_err(|_| ApiError::Unavailable)?;
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    let views: Vec<VehicleView> = all.iter().map(VehicleView::of).collect();
+    Ok(Json(views).into_response())
+}
+
+async fn vehicle(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let vid = VehicleId::parse(&id).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{id:?} is not a vehicle id (1-64 of A-Z a-z 0-9 . _ -)"
+        ))
+    })?;
+    let state = state
+        .fleet
+        .one(vid)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    match state {
+        Some(v) => Ok(Json(VehicleView::of(&v)).into_response()),
+        None => Err(ApiError::NotFound(format!("unknown vehicle {id:?}"))),
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -55,6 +111,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("too many live feed clients: at most {0}")]
+    TooManyClients(usize),
+    #[error("the fleet state is busy; try again")]
+    Unavailable,
 }
 
 impl IntoResponse for ApiError {
@@ -62,6 +122,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooManyClients(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
