@@ -88,9 +88,9 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            max_connections: nz(20_000),
+            max_connections: nz(12_000),
             connect_timeout_ms: 5_000,
-            max_packet_size_bytes: nz(64 * 1024),
+            max_packet_size_bytes: nz(16 * 1024),
             vehicle_command_queue: nz(8),
             max_qos2_inflight: nz(16),
         }
@@ -123,7 +123,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            max_connections: nz(1_000),
+            max_connections: nz(100),
             max_segment_size_bytes: nz(128 * 1024),
             max_segment_count: nz(2),
             max_filters: nz(128),

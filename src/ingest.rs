@@ -57,19 +57,45 @@ pub struct IngestSender {
 #[error("ingest has stopped")]
 pub struct IngestClosed;
 
+/// Largest device payload ingest takes. An encoded message is at most
+/// `fleetgate_wire::MAX_ENCODED_LEN` bytes and its JSON form a few hundred;
+/// anything larger is malformed, and refusing it keeps every queued
+/// publish small.
+pub const MAX_DEVICE_PAYLOAD: usize = 1024;
+
 impl IngestSender {
     /// For QoS 0: never waits; a full queue drops the publish (counted).
     pub fn offer(&self, publish: VehiclePublish) {
-        Metrics::inc(&self.metrics.messages_received_total);
+        let Some(publish) = self.admit(publish) else {
+            return;
+        };
         if self.queue.try_send(publish).is_err() {
             Metrics::inc(&self.metrics.ingest_dropped_total);
         }
     }
 
-    /// For QoS 1 and 2: waits for room, so the PUBACK means "ingest has it".
+    /// For QoS 1 and 2: waits for room, so the PUBACK means "ingest has it"
+    /// (or that it was refused as malformed, which is final too).
     pub async fn deliver(&self, publish: VehiclePublish) -> Result<(), IngestClosed> {
-        Metrics::inc(&self.metrics.messages_received_total);
+        let Some(publish) = self.admit(publish) else {
+            return Ok(());
+        };
         self.queue.send(publish).await.map_err(|_| IngestClosed)
+    }
+
+    /// Counts the publish, refuses an oversized payload (counted as
+    /// malformed), and copies the payload out of the connection's read
+    /// buffer, so a queued publish holds its own few bytes and not the
+    /// buffer it arrived in.
+    fn admit(&self, mut publish: VehiclePublish) -> Option<VehiclePublish> {
+        Metrics::inc(&self.metrics.messages_received_total);
+        if publish.payload.len() > MAX_DEVICE_PAYLOAD {
+            Metrics::inc(&self.metrics.messages_malformed_total);
+            tracing::debug!(vehicle = %publish.vehicle, bytes = publish.payload.len(), "oversized device payload refused");
+            return None;
+        }
+        publish.payload = Bytes::copy_from_slice(&publish.payload);
+        Some(publish)
     }
 }
 

@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML configuration, every field optional.
+//! - [`budget`]: the memory bound the configuration gives.
 //! - [`edge`]: the one MQTT port; vehicles stay here, other clients are
 //!   handed to the broker.
 //! - [`broker`]: the embedded rumqttd and the gateway's local link to it.
@@ -27,6 +28,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod budget;
 pub mod config;
 pub mod demo;
 pub mod edge;
@@ -146,6 +148,11 @@ impl Drop for Gateway {
 /// it serves.
 pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, StartError> {
     let metrics = Arc::new(Metrics::default());
+    let budget = config.memory_budget();
+    metrics
+        .memory_bound_bytes
+        .store(budget.total(), std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("memory bound from the configuration:\n{budget}");
     let mqtt_addr = listeners.mqtt.local_addr().map_err(StartError::LocalAddr)?;
     let http_addr = listeners.http.local_addr().map_err(StartError::LocalAddr)?;
 

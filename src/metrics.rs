@@ -58,6 +58,8 @@ macro_rules! metrics {
 }
 
 metrics! {
+    /// Worst-case bytes of every bounded structure, computed from the configuration (see `fleetgate check-config`).
+    memory_bound_bytes: gauge;
     /// Open MQTT connections at the edge, by kind.
     connections_vehicle: gauge in "connections" {"kind=\"vehicle\""};
     /// Open MQTT connections at the edge, by kind.

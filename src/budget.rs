@@ -1,0 +1,167 @@
+//! The memory bound the configuration gives, computed rather than guessed.
+//!
+//! In: a [`Config`]. Out: a [`MemoryBudget`]: each bounded structure of the
+//! gateway with its worst-case size in bytes, from its configured capacity
+//! and the size of what it holds. `fleetgate check-config` prints it, the
+//! gateway logs it at start and exports the total as
+//! `fleetgate_memory_bound_bytes`.
+//!
+//! What it does not cover: the allocator's overhead and fragmentation, the
+//! binary and thread stacks, tokio's and axum's fixed costs, and the kernel's
+//! socket buffers (not the process's RSS). Per-connection figures are worst
+//! cases (a client holding a partial packet of the maximum size); an idle
+//! connection costs far less (see BENCHMARKS.md).
+
+use std::fmt;
+use std::mem::size_of;
+
+use crate::config::Config;
+use crate::fanout::WhenFull;
+use crate::fleet::{Update, VehicleState};
+use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
+use crate::topics::VehicleId;
+
+/// Packets rumqttd 0.20 buffers per link before it stops reading that
+/// client (hard-coded there).
+const RUMQTTD_LINK_PACKETS: u64 = 200;
+
+/// One bounded structure and its worst case.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub name: &'static str,
+    pub bytes: u64,
+    pub why: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    pub items: Vec<Item>,
+}
+
+impl MemoryBudget {
+    pub fn total(&self) -> u64 {
+        self.items.iter().map(|i| i.bytes).sum()
+    }
+}
+
+/// Bytes of one fan-out queue of `capacity` under `policy`.
+fn queue_bytes(policy: WhenFull, capacity: usize, max_vehicles: usize, events: usize) -> u64 {
+    let update = size_of::<Update>() as u64;
+    match policy {
+        WhenFull::Conflate => {
+            // slab + order + free list + index by (slot, kind) + events FIFO
+            capacity as u64 * (size_of::<Option<Update>>() as u64 + 8)
+                + max_vehicles as u64 * 2 * 4
+                + events as u64 * update
+        }
+        _ => capacity as u64 * update,
+    }
+}
+
+impl Config {
+    pub fn memory_budget(&self) -> MemoryBudget {
+        let max_vehicles = self.fleet.max_vehicles.get();
+        let connections = self.mqtt.max_connections.get() as u64;
+        let packet = self.mqtt.max_packet_size_bytes.get() as u64;
+        let mirror_topics = 2 * (4 + VehicleId::MAX_LEN as u64 + 32);
+        // HashMap: key + value + control byte, at most 8/7 load.
+        let index = (size_of::<VehicleId>() as u64 + 4 + 1) * 8 / 7;
+        let ws_clients = (self.fanout.max_subscribers.get() as u64).saturating_sub(1);
+        let items = vec![
+            Item {
+                name: "fleet table",
+                bytes: max_vehicles as u64 * (size_of::<VehicleState>() as u64 + mirror_topics + index),
+                why: format!("fleet.max_vehicles = {max_vehicles}"),
+            },
+            Item {
+                name: "ingest queue",
+                bytes: self.ingest.queue.get() as u64 * (size_of::<VehiclePublish>() + MAX_DEVICE_PAYLOAD + 64) as u64,
+                why: format!("ingest.queue = {} publishes of at most {MAX_DEVICE_PAYLOAD} bytes", self.ingest.queue),
+            },
+            Item {
+                name: "MQTT republisher queue",
+                bytes: queue_bytes(self.fanout.mqtt_when_full, self.fanout.mqtt_queue.get(), max_vehicles, self.fanout.events_queue.get()),
+                why: format!("fanout.mqtt_queue = {} ({:?})", self.fanout.mqtt_queue, self.fanout.mqtt_when_full),
+            },
+            Item {
+                name: "WebSocket queues",
+                bytes: ws_clients
+                    * queue_bytes(self.http.ws_when_full, self.http.ws_queue.get(), max_vehicles, self.fanout.events_queue.get()),
+                why: format!(
+                    "up to fanout.max_subscribers - 1 = {ws_clients} clients × http.ws_queue = {} ({:?})",
+                    self.http.ws_queue, self.http.ws_when_full
+                ),
+            },
+            Item {
+                name: "broker publish queue",
+                bytes: self.broker.publish_queue.get() as u64 * (128 + MAX_DEVICE_PAYLOAD as u64),
+                why: format!(
+                    "broker.publish_queue = {} (JSON views and mirrored device payloads, at most {MAX_DEVICE_PAYLOAD} bytes)",
+                    self.broker.publish_queue
+                ),
+            },
+            Item {
+                name: "rumqttd filter logs",
+                bytes: self.broker.log_bound_bytes() as u64,
+                why: format!(
+                    "broker.max_filters = {} × (max_segment_count + 1 = {}) × max_segment_size_bytes = {}",
+                    self.broker.max_filters,
+                    self.broker.max_segment_count.get() + 1,
+                    self.broker.max_segment_size_bytes
+                ),
+            },
+            Item {
+                name: "rumqttd link buffers (worst case)",
+                bytes: self.broker.max_connections.get() as u64 * RUMQTTD_LINK_PACKETS * packet,
+                why: format!(
+                    "broker.max_connections = {} handed-off clients × {RUMQTTD_LINK_PACKETS} packets (hard-coded in rumqttd) of up to {packet} bytes",
+                    self.broker.max_connections
+                ),
+            },
+            Item {
+                name: "edge connections (worst case)",
+                bytes: connections * (packet + 2 * 1024),
+                why: format!(
+                    "mqtt.max_connections = {connections} × (one partial packet of mqtt.max_packet_size_bytes = {packet} + state)"
+                ),
+            },
+        ];
+        MemoryBudget { items }
+    }
+}
+
+impl fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for item in &self.items {
+            writeln!(
+                f,
+                "  {:<32} {:>10.1} MiB  ({})",
+                item.name,
+                mib(item.bytes),
+                item.why
+            )?;
+        }
+        write!(f, "  {:<32} {:>10.1} MiB", "total", mib(self.total()))
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn every_capacity_moves_the_bound() {
+        let base = Config::default().memory_budget().total();
+        let mut bigger = Config::default();
+        bigger.fleet.max_vehicles = NonZeroUsize::new(20_000).unwrap();
+        assert!(bigger.memory_budget().total() > base);
+        let mut fewer = Config::default();
+        fewer.mqtt.max_connections = NonZeroUsize::new(10).unwrap();
+        assert!(fewer.memory_budget().total() < base);
+    }
+}
