@@ -82,6 +82,34 @@ impl BrokerPublisher {
     }
 }
 
+/// The receiving end of a detached [`BrokerPublisher`]: for benchmarks
+/// and tests that run the pipeline without a broker.
+pub struct DetachedBroker {
+    queue: mpsc::Receiver<Outgoing>,
+}
+
+impl DetachedBroker {
+    /// Discards what was published; returns how many publishes that was.
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while self.queue.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+impl BrokerPublisher {
+    /// A publisher connected to no broker, with a queue of `capacity`.
+    pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (BrokerPublisher, DetachedBroker) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        (
+            BrokerPublisher { queue, metrics },
+            DetachedBroker { queue: rx },
+        )
+    }
+}
+
 /// The running embedded broker.
 pub struct Broker {
     /// The internal listener the edge hands clients to (loopback only).

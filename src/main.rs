@@ -47,12 +47,24 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         rate: f64,
     },
-    /// Parse the configuration, print the effective values and exit.
+    /// Parse the configuration, print the effective values and the memory
+    /// bound they give, and exit.
     CheckConfig,
+    /// Print one encoded device message to stdout, to pipe into
+    /// `mosquitto_pub -s` (the same encoder as `firmware-sim encode`).
+    Encode(firmware_sim::cli::EncodeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Encode(args)) = &cli.command {
+        use std::io::Write as _;
+        let bytes = firmware_sim::cli::encode_bytes(args, firmware_sim::cli::now_ms())
+            .context("cannot encode")?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes)?;
+        return Ok(out.flush()?);
+    }
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -74,6 +86,10 @@ fn main() -> anyhow::Result<()> {
 
     if matches!(cli.command, Some(Command::CheckConfig)) {
         println!("{config:#?}");
+        println!(
+            "\nmemory bound from this configuration:\n{}",
+            config.memory_budget()
+        );
         return Ok(());
     }
     // Each connection is a file descriptor; the usual soft limit of 1024

@@ -107,10 +107,10 @@ enum MessageSource<'a> {
     Stdin(Vec<u8>),
 }
 
-/// `firmware-sim encode position …`: the encoder CLI a person pipes into
-/// `mosquitto_pub -s`.
+/// `fleetgate encode position …`: the encoder CLI a person pipes into
+/// `mosquitto_pub -s` (the gateway binary, which cargo builds for these tests).
 fn encoder_cli(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(workspace_bin("firmware-sim"))
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
         .arg("encode")
         .args(args)
         .output()

@@ -128,23 +128,6 @@ impl RawClient {
     }
 }
 
-/// Path of a binary of package `name` in this workspace, built on demand
-/// (`--workspace` runs build it anyway; a run of one package may not have).
-pub fn workspace_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", name, "--bin", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --bin {name} failed");
-    }
-    path
-}
-
 /// Fails with a clear message when a command-line tool the test needs is
 /// missing: these tests use the real tools, never a stand-in.
 pub fn require_tool(name: &str) {
