@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::{ConnectionSettings, Notification, Router, RouterConfig, Server, ServerSettings};
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::metrics::Metrics;
@@ -58,9 +58,13 @@ struct Outgoing {
 }
 
 /// Publishes into rumqttd without ever blocking the caller.
+///
+/// The queue is std's bounded `sync_channel`: a ring allocated once, so a
+/// publish allocates nothing (tokio's mpsc allocates blocks under backlog),
+/// and its consumer is a thread of its own anyway.
 #[derive(Clone)]
 pub struct BrokerPublisher {
-    queue: mpsc::Sender<Outgoing>,
+    queue: mpsc::SyncSender<Outgoing>,
     metrics: Arc<Metrics>,
 }
 
@@ -102,7 +106,7 @@ impl DetachedBroker {
 impl BrokerPublisher {
     /// A publisher connected to no broker, with a queue of `capacity`.
     pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (BrokerPublisher, DetachedBroker) {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let (queue, rx) = mpsc::sync_channel(capacity.max(1));
         (
             BrokerPublisher { queue, metrics },
             DetachedBroker { queue: rx },
@@ -133,6 +137,29 @@ impl Broker {
     /// Starts the router, the internal listener and the gateway's local
     /// link. Must be called inside a tokio runtime.
     pub async fn start(
+        broker: &BrokerConfig,
+        mqtt: &MqttConfig,
+        metrics: Arc<Metrics>,
+        commands: Arc<dyn CommandSink>,
+    ) -> Result<Broker, BrokerError> {
+        // The port handed to rumqttd was free a moment ago, but another
+        // process may take it before rumqttd binds it; then start again on
+        // a new port (and a new router) rather than fail.
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(broker, mqtt, metrics.clone(), commands.clone()).await {
+                Ok(started) => return Ok(started),
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "embedded broker did not start; retrying on another port");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn start_once(
         broker: &BrokerConfig,
         mqtt: &MqttConfig,
         metrics: Arc<Metrics>,
@@ -177,6 +204,12 @@ impl Broker {
             }
         });
         wait_until_listening(internal_addr).await?;
+        // A listener answered; if rumqttd's own bind failed, its task has
+        // ended and the answer came from whoever took the port.
+        tokio::task::yield_now().await;
+        if server_task.is_finished() {
+            return Err(BrokerError::NotListening(internal_addr));
+        }
 
         let (mut link_tx, link_rx, _connack) = LinkBuilder::new("fleetgate-gateway", router_tx)
             .clean_session(true)
@@ -186,7 +219,7 @@ impl Broker {
             .subscribe(COMMAND_FILTER)
             .map_err(|e| BrokerError::Link(format!("{e:?}")))?;
 
-        let (queue, rx) = mpsc::channel(broker.publish_queue.get());
+        let (queue, rx) = mpsc::sync_channel(broker.publish_queue.get());
         let stop = Arc::new(AtomicBool::new(false));
         spawn_link_threads(link_tx, link_rx, rx, commands, stop.clone())?;
 
@@ -239,7 +272,7 @@ async fn wait_until_listening(addr: SocketAddr) -> Result<(), BrokerError> {
 fn spawn_link_threads(
     mut link_tx: LinkTx,
     mut link_rx: LinkRx,
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    outgoing: mpsc::Receiver<Outgoing>,
     commands: Arc<dyn CommandSink>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), BrokerError> {
@@ -248,7 +281,7 @@ fn spawn_link_threads(
     std::thread::Builder::new()
         .name("broker-link-tx".into())
         .spawn(move || {
-            while let Some(item) = outgoing.blocking_recv() {
+            while let Ok(item) = outgoing.recv() {
                 if let Err(e) = link_tx.publish(item.topic, item.payload) {
                     tracing::error!(error = ?e, "embedded broker link closed; gateway publishes stop");
                     break;
