@@ -395,7 +395,7 @@ impl<R: OfflineRing> Device<R> {
             bits |= flags::IGNITION;
         }
         let with_odometer =
-            self.config.odometer_every != 0 && seq % self.config.odometer_every == 0;
+            self.config.odometer_every != 0 && seq.is_multiple_of(self.config.odometer_every);
         Position {
             seq,
             time_ms: fix.time_ms,

@@ -18,6 +18,8 @@
 //! - `runner` (feature `runner`): many simulated vehicles over MQTT
 //!   (rumqttc), the load generator, and an idle-connection tester.
 //! - `cli` (feature `runner`): the byte builders behind `firmware-sim encode`/`decode`.
+//! - `ws_watch` (feature `runner`): a reading or stalled client of the
+//!   gateway's WebSocket feed, for load runs (`firmware-sim ws-watch`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,8 @@ pub mod route;
 pub mod cli;
 #[cfg(feature = "runner")]
 pub mod runner;
+#[cfg(feature = "runner")]
+pub mod ws_watch;
 
 pub use device::{Counters, Delivery, Device, DeviceConfig, Fix, FixSource, OfflineRing, Uplink};
 pub use fleetgate_wire as wire;

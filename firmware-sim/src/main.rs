@@ -1,17 +1,31 @@
-//! `firmware-sim`: run a simulated fleet, encode or decode one payload, or
-//! probe a broker with idle connections. See `firmware_sim::cli` for the
-//! arguments and `firmware_sim::runner` for what a run does.
+//! `firmware-sim`: run a simulated fleet, encode or decode one payload,
+//! probe a broker with idle connections, or watch the gateway's WebSocket
+//! feed. See `firmware_sim::cli` for the arguments, `firmware_sim::runner`
+//! for what a run does and `firmware_sim::ws_watch` for `ws-watch`.
 
 use std::io::{Read, Write};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Args as _, CommandFactory as _, FromArgMatches as _};
 use firmware_sim::cli::{decode_to_json, encode_bytes, now_ms, Cli, CliCommand, MAX_DECODE_INPUT};
 use firmware_sim::runner::{idle_connections, run_fleet};
 use firmware_sim::wire::Error as WireError;
+use firmware_sim::ws_watch::{ws_watch, WsWatchArgs};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // `ws-watch` lives in its own module; the other subcommands in `cli`.
+    let matches = Cli::command()
+        .subcommand(
+            WsWatchArgs::augment_args(clap::Command::new("ws-watch")).about(
+                "Watch the gateway's WebSocket feed: freshness and rate of positions, or a client that stalls",
+            ),
+        )
+        .get_matches();
+    if let Some(("ws-watch", sub)) = matches.subcommand() {
+        let args = WsWatchArgs::from_arg_matches(sub).unwrap_or_else(|e| e.exit());
+        return run_ws_watch(args);
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         CliCommand::Encode(args) => {
             let bytes = encode_bytes(&args, now_ms()).context("cannot encode")?;
@@ -81,6 +95,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_ws_watch(args: WsWatchArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let cfg = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(ws_watch(cfg))?;
+    eprint!("{}", report.to_human());
+    println!("{}", report.to_json_line());
+    Ok(())
 }
 
 fn init_tracing() {
