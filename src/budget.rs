@@ -17,8 +17,10 @@ use std::mem::size_of;
 
 use crate::config::Config;
 use crate::fanout::WhenFull;
+use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
 use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
+use crate::notify::MAX_NOTIFICATION_BYTES;
 use crate::topics::VehicleId;
 
 /// Packets rumqttd 0.20 buffers per link before it stops reading that
@@ -90,6 +92,34 @@ impl Config {
                 why: format!(
                     "up to fanout.max_subscribers - 1 = {ws_clients} clients × http.ws_queue = {} ({:?})",
                     self.http.ws_queue, self.http.ws_when_full
+                ),
+            },
+            Item {
+                name: "package registry",
+                bytes: self.fleet.max_packages.get() as u64
+                    * (size_of::<Package>() as u64 + 2 * MAX_PLACE_LEN as u64 + 2 * VehicleId::MAX_LEN as u64 + index),
+                why: format!("fleet.max_packages = {}", self.fleet.max_packages),
+            },
+            Item {
+                name: "bridge feed queue and clock",
+                bytes: if self.bridge.enabled {
+                    self.bridge.feed_queue.get() as u64 * size_of::<Update>() as u64 + max_vehicles as u64 * 16
+                } else {
+                    0
+                },
+                why: format!(
+                    "bridge.feed_queue = {} (block), one timestamp per vehicle; the spool itself is on disk (bridge.spool_max_bytes)",
+                    self.bridge.feed_queue
+                ),
+            },
+            Item {
+                name: "notification mailboxes",
+                bytes: self.bridge.max_mailboxes.get() as u64
+                    * self.bridge.mailbox_per_user.get() as u64
+                    * (MAX_NOTIFICATION_BYTES as u64 + 32),
+                why: format!(
+                    "bridge.max_mailboxes = {} × mailbox_per_user = {} × at most {MAX_NOTIFICATION_BYTES} bytes",
+                    self.bridge.max_mailboxes, self.bridge.mailbox_per_user
                 ),
             },
             Item {

@@ -40,6 +40,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub fleet: FleetConfig,
     pub fanout: FanoutConfig,
+    pub bridge: BridgeConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// Where the gateway keeps state that must survive a restart.
@@ -170,6 +171,9 @@ pub struct FleetConfig {
     /// Vehicles the table holds, allocated at start-up. A new vehicle past
     /// it is refused (`refuse_new`), counted; known vehicles keep working.
     pub max_vehicles: NonZeroUsize,
+    /// Packages the registry holds; past it an assignment is refused unless
+    /// a delivered package can make room.
+    pub max_packages: NonZeroUsize,
     /// Silent this long, an online vehicle becomes `unknown` (Traccar: 600 s).
     pub unknown_after_s: u64,
     /// How often silence is checked.
@@ -180,6 +184,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
             max_vehicles: nz(10_000),
+            max_packages: nz(10_000),
             unknown_after_s: 600,
             sweep_interval_ms: 1_000,
         }
@@ -202,10 +207,86 @@ pub struct FanoutConfig {
 impl Default for FanoutConfig {
     fn default() -> Self {
         FanoutConfig {
-            max_subscribers: nz(64),
+            max_subscribers: nz(32),
             events_queue: nz(256),
             mqtt_queue: nz(16_384),
             mqtt_when_full: WhenFull::DropOldest,
+        }
+    }
+}
+
+/// When the spool fsyncs what it appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// After every append batch: nothing the spool took is lost to a power cut.
+    Always,
+    /// Every `spool_fsync_interval_ms`: a power cut loses at most that much;
+    /// a process kill loses nothing (the page cache has it).
+    Interval,
+}
+
+/// The upstream AMQP 0-9-1 bridge to RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Off: nothing is spooled or sent upstream.
+    pub enabled: bool,
+    /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost).
+    pub url: String,
+    /// Positions, statuses and events go to this topic exchange with keys
+    /// `fleet.<vid>.position|status`, `fleet.events.<kind>`.
+    pub exchange: String,
+    /// Package changes go to this durable queue on the default exchange,
+    /// `message_id` = the carrying vehicle's id (the package-tracking contract).
+    pub package_queue: String,
+    /// At most one position per vehicle per interval goes upstream (0: all).
+    pub position_interval_ms: u64,
+    /// Publishes awaiting RabbitMQ's confirm at once.
+    pub confirm_window: NonZeroUsize,
+    /// Reconnect backoff: doubles from min to max, with jitter.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// A returned (unroutable) or nacked record is retried after this long.
+    pub retry_failed_ms: u64,
+    /// The spool: bounded on disk; when full the oldest positions go first.
+    pub spool_max_bytes: u64,
+    pub spool_segment_bytes: u64,
+    pub spool_fsync: FsyncMode,
+    pub spool_fsync_interval_ms: u64,
+    /// The bridge's fan-out queue (policy `block`: the spool is on disk).
+    pub feed_queue: NonZeroUsize,
+    /// Queue of JSON commands for devices (`{"vehicle_id":…,"command":{…}}`).
+    pub command_queue: String,
+    /// Queue of `{"userId":…,"content":…}` notifications for WebSocket users.
+    pub notification_queue: String,
+    /// Notifications kept per user not connected, oldest dropped first.
+    pub mailbox_per_user: NonZeroUsize,
+    /// Users with a mailbox at once; past it the longest-idle mailbox goes.
+    pub max_mailboxes: NonZeroUsize,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            enabled: true,
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: "amq.topic".into(),
+            package_queue: "package_status".into(),
+            position_interval_ms: 10_000,
+            confirm_window: nz(512),
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            retry_failed_ms: 5_000,
+            spool_max_bytes: 64 * 1024 * 1024,
+            spool_segment_bytes: 4 * 1024 * 1024,
+            spool_fsync: FsyncMode::Interval,
+            spool_fsync_interval_ms: 200,
+            feed_queue: nz(4_096),
+            command_queue: "fleetgate.commands".into(),
+            notification_queue: "notifications".into(),
+            mailbox_per_user: nz(32),
+            max_mailboxes: nz(256),
         }
     }
 }
@@ -228,7 +309,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            ws_queue: nz(2_048),
+            // One entry per vehicle: a full-fleet view conflates, never drops.
+            ws_queue: nz(10_000),
             ws_when_full: WhenFull::Conflate,
             ws_frame_interval_ms: 100,
             ws_stall_timeout_ms: 10_000,
@@ -296,6 +378,13 @@ impl Config {
         if self.http.ws_when_full == WhenFull::Block {
             return Err(ConfigError::Invalid(
                 "http.ws_when_full = \"block\" would let one browser stall ingest; block is only for the disk-backed bridge".into(),
+            ));
+        }
+        if self.bridge.spool_segment_bytes < 4096
+            || self.bridge.spool_max_bytes < 2 * self.bridge.spool_segment_bytes
+        {
+            return Err(ConfigError::Invalid(
+                "bridge.spool_segment_bytes must be at least 4096 and bridge.spool_max_bytes at least twice that".into(),
             ));
         }
         if self.gateway_id.0.is_empty() {

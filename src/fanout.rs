@@ -76,7 +76,7 @@ impl Filter {
     fn admits(&self, update: &Update) -> bool {
         match self {
             Filter::All => true,
-            Filter::Vehicles(ids) => ids.iter().any(|id| id == update.vehicle()),
+            Filter::Vehicles(ids) => ids.iter().any(|id| id.as_str() == update.vehicle_id()),
             Filter::BoundingBox {
                 min_lat_e6,
                 min_lon_e6,
@@ -321,6 +321,12 @@ impl Drop for Subscription {
 
 const NO_ENTRY: u32 = u32::MAX;
 
+/// Positions and statuses conflate per vehicle: slot × 2 and slot × 2 + 1.
+fn conflation_key(update: &Update) -> Option<usize> {
+    let slot = update.slot()? as usize;
+    Some(slot * 2 + usize::from(matches!(update, Update::Status(_))))
+}
+
 /// One subscriber's queue. FIFO policies use `fifo`; `conflate` keeps the
 /// newest position and status per vehicle in `entries` (a slab of
 /// `capacity`), indexed by vehicle slot, in arrival order in `order`, and
@@ -377,7 +383,7 @@ impl Queue {
     fn push(&mut self, update: &Update, metrics: &Metrics) {
         match self.policy {
             WhenFull::Conflate => match update {
-                Update::Event(_) => self.push_drop_oldest(update, metrics),
+                Update::Event(_) | Update::Package(_) => self.push_drop_oldest(update, metrics),
                 Update::Position(p) if p.late => {}
                 Update::Position(_) | Update::Status(_) => self.conflate(update, metrics),
             },
@@ -413,7 +419,9 @@ impl Queue {
     }
 
     fn conflate(&mut self, update: &Update, metrics: &Metrics) {
-        let key = update.slot() as usize * 2 + usize::from(matches!(update, Update::Status(_)));
+        let Some(key) = conflation_key(update) else {
+            return self.push_drop_oldest(update, metrics);
+        };
         let Some(&at) = self.by_key.get(key) else {
             // A slot past max_vehicles cannot happen; never index out of bounds.
             return self.lose(metrics);
@@ -444,8 +452,7 @@ impl Queue {
     }
 
     fn unindex(&mut self, update: &Update) {
-        let key = update.slot() as usize * 2 + usize::from(matches!(update, Update::Status(_)));
-        if let Some(k) = self.by_key.get_mut(key) {
+        if let Some(k) = conflation_key(update).and_then(|key| self.by_key.get_mut(key)) {
             *k = NO_ENTRY;
         }
     }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::broker::BrokerPublisher;
 use crate::config::Config;
 use crate::fanout::Fanout;
+use crate::fleet::packages::{Package, PackageError, PackageId, PackageUpdate};
 use crate::fleet::{Fleet, Outcome, Update, VehicleState};
 use crate::metrics::Metrics;
 use crate::topics::{DeviceTopicKind, VehicleId};
@@ -109,10 +110,34 @@ pub fn now_ms() -> u64 {
 /// Publishes drained from the queue at once; one fan-out batch.
 pub const BATCH: usize = 256;
 
-/// A question for the fleet's owner; answered between batches.
+/// A question or a package change for the fleet's owner; handled between
+/// batches.
 enum Query {
     All(oneshot::Sender<Vec<VehicleState>>),
     One(VehicleId, oneshot::Sender<Option<VehicleState>>),
+    Package(
+        PackageChange,
+        oneshot::Sender<Result<Package, PackageError>>,
+    ),
+}
+
+/// The internal interface that changes packages; each change goes out as an
+/// [`Update::Package`] (to the bridge's `package_status` queue and dashboards).
+#[derive(Debug, Clone)]
+pub enum PackageChange {
+    Assign {
+        id: PackageId,
+        from: String,
+        to: String,
+        vehicle: VehicleId,
+    },
+    Move {
+        id: PackageId,
+        vehicle: VehicleId,
+    },
+    Deliver {
+        id: PackageId,
+    },
 }
 
 /// Read access to the fleet for the API: copies, made by the ingest task.
@@ -143,6 +168,20 @@ impl FleetQueries {
             .map_err(|_| FleetUnavailable)?;
         rx.await.map_err(|_| FleetUnavailable)
     }
+
+    /// Applies a package change; waits for room rather than failing when
+    /// questions are queued, since a change must not be lost.
+    pub async fn package(
+        &self,
+        change: PackageChange,
+    ) -> Result<Result<Package, PackageError>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Query::Package(change, tx))
+            .await
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
 }
 
 /// Starts the ingest task, which owns the fleet state.
@@ -170,7 +209,7 @@ pub fn spawn(
                     }
                     let now = Instant::now();
                     for publish in inbox.drain(..) {
-                        pipeline.handle(&publish, now, &mut updates);
+                        pipeline.handle(publish, now, &mut updates);
                     }
                 }
                 _ = sweep.tick() => pipeline.fleet.sweep(Instant::now(), now_ms(), &mut updates),
@@ -178,6 +217,10 @@ pub fn spawn(
                     match query {
                         Query::All(reply) => { let _ = reply.send(pipeline.fleet.iter().cloned().collect()); }
                         Query::One(id, reply) => { let _ = reply.send(pipeline.fleet.get(&id).cloned()); }
+                        Query::Package(change, reply) => {
+                            let result = pipeline.change_package(change, now_ms(), &mut updates);
+                            let _ = reply.send(result);
+                        }
                     }
                 }
             }
@@ -205,6 +248,7 @@ impl Pipeline {
         Pipeline {
             fleet: Fleet::new(
                 config.fleet.max_vehicles.get(),
+                config.fleet.max_packages.get(),
                 Duration::from_secs(config.fleet.unknown_after_s),
                 metrics.clone(),
             ),
@@ -214,8 +258,10 @@ impl Pipeline {
         }
     }
 
-    /// Handles one publish, appending what changed to `out`.
-    pub fn handle(&mut self, publish: &VehiclePublish, now: Instant, out: &mut Vec<Update>) {
+    /// Handles one publish, appending what changed to `out`. Takes it by
+    /// value: its payload moves on to the mirror (cloning a `Bytes` made
+    /// from a `Vec` would allocate its refcount).
+    pub fn handle(&mut self, publish: VehiclePublish, now: Instant, out: &mut Vec<Update>) {
         let (outcome, slot_of) = match publish.kind {
             DeviceTopicKind::Position => {
                 match decode_position(&publish.payload, publish.received_ms) {
@@ -231,7 +277,7 @@ impl Pipeline {
                         );
                         (outcome, DeviceTopicKind::Position)
                     }
-                    Err(e) => return self.malformed(publish, e),
+                    Err(e) => return self.malformed(&publish, e),
                 }
             }
             DeviceTopicKind::Status => {
@@ -247,7 +293,7 @@ impl Pipeline {
                         );
                         (outcome, DeviceTopicKind::Status)
                     }
-                    Err(e) => return self.malformed(publish, e),
+                    Err(e) => return self.malformed(&publish, e),
                 }
             }
         };
@@ -261,8 +307,32 @@ impl Pipeline {
                 DeviceTopicKind::Position => vehicle.mirror_topic_pos.clone(),
                 DeviceTopicKind::Status => vehicle.mirror_topic_status.clone(),
             };
-            self.mirror.publish(topic, publish.payload.clone());
+            self.mirror.publish(topic, publish.payload);
         }
+    }
+
+    pub fn change_package(
+        &mut self,
+        change: PackageChange,
+        now_ms: u64,
+        out: &mut Vec<Update>,
+    ) -> Result<Package, PackageError> {
+        let packages = &mut self.fleet.packages;
+        let package = match change {
+            PackageChange::Assign {
+                id,
+                from,
+                to,
+                vehicle,
+            } => packages.assign(id, &from, &to, &vehicle)?,
+            PackageChange::Move { id, vehicle } => packages.move_to(&id, &vehicle)?,
+            PackageChange::Deliver { id } => packages.deliver(&id)?,
+        };
+        out.push(Update::Package(Box::new(PackageUpdate {
+            package: package.clone(),
+            time_ms: now_ms,
+        })));
+        Ok(package)
     }
 
     fn malformed(&mut self, publish: &VehiclePublish, error: fleetgate_wire::Error) {

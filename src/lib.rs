@@ -16,6 +16,9 @@
 //! - [`fleet`]: the live state: vehicles, sequence numbers, status, events.
 //! - [`fanout`]: the bounded-memory fan-out with named full-queue policies.
 //! - [`republish`]: the fan-out consumer that feeds MQTT dashboards.
+//! - [`bridge`]: AMQP 0-9-1 to RabbitMQ through a durable disk spool; the
+//!   command and notification downlink.
+//! - [`notify`]: per-user notification mailboxes for WebSockets.
 //! - [`views`]: the JSON shapes dashboards see.
 //! - [`topics`]: the topic scheme and vehicle ids.
 //! - [`api`]: HTTP: the live map, WebSocket feed, REST, health, metrics.
@@ -27,6 +30,7 @@
 //! broker → edge registry → device.
 
 pub mod api;
+pub mod bridge;
 pub mod broker;
 pub mod budget;
 pub mod config;
@@ -36,6 +40,7 @@ pub mod fanout;
 pub mod fleet;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod republish;
 pub mod topics;
 pub mod views;
@@ -65,6 +70,8 @@ pub enum StartError {
     LocalAddr(std::io::Error),
     #[error(transparent)]
     Fanout(#[from] fanout::FanoutError),
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
 }
 
 /// The sockets the gateway serves on, bound before it starts so that a
@@ -113,8 +120,10 @@ pub struct Gateway {
     stop_http: Option<oneshot::Sender<()>>,
     /// Stop when told: the edge and the HTTP server.
     servers: Vec<JoinHandle<()>>,
-    /// Run until aborted: ingest and the fan-out's consumers.
+    /// Run until aborted: ingest, the fan-out's consumers, the bridge.
     background: Vec<JoinHandle<()>>,
+    /// The fleet's owner, for questions and package changes.
+    pub fleet: ingest::FleetQueries,
     _broker: broker::Broker,
 }
 
@@ -181,6 +190,21 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     )?;
     let (ingest_tx, fleet_queries, ingest_task) =
         ingest::spawn(&config, metrics.clone(), broker.publisher.clone(), &fanout);
+    let mailboxes = notify::Mailboxes::new(
+        config.bridge.mailbox_per_user.get(),
+        config.bridge.max_mailboxes.get(),
+        metrics.clone(),
+    );
+    let mut background = vec![ingest_task, republisher];
+    if config.bridge.enabled {
+        background.extend(bridge::start(
+            &config,
+            &fanout,
+            metrics.clone(),
+            broker.publisher.clone(),
+            mailboxes.clone(),
+        )?);
+    }
 
     let ctx = Arc::new(edge::EdgeContext::new(
         &config.mqtt,
@@ -200,7 +224,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     let app = api::router(api::AppState {
         metrics: metrics.clone(),
         fanout,
-        fleet: fleet_queries,
+        fleet: fleet_queries.clone(),
+        mailboxes,
         http: Arc::new(config.http.clone()),
     });
     let http_task = tokio::spawn(async move {
@@ -220,7 +245,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),
         servers: vec![edge_task, http_task],
-        background: vec![ingest_task, republisher],
+        background,
+        fleet: fleet_queries,
         _broker: broker,
     })
 }

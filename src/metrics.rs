@@ -132,6 +132,52 @@ metrics! {
     ws_stalled_disconnects_total: counter;
     /// WebSocket frames sent on the live feed.
     ws_frames_sent_total: counter;
+    /// 1 while the uplink to RabbitMQ is connected, else 0 (the bridge spools meanwhile).
+    bridge_connected: gauge;
+    /// Uplink sessions opened (connects; reconnects are this minus one).
+    bridge_connects_total: counter;
+    /// Uplink sessions lost.
+    bridge_disconnects_total: counter;
+    /// Records appended to the spool.
+    bridge_records_spooled_total: counter;
+    /// Records that could not be appended (a full or failing disk), dropped.
+    bridge_spool_append_failed_total: counter;
+    /// Positions not sent upstream because of `bridge.position_interval_ms`.
+    bridge_positions_downsampled_total: counter;
+    /// Records RabbitMQ confirmed (then deleted from the spool).
+    bridge_confirmed_total: counter;
+    /// Messages RabbitMQ returned as unroutable (kept, retried).
+    bridge_returns_total: counter;
+    /// Messages RabbitMQ nacked (kept, retried).
+    bridge_nacks_total: counter;
+    /// Bytes of the spool on disk.
+    bridge_spool_bytes: gauge;
+    /// Unconfirmed records in the spool.
+    bridge_spool_records: gauge;
+    /// Age of the oldest unconfirmed record, in ms (0 when empty).
+    bridge_spool_oldest_age_ms: gauge;
+    /// Records dropped by the full spool's policy (oldest positions first), by class.
+    bridge_spool_dropped_total_position: counter in "bridge_spool_dropped_total" {"class=\"position\""};
+    /// Records dropped by the full spool's policy (oldest positions first), by class.
+    bridge_spool_dropped_total_status: counter in "bridge_spool_dropped_total" {"class=\"status\""};
+    /// Records dropped by the full spool's policy (oldest positions first), by class.
+    bridge_spool_dropped_total_event: counter in "bridge_spool_dropped_total" {"class=\"event\""};
+    /// Records dropped by the full spool's policy (oldest positions first), by class.
+    bridge_spool_dropped_total_package: counter in "bridge_spool_dropped_total" {"class=\"package\""};
+    /// Bytes of torn or corrupt tail cut from the spool when it was opened.
+    bridge_spool_recovered_cut_bytes: gauge;
+    /// Commands from RabbitMQ handed to the broker for a device.
+    bridge_commands_total: counter;
+    /// Notifications from RabbitMQ handled.
+    bridge_notifications_total: counter;
+    /// Downlink messages rejected (bad JSON, bad vehicle id), not requeued.
+    bridge_downlink_rejected_total: counter;
+    /// Notifications handed to users' sockets (or mailboxes, on connect).
+    notifications_delivered_total: counter;
+    /// Notifications dropped: a full mailbox or socket queue, an evicted mailbox.
+    notifications_dropped_total: counter;
+    /// Open notification WebSockets.
+    notification_clients: gauge;
     /// Commands delivered from the broker to vehicle connections at the edge.
     commands_delivered_total: counter;
     /// Commands dropped: vehicle not connected here, or its command queue full.

@@ -3,7 +3,8 @@
 //! In: fleet updates from its own fan-out queue (`fanout.mqtt_queue`,
 //! policy `fanout.mqtt_when_full`, by default `drop_oldest`: a dashboard
 //! topic is a stream, and at normal load nothing is lost). Out: JSON on
-//! `fleet/<vid>/position`, `fleet/<vid>/status` and `fleet/events/<kind>`,
+//! `fleet/<vid>/position`, `fleet/<vid>/status`, `fleet/events/<kind>` and
+//! `fleet/events/package`,
 //! through the broker publisher. Bound: its queue, one batch buffer and one
 //! JSON buffer, reused.
 
@@ -53,12 +54,14 @@ pub fn spawn(
                     Update::Position(p) => dashboard_topic(&p.vehicle, DeviceTopicKind::Position),
                     Update::Status(s) => dashboard_topic(&s.vehicle, DeviceTopicKind::Status),
                     Update::Event(e) => format!("fleet/events/{}", e.kind.topic_name()),
+                    Update::Package(_) => "fleet/events/package".to_owned(),
                 };
                 json.clear();
                 let rendered = match &update {
                     Update::Position(p) => write_json(&mut json, &PositionView::of(p)),
                     Update::Status(s) => write_json(&mut json, &StatusView::of(s)),
                     Update::Event(e) => write_json(&mut json, &EventView::of(e)),
+                    Update::Package(p) => write_json(&mut json, &p.package),
                 };
                 if rendered && broker.publish(topic, Bytes::copy_from_slice(&json)) {
                     Metrics::inc(&metrics.messages_published_total);

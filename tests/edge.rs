@@ -5,7 +5,6 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use fleetgate::Config;
 use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
 use rumqttc::mqttbytes::v4::{
     ConnectReturnCode, LastWill, Packet, Publish, Subscribe, SubscribeReasonCode,
@@ -41,7 +40,7 @@ async fn keep_alive_zero_is_accepted_and_never_times_out() {
 
 #[tokio::test]
 async fn silent_connection_does_not_block_another_clients_connect() {
-    let mut config = Config::default();
+    let mut config = test_config();
     config.mqtt.connect_timeout_ms = 300;
     let gw = gateway_with(config).await;
     let mut silent = RawClient::connect(gw.mqtt_addr).await;
@@ -79,7 +78,7 @@ async fn malformed_packet_closes_only_its_own_connection() {
 
 #[tokio::test]
 async fn oversized_packet_closes_its_connection() {
-    let mut config = Config::default();
+    let mut config = test_config();
     config.mqtt.max_packet_size_bytes = std::num::NonZeroUsize::new(1024).unwrap();
     let gw = gateway_with(config).await;
     let mut c = RawClient::mqtt(gw.mqtt_addr, "big", 30).await;
@@ -128,7 +127,7 @@ async fn first_packet_that_is_not_connect_is_refused() {
 
 #[tokio::test]
 async fn connection_limit_refuses_one_more_and_counts_it() {
-    let mut config = Config::default();
+    let mut config = test_config();
     config.mqtt.max_connections = std::num::NonZeroUsize::new(2).unwrap();
     let gw = gateway_with(config).await;
     let _a = RawClient::mqtt(gw.mqtt_addr, "a", 30).await;

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use firmware_sim::runner::{run_fleet, FleetConfig};
-use fleetgate::Config;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const VEHICLES: usize = 300;
@@ -17,7 +16,7 @@ const POSITIONS_EACH: u32 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_of_300_vehicles_delivers_every_sequence_number() {
-    let mut config = Config::default();
+    let mut config = test_config();
     // The watcher's filter log must hold the whole run even if it lags.
     config.broker.max_segment_size_bytes = NonZeroUsize::new(1 << 20).unwrap();
     let gw = gateway_with(config).await;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use firmware_sim::runner::{run_fleet, FleetConfig};
-use fleetgate::Config;
 use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
 use futures_util::StreamExt;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
@@ -78,7 +77,7 @@ async fn publish_positions(gw: &fleetgate::Gateway, fixes: &[(&str, u32, i32)]) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_client_sees_every_vehicles_latest_position_while_a_stalled_one_is_cut_off() {
-    let mut config = Config::default();
+    let mut config = test_config();
     config.http.ws_stall_timeout_ms = 1_000;
     config.http.ws_frame_interval_ms = 20;
     let gw = gateway_with(config).await;
@@ -226,7 +225,7 @@ async fn bad_feed_parameters_get_a_json_400() {
 
 #[tokio::test]
 async fn one_client_past_max_subscribers_gets_503_and_others_keep_their_feed() {
-    let mut config = Config::default();
+    let mut config = test_config();
     // One place goes to the MQTT republisher.
     config.fanout.max_subscribers = NonZeroUsize::new(2).unwrap();
     let gw = gateway_with(config).await;

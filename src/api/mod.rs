@@ -1,7 +1,8 @@
 //! HTTP: the operator's and the dashboards' surface.
 //!
 //! In: HTTP requests. Out: `GET /` the live map page; `GET /ws` the live
-//! WebSocket feed ([`ws`]); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
+//! WebSocket feed ([`ws`]); `GET /notification?userId=` a user's
+//! notifications (contract of the notification service); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
 //! current state; `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
 //! each WebSocket holds one fan-out queue (`http.ws_queue`), and at most
 //! `fanout.max_subscribers` exist; REST answers are copies made by the
@@ -23,6 +24,7 @@ use crate::config::HttpConfig;
 use crate::fanout::Fanout;
 use crate::ingest::FleetQueries;
 use crate::metrics::Metrics;
+use crate::notify::Mailboxes;
 use crate::topics::VehicleId;
 use crate::views::VehicleView;
 
@@ -31,6 +33,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub fanout: Fanout,
     pub fleet: FleetQueries,
+    pub mailboxes: Arc<Mailboxes>,
     pub http: Arc<HttpConfig>,
 }
 
@@ -38,6 +41,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/ws", get(ws::upgrade))
+        .route("/notification", get(ws::notifications))
         .route("/vehicles", get(vehicles))
         .route("/vehicles/{id}", get(vehicle))
         .route("/healthz", get(healthz))

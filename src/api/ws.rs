@@ -4,7 +4,8 @@
 //! `?vehicles=truck-1,truck-2` or `?bbox=min_lon,min_lat,max_lon,max_lat`
 //! (degrees). Out: first a snapshot `{"snapshot":true,"vehicles":[…]}` of
 //! every vehicle's status and latest position, then text
-//! frames `{"positions":[…],"statuses":[…],"events":[…]}` batching what
+//! frames `{"positions":[…],"statuses":[…],"events":[…]}` (and
+//! `"packages":[…]` when packages changed) batching what
 //! changed during `http.ws_frame_interval_ms`, with `"lagged": n` when the
 //! client's queue had to drop n updates.
 //!
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use super::{ApiError, AppState};
 use crate::fanout::{FanoutError, Filter, SubscribeOptions, Subscription};
+use crate::fleet::packages::Package;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
 use crate::topics::VehicleId;
@@ -118,6 +120,8 @@ struct Frame<'a> {
     positions: Vec<PositionView<'a>>,
     statuses: Vec<StatusView<'a>>,
     events: Vec<EventView<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    packages: Vec<&'a Package>,
     #[serde(skip_serializing_if = "is_zero")]
     lagged: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -141,6 +145,7 @@ fn render(updates: &[Update], lagged: u64) -> Option<String> {
             Update::Position(p) => frame.positions.push(PositionView::of(p)),
             Update::Status(s) => frame.statuses.push(StatusView::of(s)),
             Update::Event(e) => frame.events.push(EventView::of(e)),
+            Update::Package(p) => frame.packages.push(&p.package),
         }
     }
     serde_json::to_string(&frame).ok()
@@ -257,6 +262,61 @@ async fn listen(
             tokio::time::timeout(stall, socket.send(Message::Ping(Default::default())))
                 .await
                 .is_ok_and(|r| r.is_ok())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NotificationParams {
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+}
+
+/// `GET /notification?userId=…`: every notification for the user, as text
+/// frames: first what waited in their mailbox, then live ones.
+pub async fn notifications(
+    State(state): State<AppState>,
+    Query(params): Query<NotificationParams>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let user = params
+        .user_id
+        .filter(|u| !u.is_empty() && u.len() <= 256)
+        .ok_or_else(|| ApiError::BadRequest("userId is required (1-256 bytes)".into()))?;
+    Ok(ws
+        .on_upgrade(move |socket| notification_feed(socket, user, state))
+        .into_response())
+}
+
+struct NotificationGauge<'a>(&'a Metrics);
+impl Drop for NotificationGauge<'_> {
+    fn drop(&mut self) {
+        Metrics::dec(&self.0.notification_clients);
+    }
+}
+
+async fn notification_feed(mut socket: WebSocket, user: String, state: AppState) {
+    let metrics = state.metrics.clone();
+    Metrics::inc(&metrics.notification_clients);
+    let _gauge = NotificationGauge(&metrics);
+    let stall = Duration::from_millis(state.http.ws_stall_timeout_ms);
+    let mut feed = state.mailboxes.connect(&user);
+    for content in feed.pending.drain(..) {
+        if !send(&mut socket, content, stall, &metrics).await {
+            return;
+        }
+    }
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval((stall / 3).max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            content = feed.live.recv() => match content {
+                Some(content) => if !send(&mut socket, content, stall, &metrics).await { return; },
+                None => return,
+            },
+            alive = listen(&mut socket, &mut last_heard, &mut ping, stall, &metrics) => {
+                if !alive { return; }
+            }
         }
     }
 }

@@ -16,6 +16,7 @@
 //! copies through [`crate::ingest::FleetQueries`], so no lock is taken per
 //! message.
 
+pub mod packages;
 mod seq;
 
 use std::collections::HashMap;
@@ -52,21 +53,26 @@ pub enum Update {
     Position(PositionUpdate),
     Status(StatusUpdate),
     Event(FleetEvent),
+    /// Boxed: a package carries place names, and is rare next to positions.
+    Package(Box<packages::PackageUpdate>),
 }
 
 impl Update {
-    pub fn slot(&self) -> Slot {
+    /// The vehicle's slot; `None` for a package update (keyed by package).
+    pub fn slot(&self) -> Option<Slot> {
         match self {
-            Update::Position(p) => p.slot,
-            Update::Status(s) => s.slot,
-            Update::Event(e) => e.slot,
+            Update::Position(p) => Some(p.slot),
+            Update::Status(s) => Some(s.slot),
+            Update::Event(e) => Some(e.slot),
+            Update::Package(_) => None,
         }
     }
-    pub fn vehicle(&self) -> &VehicleId {
+    pub fn vehicle_id(&self) -> &str {
         match self {
-            Update::Position(p) => &p.vehicle,
-            Update::Status(s) => &s.vehicle,
-            Update::Event(e) => &e.vehicle,
+            Update::Position(p) => p.vehicle.as_str(),
+            Update::Status(s) => s.vehicle.as_str(),
+            Update::Event(e) => e.vehicle.as_str(),
+            Update::Package(p) => &p.package.vehicle_id,
         }
     }
 }
@@ -146,6 +152,7 @@ pub enum Outcome {
 }
 
 pub struct Fleet {
+    pub packages: packages::Packages,
     vehicles: Vec<VehicleState>,
     index: HashMap<VehicleId, Slot>,
     capacity: usize,
@@ -154,8 +161,14 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(capacity: usize, unknown_after: Duration, metrics: Arc<Metrics>) -> Fleet {
+    pub fn new(
+        capacity: usize,
+        max_packages: usize,
+        unknown_after: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Fleet {
         Fleet {
+            packages: packages::Packages::new(max_packages),
             vehicles: Vec::with_capacity(capacity),
             index: HashMap::with_capacity(capacity),
             capacity,
@@ -386,7 +399,10 @@ mod tests {
 
     fn fleet(capacity: usize) -> (Fleet, Arc<Metrics>) {
         let m = Arc::new(Metrics::default());
-        (Fleet::new(capacity, Duration::from_secs(600), m.clone()), m)
+        (
+            Fleet::new(capacity, 16, Duration::from_secs(600), m.clone()),
+            m,
+        )
     }
 
     fn id(s: &str) -> VehicleId {

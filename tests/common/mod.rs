@@ -14,11 +14,26 @@ use tokio::net::TcpStream;
 /// The longest any awaited event may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-pub async fn gateway() -> Gateway {
-    gateway_with(Config::default()).await
+/// The defaults, less what a test must not share: the bridge is off (the
+/// bridge tests turn it on with their own names), and the data directory
+/// is the test's own.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.bridge.enabled = false;
+    config
 }
 
-pub async fn gateway_with(config: Config) -> Gateway {
+pub async fn gateway() -> Gateway {
+    gateway_with(test_config()).await
+}
+
+/// Starts the gateway on loopback port 0. A config that kept the default
+/// data directory gets a fresh temporary one (kept until the process ends).
+pub async fn gateway_with(mut config: Config) -> Gateway {
+    if config.data_dir.0 == Config::default().data_dir.0 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        config.data_dir.0 = dir.keep();
+    }
     let listeners = Listeners::loopback().await.expect("bind loopback");
     fleetgate::start(config, listeners)
         .await

@@ -1,0 +1,219 @@
+//! The upstream bridge: fleet updates to central RabbitMQ over AMQP 0-9-1,
+//! through a durable disk spool; commands and notifications back down.
+//!
+//! In: fleet updates from the bridge's fan-out queue (policy `block`: the
+//! spool is on disk, so the bridge never loses an update it was given);
+//! deliveries from RabbitMQ's command and notification queues. Out: AMQP
+//! publishes (persistent, `mandatory`, with confirms); commands as postcard
+//! on `v/<vid>/cmd`; notifications to users' WebSockets.
+//!
+//! - [`feeder`]: update → [`record::UplinkRecord`] → spool. Positions are
+//!   downsampled per vehicle (`bridge.position_interval_ms`); statuses,
+//!   events and package changes always go.
+//! - [`uplink`]: the supervisor: connect, declare, publish from the spool
+//!   with a window of `bridge.confirm_window` unconfirmed publishes, confirm
+//!   records as RabbitMQ acks them, reconnect with jittered exponential
+//!   backoff. A record leaves the spool only after its confirm.
+//! - [`spool`]: the on-disk log; its `//!` is the storage design.
+//! - [`downlink`]: the command and notification consumers.
+//!
+//! Bound: the spool's `bridge.spool_max_bytes` on disk; in memory the
+//! fan-out queue (`bridge.feed_queue`), one window of records, and the
+//! per-vehicle downsampling clock (`fleet.max_vehicles` × 8 bytes).
+
+pub mod downlink;
+pub mod feeder;
+pub mod record;
+pub mod spool;
+pub mod uplink;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::broker::BrokerPublisher;
+use crate::config::{Config, FsyncMode};
+use crate::fanout::{Fanout, FanoutError, Filter, SubscribeOptions, WhenFull};
+use crate::metrics::Metrics;
+use crate::notify::Mailboxes;
+use spool::{FsyncPolicy, Spool, SpoolConfig, SpoolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("cannot open the bridge spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("cannot lock the spool directory {path}: {source}")]
+    Lock {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the spool directory {0} is in use by another fleetgate process (each gateway needs its own data_dir)")]
+    InUse(std::path::PathBuf),
+    #[error(transparent)]
+    Fanout(#[from] FanoutError),
+}
+
+/// The spool, shared by the feeder (appends) and the uplink (reads,
+/// confirms); every call that may touch the disk runs on a blocking thread.
+#[derive(Clone)]
+pub struct SharedSpool {
+    spool: Arc<Mutex<Spool>>,
+    /// Held while the spool is open: a second gateway on the same
+    /// directory would interleave two logs.
+    _lock: Arc<std::fs::File>,
+    /// Something was appended: the uplink may have work.
+    appended: Arc<Notify>,
+}
+
+impl SharedSpool {
+    fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+        spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the spool on a blocking thread.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spool) -> T + Send + 'static,
+    ) -> Option<T> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || f(&mut Self::lock(&spool)))
+            .await
+            .ok()
+    }
+}
+
+/// Starts the bridge's tasks. Returns at once: the uplink connects (and
+/// reconnects) in the background, and the gateway serves meanwhile.
+pub fn start(
+    config: &Config,
+    fanout: &Fanout,
+    metrics: Arc<Metrics>,
+    broker: BrokerPublisher,
+    mailboxes: Arc<Mailboxes>,
+) -> Result<Vec<JoinHandle<()>>, BridgeError> {
+    let bridge = &config.bridge;
+    let spool_dir = config.data_dir.0.join("spool");
+    let lock = lock_dir(&spool_dir)?;
+    let (spool, report) = Spool::open(SpoolConfig {
+        dir: spool_dir.clone(),
+        max_bytes: bridge.spool_max_bytes,
+        segment_bytes: bridge.spool_segment_bytes,
+        fsync: match bridge.spool_fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => FsyncPolicy::IntervalMs(bridge.spool_fsync_interval_ms),
+        },
+    })?;
+    log_recovery(&spool_dir, &report);
+    metrics
+        .bridge_spool_recovered_cut_bytes
+        .store(report.truncated_bytes, Ordering::Relaxed);
+    let shared = SharedSpool {
+        spool: Arc::new(Mutex::new(spool)),
+        _lock: Arc::new(lock),
+        appended: Arc::new(Notify::new()),
+    };
+    let subscription = fanout.subscribe(SubscribeOptions {
+        name: "bridge",
+        policy: WhenFull::Block,
+        capacity: bridge.feed_queue.get(),
+        filter: Filter::All,
+    })?;
+    let mut tasks = vec![
+        tokio::spawn(feeder::run(
+            subscription,
+            shared.clone(),
+            bridge.clone(),
+            config.fleet.max_vehicles.get(),
+            metrics.clone(),
+        )),
+        tokio::spawn(uplink::run(
+            shared.clone(),
+            bridge.clone(),
+            config.gateway_id.0.clone(),
+            metrics.clone(),
+            downlink::Downlink {
+                config: bridge.clone(),
+                broker,
+                mailboxes,
+                metrics: metrics.clone(),
+            },
+        )),
+        tokio::spawn(report_stats(shared, metrics)),
+    ];
+    tasks.shrink_to_fit();
+    Ok(tasks)
+}
+
+/// An exclusive lock on `dir/LOCK`, released when the process ends.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, BridgeError> {
+    let io = |source| BridgeError::Lock {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BridgeError::InUse(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+fn log_recovery(dir: &Path, report: &spool::RecoveryReport) {
+    if report.truncated_bytes > 0 || report.corrupt_records > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            records = report.records,
+            cut_bytes = report.truncated_bytes,
+            corrupt_records = report.corrupt_records,
+            "spool recovered: a torn or corrupt tail was cut"
+        );
+    } else {
+        tracing::info!(dir = %dir.display(), records = report.records, segments = report.segments, "spool opened");
+    }
+}
+
+/// Copies the spool's figures into `/metrics` once a second.
+async fn report_stats(spool: SharedSpool, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(stats) = spool.with(|s| s.stats()).await else {
+            continue;
+        };
+        let now = crate::ingest::now_ms();
+        metrics
+            .bridge_spool_bytes
+            .store(stats.bytes, Ordering::Relaxed);
+        metrics
+            .bridge_spool_records
+            .store(stats.unconfirmed, Ordering::Relaxed);
+        metrics.bridge_spool_oldest_age_ms.store(
+            stats
+                .oldest_unconfirmed_ms
+                .map_or(0, |t| now.saturating_sub(t)),
+            Ordering::Relaxed,
+        );
+        metrics
+            .bridge_spool_dropped_total_position
+            .store(stats.dropped[0], Ordering::Relaxed);
+        metrics
+            .bridge_spool_dropped_total_status
+            .store(stats.dropped[1], Ordering::Relaxed);
+        metrics
+            .bridge_spool_dropped_total_event
+            .store(stats.dropped[2], Ordering::Relaxed);
+        metrics
+            .bridge_spool_dropped_total_package
+            .store(stats.dropped[3], Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,295 @@
+//! The uplink supervisor: the spool's records to RabbitMQ, confirmed.
+//!
+//! In: unconfirmed spool records, oldest first. Out: AMQP publishes —
+//! persistent, `mandatory`, `message_id` stable across retries
+//! (`<gateway_id>-<spool id>`, or the vehicle id for package records, by
+//! contract), `timestamp`, `content_type`, `app_id` = the gateway's id — and
+//! confirms back into the spool. Bound: `bridge.confirm_window` records in
+//! flight.
+//!
+//! Delivery: at least once, in order. A record is confirmed in the spool
+//! (and so may leave it) only when RabbitMQ acks it. A returned message
+//! (unroutable under `mandatory`) or a nack is a failure: counted, logged,
+//! kept, and retried after `bridge.retry_failed_ms`; records behind it keep
+//! flowing, so a retried one may arrive after newer ones — with the same
+//! `message_id`. A lost connection rewinds to the oldest unconfirmed record
+//! and resends from there after reconnecting (jittered exponential backoff
+//! from `reconnect_min_ms` to `reconnect_max_ms`), so a consumer may see a
+//! duplicate, never a gap.
+//!
+//! Each session also (re)declares the topology the contracts fix — the
+//! durable `package_status` queue with no arguments — and starts the
+//! downlink consumers on a channel of their own.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::time::Instant;
+
+use super::downlink::Downlink;
+use super::record::{Target, UplinkRecord};
+use super::spool::Record;
+use super::SharedSpool;
+use crate::config::BridgeConfig;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the spool failed: {0}")]
+    Spool(String),
+    #[error("the connection is gone")]
+    Disconnected,
+}
+
+pub async fn run(
+    spool: SharedSpool,
+    config: BridgeConfig,
+    gateway_id: String,
+    metrics: Arc<Metrics>,
+    downlink: Downlink,
+) {
+    let mut backoff = Duration::from_millis(config.reconnect_min_ms.max(1));
+    let max_backoff =
+        Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms).max(1));
+    loop {
+        let started = Instant::now();
+        let outcome = session(&spool, &config, &gateway_id, &metrics, &downlink).await;
+        metrics.bridge_connected.store(0, Ordering::Relaxed);
+        // Whatever was in flight is unconfirmed: send it again, in order.
+        spool.with(|s| s.rewind()).await;
+        if let Err(e) = outcome {
+            Metrics::inc(&metrics.bridge_disconnects_total);
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "uplink to RabbitMQ down; spooling");
+        }
+        // A session that lasted is a fresh start for the backoff.
+        if started.elapsed() > max_backoff {
+            backoff = Duration::from_millis(config.reconnect_min_ms.max(1));
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// 50–100 % of `d`, so gateways that lost the same RabbitMQ do not all
+/// come back at the same instant.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+async fn session(
+    spool: &SharedSpool,
+    config: &BridgeConfig,
+    gateway_id: &str,
+    metrics: &Arc<Metrics>,
+    downlink: &Downlink,
+) -> Result<(), UplinkError> {
+    let connection = Connection::connect(&config.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    declare_package_queue(&channel, &config.package_queue).await?;
+    let _consumers = downlink.start(&connection).await?;
+    Metrics::inc(&metrics.bridge_connects_total);
+    metrics.bridge_connected.store(1, Ordering::Relaxed);
+    tracing::info!(url = %redact(&config.url), "uplink to RabbitMQ up");
+
+    let window = config.confirm_window.get();
+    let retry_after = Duration::from_millis(config.retry_failed_ms);
+    let mut in_flight = FuturesUnordered::new();
+    let mut records: Vec<Record> = Vec::with_capacity(window);
+    let mut confirmed: Vec<u64> = Vec::with_capacity(window);
+    let mut failed_at: Option<Instant> = None;
+    let mut health = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        // Fill the window from the spool.
+        if in_flight.len() < window {
+            let want = window - in_flight.len();
+            let read = spool
+                .with(move |s| {
+                    let mut out = Vec::with_capacity(want);
+                    s.read_unsent(want, &mut out).map(|_| out)
+                })
+                .await
+                .ok_or_else(|| UplinkError::Spool("spool task failed".into()))?
+                .map_err(|e| UplinkError::Spool(e.to_string()))?;
+            records.extend(read);
+            for record in records.drain(..) {
+                let id = record.id;
+                let confirm = publish(&channel, config, gateway_id, record).await?;
+                in_flight.push(async move { (id, confirm.await) });
+            }
+        }
+        tokio::select! {
+            Some((id, result)) = in_flight.next() => {
+                if delivered(metrics, id, result?) {
+                    confirmed.push(id);
+                    // Take every confirm already in, then one trip to the spool.
+                    while let Some(Some((id, result))) = in_flight.next().now_or_never() {
+                        if delivered(metrics, id, result?) {
+                            confirmed.push(id);
+                        } else {
+                            failed_at.get_or_insert_with(Instant::now);
+                        }
+                    }
+                    let ids = std::mem::take(&mut confirmed);
+                    let n = ids.len() as u64;
+                    spool.with(move |s| for id in ids { s.confirm(id) }).await;
+                    metrics.bridge_confirmed_total.fetch_add(n, Ordering::Relaxed);
+                    confirmed = Vec::with_capacity(window);
+                } else {
+                    failed_at.get_or_insert_with(Instant::now);
+                }
+            }
+            _ = spool.appended.notified(), if in_flight.len() < window => {}
+            _ = sleep_until(failed_at.map(|t| t + retry_after)), if in_flight.is_empty() && failed_at.is_some() => {
+                failed_at = None;
+                spool.with(|s| s.rewind()).await;
+            }
+            _ = health.tick() => {
+                if !connection.status().connected() {
+                    return Err(UplinkError::Disconnected);
+                }
+            }
+        }
+    }
+}
+
+use futures_util::FutureExt as _;
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// True for an ack of a message RabbitMQ routed; a nack or a return is a
+/// failure, counted and logged.
+fn delivered(metrics: &Metrics, id: u64, confirmation: lapin::Confirmation) -> bool {
+    let nack = confirmation.is_nack();
+    let returned = confirmation.take_message().is_some();
+    if !nack && !returned {
+        return true;
+    }
+    if nack {
+        Metrics::inc(&metrics.bridge_nacks_total);
+        tracing::warn!(
+            record = id,
+            "RabbitMQ nacked a message; it stays spooled and will be retried"
+        );
+    } else {
+        Metrics::inc(&metrics.bridge_returns_total);
+        tracing::warn!(record = id, "RabbitMQ returned a message as unroutable (no queue bound); it stays spooled and will be retried");
+    }
+    false
+}
+
+/// The `package_status` queue exactly as the package-tracking consumers
+/// declare it (another declaration would make RabbitMQ refuse).
+pub async fn declare_package_queue(channel: &Channel, name: &str) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                auto_delete: false,
+                exclusive: false,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+}
+
+async fn publish(
+    channel: &Channel,
+    config: &BridgeConfig,
+    gateway_id: &str,
+    record: Record,
+) -> Result<lapin::PublisherConfirm, UplinkError> {
+    let uplink = match UplinkRecord::decode(&record.payload) {
+        Ok(u) => u,
+        Err(e) => {
+            // Checksummed on disk, so only a format change could do this.
+            tracing::error!(record = record.id, error = %e, "undecodable spool record skipped");
+            return Err(UplinkError::Spool(format!(
+                "record {} undecodable: {e}",
+                record.id
+            )));
+        }
+    };
+    let (exchange, routing_key) = match uplink.target {
+        Target::TopicExchange => (config.exchange.as_str(), uplink.routing_key.as_str()),
+        Target::PackageQueue => ("", config.package_queue.as_str()),
+    };
+    let message_id = uplink
+        .message_id
+        .clone()
+        .unwrap_or_else(|| format!("{gateway_id}-{}", record.id));
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into())
+        .with_timestamp(uplink.timestamp_ms / 1000)
+        .with_app_id(gateway_id.into());
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    Ok(channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            &uplink.body,
+            properties,
+        )
+        .await?)
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqp://host"), "amqp://host");
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_whole() {
+        let d = Duration::from_millis(1000);
+        for _ in 0..100 {
+            let j = jitter(d);
+            assert!(j >= d / 2 && j <= d, "{j:?}");
+        }
+    }
+}

@@ -1,0 +1,723 @@
+//! The upstream bridge against a real RabbitMQ on loopback (started by
+//! `scripts/test.sh`, URL in `FLEETGATE_TEST_AMQP_URL`).
+//!
+//! Each test names its vehicles, queues and routing keys with a tag of its
+//! own, so tests running side by side never see each other's messages. An
+//! outage is a TCP proxy between the gateway and RabbitMQ that the test cuts
+//! and restores; RabbitMQ itself and other tests are untouched.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use fleetgate::ingest::PackageChange;
+use fleetgate::topics::VehicleId;
+use fleetgate::Config;
+use fleetgate_wire::{encode, flags, Command, Position, MAX_ENCODED_LEN};
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
+use rumqttc::mqttbytes::QoS;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+fn amqp_url() -> String {
+    std::env::var("FLEETGATE_TEST_AMQP_URL").unwrap_or_else(|_| {
+        panic!("FLEETGATE_TEST_AMQP_URL is not set: run `bash scripts/test.sh`, which starts RabbitMQ on loopback")
+    })
+}
+
+/// A short unique tag for this test's names.
+fn tag(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}{}", nanos % 1_000_000_000)
+}
+
+fn bridge_config(tag: &str, url: &str, data_dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.gateway_id.0 = format!("gw-{tag}");
+    config.data_dir.0 = data_dir.to_path_buf();
+    config.bridge.url = url.to_owned();
+    config.bridge.package_queue = format!("package_status-{tag}");
+    config.bridge.command_queue = format!("commands-{tag}");
+    config.bridge.notification_queue = format!("notifications-{tag}");
+    config.bridge.position_interval_ms = 0;
+    config.bridge.reconnect_min_ms = 50;
+    config.bridge.reconnect_max_ms = 500;
+    config.bridge.retry_failed_ms = 200;
+    config
+}
+
+async fn amqp() -> (Connection, Channel) {
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ answers on loopback");
+    let channel = conn.create_channel().await.unwrap();
+    (conn, channel)
+}
+
+/// An exclusive queue bound to `amq.topic` with each of `bindings`.
+async fn topic_consumer(channel: &Channel, bindings: &[String]) -> Consumer {
+    let q = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for binding in bindings {
+        channel
+            .queue_bind(
+                q.name().clone(),
+                "amq.topic".into(),
+                binding.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    channel
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
+struct Received {
+    routing_key: String,
+    properties: BasicProperties,
+    body: serde_json::Value,
+}
+
+async fn next(consumer: &mut Consumer) -> Received {
+    let delivery = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("a message from RabbitMQ in time")
+        .expect("consumer open")
+        .expect("delivery");
+    delivery.ack(BasicAckOptions::default()).await.unwrap();
+    Received {
+        routing_key: delivery.routing_key.to_string(),
+        properties: delivery.properties.clone(),
+        body: serde_json::from_slice(&delivery.data).expect("JSON body"),
+    }
+}
+
+fn position(seq: u32) -> Bytes {
+    let p = Position {
+        seq,
+        time_ms: 1_795_000_000_000 + u64::from(seq) * 1000,
+        lat_e6: 52_370_000 + seq as i32,
+        lon_e6: 4_890_000,
+        speed_cm_s: 1000,
+        heading: 0,
+        flags: flags::FIX_VALID | flags::IGNITION,
+        odometer_m: None,
+    };
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    Bytes::copy_from_slice(encode(&p, &mut buf).unwrap())
+}
+
+/// Publishes positions `seqs` for `vid` at QoS 1 (acked = ingest has them).
+async fn drive(addr: SocketAddr, vid: &str, seqs: std::ops::RangeInclusive<u32>) {
+    let mut c = RawClient::mqtt(addr, &format!("dev-{vid}"), 30).await;
+    for seq in seqs {
+        let mut p = Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
+        p.pkid = (seq % 60_000 + 1) as u16;
+        c.send(Packet::Publish(p)).await;
+        assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
+    }
+    c.send(Packet::Disconnect).await;
+}
+
+/// A TCP proxy the test can cut (every connection dropped, new ones refused)
+/// and restore.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while cut
+                }
+                let cut = cut2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// `amqp://…@<proxy>/…` from the real URL.
+    fn url(&self) -> String {
+        let url = amqp_url();
+        let at = url
+            .rfind('@')
+            .map_or(url.find("://").unwrap() + 3, |i| i + 1);
+        let rest = &url[at..];
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
+        format!("{}{}{}", &url[..at], self.addr, path)
+    }
+}
+
+fn rabbit_addr() -> SocketAddr {
+    let url = amqp_url();
+    let at = url
+        .rfind('@')
+        .map_or(url.find("://").unwrap() + 3, |i| i + 1);
+    let host_port = url[at..].split('/').next().unwrap();
+    host_port
+        .parse()
+        .expect("FLEETGATE_TEST_AMQP_URL host:port is an IP address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_statuses_and_events_arrive_with_the_contracted_properties() {
+    let t = tag("flow");
+    let dir = tempfile::tempdir().unwrap();
+    let (_conn, channel) = amqp().await;
+    let mut consumer = topic_consumer(&channel, &[format!("fleet.{t}-truck.#")]).await;
+    let gw = gateway_with(bridge_config(&t, &amqp_url(), dir.path())).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+
+    drive(gw.mqtt_addr, &format!("{t}-truck"), 1..=3).await;
+    for seq in 1..=3 {
+        let m = next(&mut consumer).await;
+        assert_eq!(m.routing_key, format!("fleet.{t}-truck.position"));
+        assert_eq!(m.body["seq"], seq);
+        assert_eq!(m.body["vehicle_id"], format!("{t}-truck"));
+        let p = &m.properties;
+        assert_eq!(p.delivery_mode(), &Some(2), "persistent");
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(
+            p.app_id().as_ref().map(|s| s.as_str()),
+            Some(format!("gw-{t}").as_str())
+        );
+        assert!(p
+            .message_id()
+            .as_ref()
+            .is_some_and(|id| id.as_str().starts_with(&format!("gw-{t}-"))));
+        assert!(p.timestamp().is_some_and(|ts| ts > 1_700_000_000));
+    }
+
+    // The vehicle's online event went to fleet.events.status_changed, which
+    // no queue was bound to: returned, counted, kept in the spool. Once a
+    // consumer binds, the retry delivers it: nothing was lost.
+    await_metric(&gw, "fleetgate_bridge_returns_total", 1).await;
+    let mut events = topic_consumer(&channel, &["fleet.events.status_changed".to_string()]).await;
+    loop {
+        let m = next(&mut events).await;
+        if m.body["vehicle_id"] == format!("{t}-truck") {
+            assert_eq!(m.body["type"], "status_changed");
+            assert_eq!(m.body["to"], "online");
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_changes_reach_a_consumer_written_like_the_package_tracking_contract() {
+    let t = tag("pkg");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = bridge_config(&t, &amqp_url(), dir.path());
+    // The contract's own queue name: the gateway must declare it exactly as
+    // the existing consumers do, or RabbitMQ would refuse one of them.
+    config.bridge.package_queue = "package_status".into();
+    let (_conn, channel) = amqp().await;
+    channel
+        .queue_declare(
+            "package_status".into(),
+            QueueDeclareOptions {
+                durable: true,
+                auto_delete: false,
+                exclusive: false,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the contract's declaration");
+    let gw = gateway_with(config).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+
+    let vehicle = VehicleId::parse(&format!("{t}-van")).unwrap();
+    let id = VehicleId::parse(&format!("{t}-parcel")).unwrap();
+    gw.fleet
+        .package(PackageChange::Assign {
+            id: id.clone(),
+            from: "Depot Noord".into(),
+            to: "Dam 1".into(),
+            vehicle: vehicle.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    gw.fleet
+        .package(PackageChange::Deliver { id })
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Like the source's consumer: manual ack, pick by message_id = vehicle id.
+    let mut consumer = channel
+        .basic_consume(
+            "package_status".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut mine = Vec::new();
+    while mine.len() < 2 {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .expect("in time")
+            .unwrap()
+            .unwrap();
+        let for_me = d
+            .properties
+            .message_id()
+            .as_ref()
+            .is_some_and(|m| m.as_str() == vehicle.as_str());
+        if for_me {
+            assert_eq!(
+                d.properties.content_type().as_ref().map(|s| s.as_str()),
+                Some("application/json")
+            );
+            assert_eq!(d.exchange.as_str(), "", "default exchange");
+            mine.push(serde_json::from_slice::<serde_json::Value>(&d.data).unwrap());
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        } else {
+            // Not this test's: leave it for its owner.
+            d.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(mine[0]["from"], "Depot Noord");
+    assert_eq!(mine[0]["to"], "Dam 1");
+    assert_eq!(mine[0]["vehicleId"], vehicle.as_str());
+    assert_eq!(mine[1]["status"], "delivered");
+}
+
+/// Reads until every seq in `1..=n` of each vehicle was seen; checks that
+/// first occurrences come in order per vehicle and that a duplicate carries
+/// the message_id of its first copy.
+async fn expect_every_seq(consumer: &mut Consumer, vehicles: &[String], n: u64) {
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut ids: HashMap<(String, u64), String> = HashMap::new();
+    let done = |seen: &HashMap<String, Vec<u64>>| {
+        vehicles
+            .iter()
+            .all(|v| seen.get(v).is_some_and(|s| s.len() as u64 == n))
+    };
+    while !done(&seen) {
+        let m = next(consumer).await;
+        let vid = m.body["vehicle_id"].as_str().unwrap().to_string();
+        let seq = m.body["seq"].as_u64().unwrap();
+        let message_id = m.properties.message_id().as_ref().unwrap().to_string();
+        match ids.get(&(vid.clone(), seq)) {
+            Some(first) => assert_eq!(
+                first, &message_id,
+                "a duplicate carries the same message_id"
+            ),
+            None => {
+                ids.insert((vid.clone(), seq), message_id);
+                let s = seen.entry(vid.clone()).or_default();
+                assert_eq!(
+                    s.last().map_or(1, |l| l + 1),
+                    seq,
+                    "{vid}: first copies arrive in order, no gap"
+                );
+                s.push(seq);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_mid_stream_loses_nothing_and_keeps_order_per_vehicle() {
+    let t = tag("outage");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(rabbit_addr()).await;
+    let (_conn, channel) = amqp().await;
+    let vehicles: Vec<String> = (1..=3).map(|i| format!("{t}-v{i}")).collect();
+    let bindings: Vec<String> = vehicles
+        .iter()
+        .map(|v| format!("fleet.{v}.position"))
+        .collect();
+    let mut consumer = topic_consumer(&channel, &bindings).await;
+    let gw = gateway_with(bridge_config(&t, &proxy.url(), dir.path())).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+
+    for v in &vehicles {
+        drive(gw.mqtt_addr, v, 1..=50).await;
+    }
+    proxy.cut();
+    for v in &vehicles {
+        drive(gw.mqtt_addr, v, 51..=150).await;
+    }
+    await_metric(&gw, "fleetgate_bridge_records_spooled_total", 450).await;
+    assert_eq!(
+        metric(&gw, "fleetgate_bridge_connected").await,
+        0,
+        "the outage is seen"
+    );
+    proxy.restore();
+    expect_every_seq(&mut consumer, &vehicles, 150).await;
+    assert!(
+        metric(&gw, "fleetgate_bridge_connects_total").await >= 2,
+        "reconnected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_from_rabbitmq_reach_a_device_subscribed_at_the_edge() {
+    let t = tag("cmd");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with(bridge_config(&t, &amqp_url(), dir.path())).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+    let vid = format!("{t}-truck");
+    let mut device = RawClient::mqtt(gw.mqtt_addr, &vid, 30).await;
+    device
+        .send(Packet::Subscribe(Subscribe::new(
+            format!("v/{vid}/cmd"),
+            QoS::AtMostOnce,
+        )))
+        .await;
+    assert!(matches!(device.recv().await, Some(Packet::SubAck(_))));
+
+    let (_conn, channel) = amqp().await;
+    let body = serde_json::json!({"vehicle_id": vid, "command": {"type": "set_report_interval", "interval_ms": 5000}});
+    channel
+        .basic_publish(
+            "".into(),
+            format!("commands-{t}").as_str().into(),
+            BasicPublishOptions::default(),
+            body.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    match device.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, format!("v/{vid}/cmd"));
+            let command: Command = fleetgate_wire::decode(&p.payload).unwrap();
+            assert_eq!(command, Command::SetReportInterval { interval_ms: 5000 });
+        }
+        other => panic!("expected the command, got {other:?}"),
+    }
+    // Garbage is rejected, counted, and does not stop the consumer.
+    channel
+        .basic_publish(
+            "".into(),
+            format!("commands-{t}").as_str().into(),
+            BasicPublishOptions::default(),
+            b"{not json",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    await_metric(&gw, "fleetgate_bridge_downlink_rejected_total", 1).await;
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The next text frame; pings (the gateway's liveness check) are skipped,
+/// as any WebSocket client does.
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => return t.to_string(),
+            Some(Ok(
+                tokio_tungstenite::tungstenite::Message::Ping(_)
+                | tokio_tungstenite::tungstenite::Message::Pong(_),
+            )) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_the_users_websockets_also_when_they_connect_later() {
+    let t = tag("note");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with(bridge_config(&t, &amqp_url(), dir.path())).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+    let (_conn, channel) = amqp().await;
+    let queue = format!("notifications-{t}");
+    let send = |user: &'static str, content: &'static str| {
+        let channel = channel.clone();
+        let queue = queue.clone();
+        async move {
+            let body = serde_json::json!({"userId": user, "content": content}).to_string();
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_content_type("application/json".into()),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+
+    // Sent while nobody is connected: waits in the mailbox.
+    send("ana", "your parcel is on its way").await;
+    await_metric(&gw, "fleetgate_bridge_notifications_total", 1).await;
+    let url = format!("ws://{}/notification?userId=ana", gw.http_addr);
+    let (mut ana, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
+    let (mut ana2, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_text(&mut ana).await, "your parcel is on its way");
+    await_metric(&gw, "fleetgate_notification_clients", 2).await;
+
+    // Sent while connected: every socket of the user gets it.
+    send("ana", "delivered").await;
+    assert_eq!(next_text(&mut ana).await, "delivered");
+    assert_eq!(next_text(&mut ana2).await, "delivered");
+}
+
+/// The gateway binary as a child process, so a test can SIGKILL it.
+struct GatewayProcess {
+    child: std::process::Child,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+}
+
+impl GatewayProcess {
+    fn start(config_path: &std::path::Path) -> GatewayProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+            .args(["--config", config_path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the gateway binary");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("fleetgate serving") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("the gateway says where it serves");
+        let addr = |key: &str| -> SocketAddr {
+            let rest = &line[line.find(key).unwrap() + key.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        GatewayProcess {
+            child,
+            mqtt: addr("mqtt_addr="),
+            http: addr("http_addr="),
+        }
+    }
+
+    fn sigkill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix: no chance to flush anything
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_metric(http: SocketAddr, series: &str) -> u64 {
+    let (_, body) = http_get(http, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_killed_during_an_outage_resends_everything_after_restart() {
+    let t = tag("crash");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(rabbit_addr()).await;
+    proxy.cut();
+    let config = format!(
+        "gateway_id = \"gw-{t}\"\ndata_dir = {data:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [bridge]\nurl = {url:?}\nposition_interval_ms = 0\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\
+         package_queue = \"package_status-{t}\"\ncommand_queue = \"commands-{t}\"\nnotification_queue = \"notifications-{t}\"\n",
+        data = dir.path().join("data"),
+        url = proxy.url(),
+    );
+    let config_path = dir.path().join("fleetgate.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let (_conn, channel) = amqp().await;
+    let vehicles: Vec<String> = (1..=2).map(|i| format!("{t}-v{i}")).collect();
+    let bindings: Vec<String> = vehicles
+        .iter()
+        .map(|v| format!("fleet.{v}.position"))
+        .collect();
+    let mut consumer = topic_consumer(&channel, &bindings).await;
+
+    let first = GatewayProcess::start(&config_path);
+    for v in &vehicles {
+        drive(first.mqtt, v, 1..=200).await;
+    }
+    // Every position is in the spool (the default fsync policy is an
+    // interval: a process kill loses nothing, the page cache has it).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while http_metric(first.http, "fleetgate_bridge_records_spooled_total").await < 400 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "positions were not spooled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.sigkill();
+
+    proxy.restore();
+    let second = GatewayProcess::start(&config_path);
+    expect_every_seq(&mut consumer, &vehicles, 200).await;
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_drops_the_oldest_positions_first_and_counts_them() {
+    let t = tag("full");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(rabbit_addr()).await;
+    let mut config = bridge_config(&t, &proxy.url(), dir.path());
+    config.bridge.spool_max_bytes = 64 * 1024;
+    config.bridge.spool_segment_bytes = 8 * 1024;
+    proxy.cut();
+    let (_conn, channel) = amqp().await;
+    let vid = format!("{t}-truck");
+    let mut positions = topic_consumer(&channel, &[format!("fleet.{vid}.position")]).await;
+    let mut statuses = topic_consumer(&channel, &[format!("fleet.{vid}.status")]).await;
+    let gw = gateway_with(config).await;
+
+    // A status first, then far more positions than 64 KiB holds.
+    let mut c = RawClient::mqtt(gw.mqtt_addr, "dev", 30).await;
+    let mut status = Publish::new(
+        format!("v/{vid}/status"),
+        QoS::AtLeastOnce,
+        br#"{"online":true,"supply_mv":12800}"#.to_vec(),
+    );
+    status.pkid = 1;
+    c.send(Packet::Publish(status)).await;
+    assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
+    drive(gw.mqtt_addr, &vid, 1..=1500).await;
+    let dropped = await_metric(
+        &gw,
+        "fleetgate_bridge_spool_dropped_total{class=\"position\"}",
+        1,
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &gw,
+            "fleetgate_bridge_spool_dropped_total{class=\"status\"}"
+        )
+        .await,
+        0
+    );
+
+    proxy.restore();
+    let s = next(&mut statuses).await;
+    assert_eq!(
+        s.body["supply_mv"], 12800,
+        "the status outlived the positions"
+    );
+    // The newest positions survive; the first one to arrive is past the dropped ones.
+    let first = next(&mut positions).await.body["seq"].as_u64().unwrap();
+    assert!(
+        first > 1,
+        "the oldest positions were dropped (first = {first}, dropped = {dropped})"
+    );
+    loop {
+        if next(&mut positions).await.body["seq"] == 1500 {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_dir_is_refused_clearly() {
+    let t = tag("lock");
+    let dir = tempfile::tempdir().unwrap();
+    let config = bridge_config(&t, &amqp_url(), dir.path());
+    let _first = gateway_with(config.clone()).await;
+    let listeners = fleetgate::Listeners::loopback().await.unwrap();
+    let err = fleetgate::start(config, listeners)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("in use by another fleetgate process"),
+        "{err}"
+    );
+}
