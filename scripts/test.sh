@@ -8,7 +8,8 @@
 # 2. starts a throwaway RabbitMQ node on 127.0.0.1:5672 unless a broker
 #    already answers there (no systemd needed; see scripts/lib-services.sh)
 #    and exports FLEETGATE_TEST_AMQP_URL; exports FLEETGATE_TEST_CHROMIUM;
-# 3. runs the doctests (cargo test --doc), then every other test with
+# 3. runs the benches once each in test mode, the doctests (cargo test
+#    --doc), then every other test with
 #    cargo-nextest (or cargo test when nextest is missing), extra args passed
 #    to that runner. The runner's summary is the last thing printed.
 #
@@ -37,13 +38,22 @@ if [ -x /usr/bin/chromium ]; then
     export FLEETGATE_TEST_CHROMIUM=/usr/bin/chromium
     fg_info "FLEETGATE_TEST_CHROMIUM=$FLEETGATE_TEST_CHROMIUM ($(/usr/bin/chromium --version 2>/dev/null || echo 'version unknown'))"
 else
-    fg_info "no /usr/bin/chromium: browser tests will skip"
+    fg_info "no /usr/bin/chromium: the live map page test will FAIL (it never skips)"
 fi
 fg_info "services ready after $((SECONDS - T0))s"
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 cores=$(nproc 2>/dev/null || echo 2)
 status=0
+
+# Benchmarks in criterion's test mode: each case runs once, so the benches
+# cannot rot; their real runs are `cargo bench` (BENCHMARKS.md). Before the
+# test runner, whose summary must close the output.
+fg_section "Benchmark smoke: cargo test --workspace --benches (one iteration per case)"
+cargo test --workspace --benches -q || {
+    status=$?
+    printf '\nscripts/test.sh: benchmark smoke FAILED (exit %s); running the tests anyway\n' "$status" >&2
+}
 
 fg_section "Doctests: cargo test --workspace --doc"
 cargo test --workspace --doc || {
@@ -55,12 +65,14 @@ if cargo nextest --version >/dev/null 2>&1; then
     # Profiles live in .config/nextest.toml; CI gets the "ci" profile.
     export NEXTEST_PROFILE="${NEXTEST_PROFILE:-$([ "${CI:-}" = true ] && echo ci || echo default)}"
     export NEXTEST_TEST_THREADS="${NEXTEST_TEST_THREADS:-$((cores * 2))}"
-    fg_section "Tests: cargo nextest run --workspace --all-targets --no-fail-fast $* (profile $NEXTEST_PROFILE, $NEXTEST_TEST_THREADS threads)"
-    cargo nextest run --workspace --all-targets --no-fail-fast "$@" || status=$?
+    # --lib --bins --tests: every test target; the benches ran above in test
+    # mode (nextest would run them at full length).
+    fg_section "Tests: cargo nextest run --workspace --lib --bins --tests --no-fail-fast $* (profile $NEXTEST_PROFILE, $NEXTEST_TEST_THREADS threads)"
+    cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@" || status=$?
 else
-    fg_section "Tests: cargo test --workspace --all-targets --no-fail-fast $* (cargo-nextest not installed)"
+    fg_section "Tests: cargo test --workspace --lib --bins --tests --no-fail-fast $* (cargo-nextest not installed)"
     export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$((cores * 2))}"
-    cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
+    cargo test --workspace --lib --bins --tests --no-fail-fast "$@" || status=$?
 fi
 # Nothing printed after the runner: its summary stays the last line.
 exit "$status"
