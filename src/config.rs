@@ -328,7 +328,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info,rumqttd=off".into(),
+            level: "info,rumqttd=off,lapin=error".into(),
         }
     }
 }

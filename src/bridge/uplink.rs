@@ -36,6 +36,7 @@ use super::record::{Target, UplinkRecord};
 use super::spool::Record;
 use super::SharedSpool;
 use crate::config::BridgeConfig;
+use crate::ingest::RateLimit;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,7 @@ async fn session(
     let mut records: Vec<Record> = Vec::with_capacity(window);
     let mut confirmed: Vec<u64> = Vec::with_capacity(window);
     let mut failed_at: Option<Instant> = None;
+    let mut failure_log = RateLimit::new(1);
     let mut health = tokio::time::interval(Duration::from_secs(1));
     loop {
         // Fill the window from the spool.
@@ -132,11 +134,11 @@ async fn session(
         }
         tokio::select! {
             Some((id, result)) = in_flight.next() => {
-                if delivered(metrics, id, result?) {
+                if delivered(metrics, &mut failure_log, id, result?) {
                     confirmed.push(id);
                     // Take every confirm already in, then one trip to the spool.
                     while let Some(Some((id, result))) = in_flight.next().now_or_never() {
-                        if delivered(metrics, id, result?) {
+                        if delivered(metrics, &mut failure_log, id, result?) {
                             confirmed.push(id);
                         } else {
                             failed_at.get_or_insert_with(Instant::now);
@@ -175,22 +177,38 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// True for an ack of a message RabbitMQ routed; a nack or a return is a
-/// failure, counted and logged.
-fn delivered(metrics: &Metrics, id: u64, confirmation: lapin::Confirmation) -> bool {
+/// failure, counted, and logged at most once a second (with how many were
+/// not logged), so an exchange with no queue bound cannot flood the log.
+fn delivered(
+    metrics: &Metrics,
+    log: &mut RateLimit,
+    id: u64,
+    confirmation: lapin::Confirmation,
+) -> bool {
     let nack = confirmation.is_nack();
     let returned = confirmation.take_message().is_some();
     if !nack && !returned {
         return true;
     }
+    let suppressed = log.allow();
     if nack {
         Metrics::inc(&metrics.bridge_nacks_total);
-        tracing::warn!(
-            record = id,
-            "RabbitMQ nacked a message; it stays spooled and will be retried"
-        );
+        if let Some(suppressed) = suppressed {
+            tracing::warn!(
+                record = id,
+                suppressed,
+                "RabbitMQ nacked a message; it stays spooled and will be retried"
+            );
+        }
     } else {
         Metrics::inc(&metrics.bridge_returns_total);
-        tracing::warn!(record = id, "RabbitMQ returned a message as unroutable (no queue bound); it stays spooled and will be retried");
+        if let Some(suppressed) = suppressed {
+            tracing::warn!(
+                record = id,
+                suppressed,
+                "RabbitMQ returned a message as unroutable (no queue bound to its key); it stays spooled and will be retried"
+            );
+        }
     }
     false
 }
