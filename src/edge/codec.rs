@@ -139,6 +139,19 @@ pub fn connect_protocol_level(raw: &[u8]) -> Option<u8> {
     raw.get(i + 3 + name_len).copied()
 }
 
+/// Packets only a server sends (or a second CONNECT): from a client they
+/// are a protocol violation that closes its connection.
+pub fn is_client_violation(packet: &Packet) -> bool {
+    matches!(
+        packet,
+        Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+    )
+}
+
 /// Encodes `packet` into `out` (appended).
 pub fn encode(packet: &Packet, out: &mut BytesMut) -> Result<(), MqttError> {
     packet.write(out, usize::MAX).map(|_| ())

@@ -290,11 +290,7 @@ impl Proxy<'_> {
             }
             Packet::Subscribe(subscribe) => self.check_subscribe(subscribe, frame.raw.clone()),
             Packet::Disconnect => Verdict::ForwardAndClose(frame.raw),
-            Packet::Connect(_)
-            | Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => {
+            p if codec::is_client_violation(p) => {
                 Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
                 Verdict::Close
             }

@@ -192,11 +192,8 @@ impl Session<'_> {
             Packet::Disconnect => return Ok(Some(End::Graceful)),
             // Acks for QoS 1/2 downlink: commands go out at QoS 0, nothing to do.
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => None,
-            Packet::Connect(_)
-            | Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => {
+            p => {
+                debug_assert!(codec::is_client_violation(p));
                 Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
                 return Ok(Some(End::Lost("protocol violation")));
             }
