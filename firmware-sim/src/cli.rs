@@ -192,8 +192,10 @@ pub struct PositionArgs {
     pub lat: f64,
     #[arg(long, allow_negative_numbers = true)]
     pub lon: f64,
-    #[arg(long, default_value_t = 1)]
-    pub seq: u32,
+    /// Sequence number (default: the current time in seconds, so each run
+    /// is newer than the last and the gateway never drops it as a duplicate).
+    #[arg(long)]
+    pub seq: Option<u32>,
     /// Fix time in ms since the epoch (default: now).
     #[arg(long)]
     pub time_ms: Option<u64>,
@@ -252,7 +254,7 @@ pub fn encode_bytes(args: &EncodeArgs, now_ms: u64) -> Result<Vec<u8>, WireError
             let form = PositionJson {
                 lat: p.lat,
                 lon: p.lon,
-                seq: Some(p.seq),
+                seq: Some(p.seq.unwrap_or((now_ms / 1000) as u32)),
                 time_ms: Some(p.time_ms.unwrap_or(now_ms)),
                 speed_kmh: Some(p.speed_kmh),
                 heading_deg: Some(p.heading_deg),
