@@ -144,6 +144,9 @@ metrics! {
     bridge_spool_append_failed_total: counter;
     /// Positions not sent upstream because of `bridge.position_interval_ms`.
     bridge_positions_downsampled_total: counter;
+    /// Bytes of message bodies published upstream (retries included; AMQP
+    /// framing and properties add about 140 bytes per message).
+    bridge_published_body_bytes_total: counter;
     /// Records RabbitMQ confirmed (then deleted from the spool).
     bridge_confirmed_total: counter;
     /// Messages RabbitMQ returned as unroutable (kept, retried).

@@ -128,7 +128,7 @@ async fn session(
             records.extend(read);
             for record in records.drain(..) {
                 let id = record.id;
-                let confirm = publish(&channel, config, gateway_id, record).await?;
+                let confirm = publish(&channel, config, gateway_id, metrics, record).await?;
                 in_flight.push(async move { (id, confirm.await) });
             }
         }
@@ -235,6 +235,7 @@ async fn publish(
     channel: &Channel,
     config: &BridgeConfig,
     gateway_id: &str,
+    metrics: &Metrics,
     record: Record,
 ) -> Result<lapin::PublisherConfirm, UplinkError> {
     let uplink = match UplinkRecord::decode(&record.payload) {
@@ -266,6 +267,9 @@ async fn publish(
         mandatory: true,
         ..BasicPublishOptions::default()
     };
+    metrics
+        .bridge_published_body_bytes_total
+        .fetch_add(uplink.body.len() as u64, Ordering::Relaxed);
     Ok(channel
         .basic_publish(
             exchange.into(),
