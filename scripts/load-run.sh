@@ -65,33 +65,19 @@ STALL_TIMEOUT_MS=${LOAD_STALL_TIMEOUT_MS:-10000}
 SKIP_BUILD=${SKIP_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'load-run: ERROR: %s\n' "$*" >&2
-    exit 1
-}
-need() { command -v "$1" >/dev/null 2>&1 || die "needs '$1' on PATH"; }
+MEASURE_NAME=load-run
+# shellcheck source=scripts/lib-measure.sh
+source scripts/lib-measure.sh
 need python3
 need curl
 need cargo
 
 OUT=$TARGET_DIR/load-run/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
-PIDS=()
 cleanup() {
-    local rc=$? pid
+    local rc=$?
     trap - ERR
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     printf 'load-run: files in %s\n' "$OUT" >&2
     exit "$rc"
 }
@@ -105,50 +91,16 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt "$((VEHICLES + 200))" ]; then
     die "open-files limit $NOFILE is too low for $VEHICLES vehicles (raise the hard limit)"
 fi
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-metric() {
-    curl -fsS --max-time 5 "http://$HTTP_ADDR/metrics" |
-        awk -v name="$1" '$1 == name {v = $2} END {print (v == "" ? 0 : v)}'
-}
 now_ms() { date +%s%3N; }
 
 UPTIME_START=$(uptime)
 say "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), load at start: $UPTIME_START"
 
 # ---------------------------------------------------------------- build
-if [ "$SKIP_BUILD" != 1 ]; then
-    say "building release binaries (cargo build --release -p fleetgate -p firmware-sim)"
-    cargo build --release -p fleetgate -p firmware-sim
-fi
-GATEWAY_BIN=$TARGET_DIR/release/fleetgate
-SIM_BIN=$TARGET_DIR/release/firmware-sim
-[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
-[ -x "$SIM_BIN" ] || die "no firmware-sim binary at $SIM_BIN"
+build_release
 
 # ---------------------------------------------------------------- gateway
-MQTT_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-[ "$MQTT_PORT" != "$HTTP_PORT" ] || HTTP_PORT=$(free_port)
-MQTT_ADDR=127.0.0.1:$MQTT_PORT
-HTTP_ADDR=127.0.0.1:$HTTP_PORT
-mkdir -p "$OUT/data"
-say "starting fleetgate: MQTT $MQTT_ADDR, HTTP $HTTP_ADDR"
-"$GATEWAY_BIN" --mqtt-listen "$MQTT_ADDR" --http-listen "$HTTP_ADDR" --data-dir "$OUT/data" \
-    >"$OUT/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
-for i in $(seq 300); do
-    kill -0 "$GATEWAY_PID" 2>/dev/null || {
-        tail -n 30 "$OUT/gateway.log" >&2
-        die "fleetgate exited during start-up (log above)"
-    }
-    curl -fsS --max-time 1 "http://$HTTP_ADDR/healthz" >/dev/null 2>&1 && break
-    [ "$i" -lt 300 ] || die "fleetgate's /healthz did not answer within 30 s"
-    sleep 0.1
-done
+start_gateway "$OUT"
 grep -m1 'fleetgate serving' "$OUT/gateway.log" >&2 || true
 
 # ---------------------------------------------------------------- sampler

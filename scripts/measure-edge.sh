@@ -52,12 +52,9 @@ MOSQUITTO=${MOSQUITTO:-auto}
 KEEP_TMP=${KEEP_TMP:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'measure-edge: ERROR: %s\n' "$*" >&2
-    exit 1
-}
-need() { command -v "$1" >/dev/null 2>&1 || die "needs '$1' on PATH"; }
+MEASURE_NAME=measure-edge
+# shellcheck source=scripts/lib-measure.sh
+source scripts/lib-measure.sh
 need python3
 need curl
 need cargo
@@ -65,22 +62,9 @@ need cargo
 [ "$WARMUP_S" -lt "$((DURATION_S - 2))" ] || die "WARMUP_S ($WARMUP_S) must be below DURATION_S - 2 ($DURATION_S)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/measure-edge.XXXXXX")
-PIDS=()
 cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    local rc=$?
+    stop_pids
     if [ "$KEEP_TMP" = 1 ] || [ "$rc" -ne 0 ]; then
         printf 'measure-edge: logs kept in %s\n' "$TMP" >&2
     else
@@ -98,19 +82,8 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt "$((CONNECTIONS + 100))" ]; the
     die "open-files limit $NOFILE is too low for $CONNECTIONS connections"
 fi
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# metric NAME: its value in the gateway's /metrics (0 when absent).
-metric() {
-    local text
-    text=$(curl -fsS --max-time 5 "http://$HTTP_ADDR/metrics") ||
-        die "cannot read http://$HTTP_ADDR/metrics (is the gateway still up?)"
-    awk -v name="$1" '$1 == name {v = $2} END {print (v == "" ? 0 : v)}' <<<"$text"
-}
 # json_get FILE KEY: a field of the last JSON line in FILE.
 json_get() {
     python3 - "$1" "$2" <<'EOF'
@@ -126,43 +99,17 @@ calc() { python3 -c "import sys; print(eval(sys.argv[1]))" "$1"; }
 now_s() { python3 -c 'import time; print(time.monotonic())'; }
 
 # ---------------------------------------------------------------- build
-if [ "$SKIP_BUILD" != 1 ]; then
-    say "building release binaries (cargo build --release -p fleetgate -p firmware-sim)"
-    cargo build --release -p fleetgate -p firmware-sim
-fi
-GATEWAY_BIN=$TARGET_DIR/release/fleetgate
-SIM_BIN=$TARGET_DIR/release/firmware-sim
-[ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
-[ -x "$SIM_BIN" ] || die "no firmware-sim binary at $SIM_BIN"
+build_release
 
 # ---------------------------------------------------------------- gateway
-MQTT_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-[ "$MQTT_PORT" != "$HTTP_PORT" ] || HTTP_PORT=$(free_port)
-MQTT_ADDR=127.0.0.1:$MQTT_PORT
-HTTP_ADDR=127.0.0.1:$HTTP_PORT
-mkdir -p "$TMP/data"
-say "starting fleetgate: MQTT $MQTT_ADDR, HTTP $HTTP_ADDR, data $TMP/data"
-"$GATEWAY_BIN" --mqtt-listen "$MQTT_ADDR" --http-listen "$HTTP_ADDR" --data-dir "$TMP/data" \
-    >"$TMP/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
-for i in $(seq 300); do
-    kill -0 "$GATEWAY_PID" 2>/dev/null || {
-        tail -n 30 "$TMP/gateway.log" >&2
-        die "fleetgate exited during start-up (log above)"
-    }
-    curl -fsS --max-time 1 "http://$HTTP_ADDR/healthz" >/dev/null 2>&1 && break
-    [ "$i" -lt 300 ] || die "fleetgate's /healthz did not answer within 30 s"
-    sleep 0.1
-done
+start_gateway "$TMP"
 sleep 3
 RSS_IDLE=$(rss_kib "$GATEWAY_PID")
 say "gateway pid $GATEWAY_PID, idle RSS $RSS_IDLE KiB"
 
 gateway_alive() {
     kill -0 "$GATEWAY_PID" 2>/dev/null || {
-        tail -n 30 "$TMP/gateway.log" >&2
+        tail -n 30 "$GATEWAY_LOG" >&2
         die "fleetgate died during: $1 (log above)"
     }
 }

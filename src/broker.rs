@@ -313,9 +313,15 @@ fn spawn_link_threads(
                     }
                 }
                 Ok(Some(_)) | Ok(None) => {}
-                Err(rumqttd::local::LinkError::RecvTimeout(_)) => {}
+                // flume folds "disconnected" into the timeout error: only
+                // an error at or after the deadline is a timeout. Anything
+                // earlier means the router let go of this link, and waiting
+                // again would spin.
+                Err(rumqttd::local::LinkError::RecvTimeout(_)) if std::time::Instant::now() >= deadline => {}
                 Err(e) => {
-                    tracing::debug!(error = ?e, "embedded broker downlink closed");
+                    if !stop.load(Ordering::Relaxed) {
+                        tracing::error!(error = ?e, "embedded broker downlink closed; commands to devices stop");
+                    }
                     break;
                 }
             }
