@@ -41,6 +41,16 @@ async fn frame(ws: &mut Ws) -> serde_json::Value {
     }
 }
 
+/// The `vehicle_id`s of a frame's `positions` or `vehicles` array, in order.
+fn vehicle_ids(frame: &serde_json::Value, key: &str) -> Vec<String> {
+    frame[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {frame}"))
+        .iter()
+        .map(|v| v["vehicle_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn position(seq: u32, lat_e6: i32) -> Bytes {
     let p = Position {
         seq,
@@ -163,12 +173,7 @@ async fn feed_narrowed_to_vehicle_ids_streams_only_those() {
     )
     .await;
     let f = frame(&mut only_b).await;
-    let ids: Vec<&str> = f["positions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["vehicle_id"].as_str().unwrap())
-        .collect();
+    let ids = vehicle_ids(&f, "positions");
     assert_eq!(ids, vec!["b"], "{f}");
 }
 
@@ -183,23 +188,13 @@ async fn feed_narrowed_to_a_bounding_box_streams_positions_inside_it() {
     )
     .await;
     let f = frame(&mut amsterdam).await;
-    let ids: Vec<&str> = f["positions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["vehicle_id"].as_str().unwrap())
-        .collect();
+    let ids = vehicle_ids(&f, "positions");
     assert_eq!(ids, vec!["inside"], "{f}");
 
     // A client connecting later gets the same view as its snapshot.
     let mut late = ws(&gw, "?bbox=4.7,52.2,5.1,52.5").await;
     let snapshot = frame(&mut late).await;
-    let ids: Vec<&str> = snapshot["vehicles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["vehicle_id"].as_str().unwrap())
-        .collect();
+    let ids = vehicle_ids(&snapshot, "vehicles");
     assert_eq!(ids, vec!["inside"], "{snapshot}");
 }
 
@@ -254,10 +249,12 @@ async fn rest_lists_vehicles_and_answers_unknown_ones_with_json_errors() {
 
     let (status, body) = http_get(gw.http_addr, "/vehicles").await;
     assert_eq!(status, 200);
-    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    let ids: Vec<&str> = list
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<String> = list
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|v| v["vehicle_id"].as_str().unwrap())
+        .map(|v| v["vehicle_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, vec!["truck-1", "truck-2"], "sorted by id");
     assert_eq!(list[1]["status"], "online");

@@ -131,13 +131,38 @@ fn position_json(line: &str, topic: &str) -> serde_json::Value {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"))
 }
 
+/// `mosquitto_sub` on `filter`; once it has its SUBACK, `mosquitto_pub`
+/// sends `message` to `topic`; returns the first line with `needle`.
+async fn publish_and_watch(
+    port: u16,
+    filter: &'static str,
+    topic: &'static str,
+    message: MessageSource<'static>,
+    needle: &'static str,
+) -> String {
+    tokio::task::spawn_blocking(move || {
+        let sub = Sub::start(port, filter);
+        sub.await_line("SUBACK");
+        mosquitto_pub(port, topic, message);
+        sub.await_line(needle)
+    })
+    .await
+    .unwrap()
+}
+
+fn assert_near(json: &serde_json::Value, key: &str, expected: f64, tolerance: f64) {
+    let got = json[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key} in {json}"));
+    assert!(
+        (got - expected).abs() < tolerance,
+        "{key} = {got}, expected {expected}: {json}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postcard_position_from_the_encoder_cli_reaches_mosquitto_sub_as_json() {
     let gw = gateway().await;
-    let port = gw.mqtt_addr.port();
-    let sub = Sub::start(port, "fleet/#");
-    sub.await_line("SUBACK");
-
     let bytes = encoder_cli(&[
         "position",
         "--lat",
@@ -154,84 +179,50 @@ async fn postcard_position_from_the_encoder_cli_reaches_mosquitto_sub_as_json() 
         "a typical position is at most 24 bytes, got {}",
         bytes.len()
     );
-    tokio::task::spawn_blocking(move || {
-        mosquitto_pub(port, "v/truck-7/pos", MessageSource::Stdin(bytes))
-    })
-    .await
-    .unwrap();
-
-    let line = tokio::task::spawn_blocking(move || {
-        let line = sub.await_line("fleet/truck-7/position ");
-        drop(sub);
-        line
-    })
-    .await
-    .unwrap();
+    let line = publish_and_watch(
+        gw.mqtt_addr.port(),
+        "fleet/#",
+        "v/truck-7/pos",
+        MessageSource::Stdin(bytes),
+        "fleet/truck-7/position ",
+    )
+    .await;
     let json = position_json(&line, "fleet/truck-7/position");
     assert_eq!(json["vehicle_id"], "truck-7");
     assert_eq!(json["seq"], 42);
-    assert!(
-        (json["lat"].as_f64().unwrap() - 52.3731).abs() < 1e-6,
-        "{json}"
-    );
-    assert!(
-        (json["lon"].as_f64().unwrap() - 4.8922).abs() < 1e-6,
-        "{json}"
-    );
-    assert!(
-        (json["speed_kmh"].as_f64().unwrap() - 36.0).abs() < 0.1,
-        "{json}"
-    );
+    assert_near(&json, "lat", 52.3731, 1e-6);
+    assert_near(&json, "lon", 4.8922, 1e-6);
+    assert_near(&json, "speed_kmh", 36.0, 0.1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_position_from_mosquitto_pub_reaches_mosquitto_sub() {
     let gw = gateway().await;
-    let port = gw.mqtt_addr.port();
-    let sub = Sub::start(port, "fleet/+/position");
-    sub.await_line("SUBACK");
-    tokio::task::spawn_blocking(move || {
-        mosquitto_pub(
-            port,
-            "v/truck-7/pos",
-            MessageSource::Text(r#"{"lat":52.3731,"lon":4.8922}"#),
-        )
-    })
-    .await
-    .unwrap();
-    let line = tokio::task::spawn_blocking(move || sub.await_line("fleet/truck-7/position "))
-        .await
-        .unwrap();
+    let line = publish_and_watch(
+        gw.mqtt_addr.port(),
+        "fleet/+/position",
+        "v/truck-7/pos",
+        MessageSource::Text(r#"{"lat":52.3731,"lon":4.8922}"#),
+        "fleet/truck-7/position ",
+    )
+    .await;
     let json = position_json(&line, "fleet/truck-7/position");
-    assert!(
-        (json["lat"].as_f64().unwrap() - 52.3731).abs() < 1e-6,
-        "{json}"
-    );
-    assert!(
-        (json["lon"].as_f64().unwrap() - 4.8922).abs() < 1e-6,
-        "{json}"
-    );
+    assert_near(&json, "lat", 52.3731, 1e-6);
+    assert_near(&json, "lon", 4.8922, 1e-6);
     assert_eq!(json["fix_valid"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_device_payloads_stay_subscribable_under_v() {
     let gw = gateway().await;
-    let port = gw.mqtt_addr.port();
-    let sub = Sub::start(port, "v/+/pos");
-    sub.await_line("SUBACK");
-    tokio::task::spawn_blocking(move || {
-        mosquitto_pub(
-            port,
-            "v/van-1/pos",
-            MessageSource::Text(r#"{"lat":1.5,"lon":2.5}"#),
-        )
-    })
-    .await
-    .unwrap();
-    let line = tokio::task::spawn_blocking(move || sub.await_line("v/van-1/pos {"))
-        .await
-        .unwrap();
+    let line = publish_and_watch(
+        gw.mqtt_addr.port(),
+        "v/+/pos",
+        "v/van-1/pos",
+        MessageSource::Text(r#"{"lat":1.5,"lon":2.5}"#),
+        "v/van-1/pos {",
+    )
+    .await;
     assert!(
         line.contains("\"lat\":1.5"),
         "mirrored as the device sent it: {line}"
