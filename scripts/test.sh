@@ -64,14 +64,14 @@ cargo test --workspace --doc || {
 if cargo nextest --version >/dev/null 2>&1; then
     # Profiles live in .config/nextest.toml; CI gets the "ci" profile.
     export NEXTEST_PROFILE="${NEXTEST_PROFILE:-$([ "${CI:-}" = true ] && echo ci || echo default)}"
-    export NEXTEST_TEST_THREADS="${NEXTEST_TEST_THREADS:-$((cores * 2))}"
+    export NEXTEST_TEST_THREADS="${NEXTEST_TEST_THREADS:-$cores}"
     # --lib --bins --tests: every test target; the benches ran above in test
     # mode (nextest would run them at full length).
     fg_section "Tests: cargo nextest run --workspace --lib --bins --tests --no-fail-fast $* (profile $NEXTEST_PROFILE, $NEXTEST_TEST_THREADS threads)"
     cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@" || status=$?
 else
     fg_section "Tests: cargo test --workspace --lib --bins --tests --no-fail-fast $* (cargo-nextest not installed)"
-    export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$((cores * 2))}"
+    export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$cores}"
     cargo test --workspace --lib --bins --tests --no-fail-fast "$@" || status=$?
 fi
 # Nothing printed after the runner: its summary stays the last line.

@@ -177,11 +177,7 @@ impl Broker {
         };
         let router_tx = Router::new(0, router_config).spawn();
 
-        // rumqttd binds its own listener and cannot report an ephemeral
-        // port, so reserve one on loopback, release it and hand it over.
-        let internal_addr = StdTcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map_err(BrokerError::Port)?;
+        let internal_addr = internal_port().map_err(BrokerError::Port)?;
         let settings = ServerSettings {
             name: "fleetgate-internal".into(),
             listen: internal_addr,
@@ -231,6 +227,43 @@ impl Broker {
             stop,
         })
     }
+}
+
+/// A free loopback port for rumqttd's internal listener.
+///
+/// rumqttd binds its listener itself and cannot report the port it got, so
+/// the port must be chosen before it binds. Taken from port 0 (the
+/// ephemeral range), it could be handed to any other socket bound to port 0
+/// in the moment between our check and rumqttd's bind — and then clients
+/// would be spliced to someone else's listener. So the port is drawn at
+/// random from below the ephemeral range, where port-0 binds never land,
+/// and checked free.
+fn internal_port() -> std::io::Result<SocketAddr> {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32_768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1_000 {
+        let span = u64::from(ephemeral_low - LOWEST);
+        for _ in 0..64 {
+            // RandomState is seeded per instance: a random number without a crate.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            let port = LOWEST + (random % span) as u16;
+            if let Ok(listener) = StdTcpListener::bind(("127.0.0.1", port)) {
+                return listener.local_addr();
+            }
+        }
+    }
+    // No room below the ephemeral range: fall back to an ephemeral port.
+    StdTcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr())
 }
 
 /// Waits until rumqttd answers a CONNECT on `addr` (then says goodbye

@@ -36,8 +36,13 @@ async fn fleet_of_300_vehicles_delivers_every_sequence_number() {
         }
     }
     let expected = VEHICLES * POSITIONS_EACH as usize;
+    // Shared so a timeout can say what is missing.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(
+        HashMap::<String, BTreeSet<u64>>::new(),
+    ));
+    let seen_by_watcher = seen.clone();
     let watcher = tokio::spawn(async move {
-        let mut seen: HashMap<String, BTreeSet<u64>> = HashMap::new();
+        let seen = seen_by_watcher;
         let mut total = 0;
         while total < expected {
             match events.poll().await {
@@ -45,7 +50,7 @@ async fn fleet_of_300_vehicles_delivers_every_sequence_number() {
                     let json: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
                     let vid = json["vehicle_id"].as_str().unwrap().to_string();
                     let seq = json["seq"].as_u64().unwrap();
-                    if seen.entry(vid).or_default().insert(seq) {
+                    if seen.lock().unwrap().entry(vid).or_default().insert(seq) {
                         total += 1;
                     }
                 }
@@ -53,7 +58,6 @@ async fn fleet_of_300_vehicles_delivers_every_sequence_number() {
                 Err(e) => panic!("watcher lost its connection: {e}"),
             }
         }
-        seen
     });
 
     let fleet = FleetConfig {
@@ -87,10 +91,32 @@ async fn fleet_of_300_vehicles_delivers_every_sequence_number() {
         "{summary:?}"
     );
 
-    let seen = tokio::time::timeout(DEADLINE, watcher)
-        .await
-        .expect("every position reaches the watcher in time")
-        .unwrap();
+    if tokio::time::timeout(DEADLINE, watcher).await.is_err() {
+        let seen = seen.lock().unwrap().clone();
+        let have: usize = seen.values().map(|s| s.len()).sum();
+        let short: Vec<String> = seen
+            .iter()
+            .filter(|(_, s)| s.len() < POSITIONS_EACH as usize)
+            .take(10)
+            .map(|(v, s)| format!("{v}: {s:?}"))
+            .collect();
+        let mut counters = String::new();
+        for series in [
+            "fleetgate_messages_decoded_total{kind=\"position\"}",
+            "fleetgate_positions_duplicate_total",
+            "fleetgate_messages_published_total",
+            "fleetgate_broker_publish_dropped_total",
+            "fleetgate_fanout_dropped_total",
+            "fleetgate_ingest_dropped_total",
+        ] {
+            counters.push_str(&format!("{series} = {}\n", metric(&gw, series).await));
+        }
+        panic!(
+            "the watcher got {have} of {expected} positions ({} vehicles seen); some short ones: {short:#?}\n{counters}",
+            seen.len()
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), VEHICLES);
     for (vid, seqs) in &seen {
         let (first, last) = (*seqs.first().unwrap(), *seqs.last().unwrap());

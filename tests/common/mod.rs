@@ -30,6 +30,11 @@ pub async fn gateway() -> Gateway {
 /// Starts the gateway on loopback port 0. A config that kept the default
 /// data directory gets a fresh temporary one (kept until the process ends).
 pub async fn gateway_with(mut config: Config) -> Gateway {
+    // The gateway's logs go to the test's captured output: shown when it fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,rumqttd=warn,lapin=error")
+        .with_test_writer()
+        .try_init();
     if config.data_dir.0 == Config::default().data_dir.0 {
         let dir = tempfile::tempdir().expect("temp dir");
         config.data_dir.0 = dir.keep();
