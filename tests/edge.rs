@@ -353,3 +353,50 @@ async fn handed_off_keep_alive_zero_client_is_kept_alive_by_the_edge() {
     dash.send(Packet::PingReq).await;
     assert_eq!(dash.recv().await, Some(Packet::PingResp));
 }
+
+#[tokio::test]
+async fn persistent_session_client_is_handed_over_at_connect_and_resumes_its_session() {
+    let gw = gateway().await;
+    let connect = |present: bool| async move {
+        let mut c = RawClient::connect(gw.mqtt_addr).await;
+        let mut connect = rumqttc::mqttbytes::v4::Connect::new("dash-persistent");
+        connect.keep_alive = 30;
+        connect.clean_session = false;
+        c.send(Packet::Connect(connect)).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.code, ConnectReturnCode::Success);
+                assert_eq!(
+                    ack.session_present, present,
+                    "rumqttd's CONNACK reaches the client"
+                );
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
+    };
+    let mut first = connect(false).await;
+    let mut subscribe = Subscribe::new("alerts/depot", QoS::AtLeastOnce);
+    subscribe.pkid = 1;
+    first.send(Packet::Subscribe(subscribe)).await;
+    assert!(matches!(first.recv().await, Some(Packet::SubAck(_))));
+    first.send(Packet::Disconnect).await;
+    assert_eq!(first.recv().await, None);
+
+    // Published while the dashboard is away.
+    let mut ops = RawClient::mqtt(gw.mqtt_addr, "ops", 30).await;
+    let mut alert = Publish::new("alerts/depot", QoS::AtLeastOnce, b"gate 3 open".to_vec());
+    alert.pkid = 1;
+    ops.send(Packet::Publish(alert)).await;
+    assert!(matches!(ops.recv().await, Some(Packet::PubAck(_))));
+
+    // Back, without subscribing again: the session brings the alert.
+    let mut back = connect(true).await;
+    match back.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "alerts/depot");
+            assert_eq!(p.payload.as_ref(), b"gate 3 open");
+        }
+        other => panic!("expected the queued alert, got {other:?}"),
+    }
+}

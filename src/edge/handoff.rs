@@ -1,7 +1,9 @@
 //! A client handed from the edge to the embedded rumqttd.
 //!
 //! In: the client's socket (with any bytes already buffered), its CONNECT
-//! and the packet that triggered the hand-off. Out: a connection to
+//! and the packet that triggered the hand-off (none for a client with a
+//! persistent session, handed over at CONNECT: it then gets rumqttd's
+//! CONNACK). Out: a connection to
 //! rumqttd's internal listener carrying the client's packets — each checked
 //! against the ACL below — and rumqttd's packets copied back frame by frame.
 //! Bound: two read buffers of at most one frame each.
@@ -62,9 +64,24 @@ pub async fn splice(
     if ping_for_client {
         connect.keep_alive = PROXY_KEEP_ALIVE_S;
     }
-    let broker = match open_broker_session(&connect, ctx).await {
-        Ok(broker) => broker,
+    let at_connect = handoff.trigger.is_none();
+    let (broker, broker_buf) = match open_broker_session(&connect, ctx).await {
+        Ok((broker, broker_buf, connack)) => {
+            // Handed over at CONNECT: rumqttd's CONNACK is the client's.
+            if at_connect && write_raw(&mut client, &connack).await.is_err() {
+                return;
+            }
+            (broker, broker_buf)
+        }
         Err(e) => {
+            if at_connect {
+                let code = match &e {
+                    HandOffError::Refused(code) => *code,
+                    _ => ConnectReturnCode::ServiceUnavailable,
+                };
+                let connack = Packet::ConnAck(rumqttc::mqttbytes::v4::ConnAck::new(code, false));
+                let _ = send(&mut client, &mut BytesMut::new(), &connack).await;
+            }
             Metrics::inc(&ctx.metrics.connections_refused_total_broker_unavailable);
             tracing::warn!(client_id = %connect.client_id, error = %e, "hand-off to the embedded broker failed");
             if let Some(will) = will {
@@ -99,7 +116,14 @@ pub async fn splice(
         }
     }
     proxy
-        .run(client, client_buf, broker, handoff.trigger, ping_for_client)
+        .run(
+            client,
+            client_buf,
+            broker,
+            broker_buf,
+            handoff.trigger,
+            ping_for_client,
+        )
         .await;
 }
 
@@ -115,10 +139,13 @@ enum HandOffError {
     Protocol(String),
 }
 
+/// Connects to rumqttd and replays the CONNECT; returns the stream, any
+/// bytes that came after the CONNACK in the same read (a resumed session's
+/// queued messages, which belong to the client), and the CONNACK itself.
 async fn open_broker_session(
     connect: &Connect,
     ctx: &EdgeContext,
-) -> Result<TcpStream, HandOffError> {
+) -> Result<(TcpStream, BytesMut, Bytes), HandOffError> {
     let attempt = async {
         let mut broker = TcpStream::connect(ctx.broker_addr)
             .await
@@ -135,8 +162,8 @@ async fn open_broker_session(
         {
             Ok(Frame {
                 packet: Packet::ConnAck(ack),
-                ..
-            }) if ack.code == ConnectReturnCode::Success => Ok(broker),
+                raw,
+            }) if ack.code == ConnectReturnCode::Success => Ok((broker, buf, raw)),
             Ok(Frame {
                 packet: Packet::ConnAck(ack),
                 ..
@@ -179,18 +206,18 @@ impl Proxy<'_> {
         mut client: TcpStream,
         mut client_buf: BytesMut,
         mut broker: TcpStream,
-        trigger: Frame,
+        mut broker_buf: BytesMut,
+        trigger: Option<Frame>,
         ping_for_client: bool,
     ) {
         let max = self.ctx.max_packet_size();
         // rumqttd may send whatever its clients publish; its own limit is ours.
         let max_from_broker = max.saturating_add(64 * 1024);
-        let mut broker_buf = BytesMut::new();
         let mut ping =
             tokio::time::interval(Duration::from_secs(u64::from(PROXY_KEEP_ALIVE_S / 2)));
         ping.tick().await;
 
-        let mut pending = Some(trigger);
+        let mut pending = trigger;
         loop {
             // Client → broker: every whole frame already buffered.
             loop {

@@ -23,7 +23,9 @@
 //! subscription, if any), then forwards that packet and every later one,
 //! still checked against the ACL in [`handoff`]. So `mosquitto_pub -t
 //! v/truck-7/pos` stays at the edge, and `mosquitto_sub -t 'fleet/#'` is
-//! handed off on its SUBSCRIBE.
+//! handed off on its SUBSCRIBE. A client that connects with
+//! `clean_session = false` is handed off at its CONNECT: only rumqttd keeps
+//! sessions, and a resuming client does not subscribe again.
 //!
 //! # Failure containment
 //!
@@ -248,15 +250,27 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<EdgeContex
         connect.client_id = ctx.generated_client_id();
     }
     drop(pending);
-    let outcome = {
-        let _vehicle = Gauge::enter(&ctx.metrics.connections_vehicle);
-        vehicle::serve(&mut stream, &mut buf, &connect, &ctx).await
+    let handoff = if connect.clean_session {
+        let outcome = {
+            let _vehicle = Gauge::enter(&ctx.metrics.connections_vehicle);
+            vehicle::serve(&mut stream, &mut buf, &connect, &ctx).await
+        };
+        match outcome {
+            vehicle::Outcome::HandOff(handoff) => *handoff,
+            vehicle::Outcome::Closed => return,
+        }
+    } else {
+        // Only rumqttd keeps sessions: a client that asks for one is handed
+        // over at once and gets rumqttd's CONNACK (with session_present),
+        // since on resuming it will not SUBSCRIBE again.
+        vehicle::HandOff {
+            trigger: None,
+            command_subscription: None,
+        }
     };
-    if let vehicle::Outcome::HandOff(handoff) = outcome {
-        Metrics::inc(&ctx.metrics.handoffs_total);
-        let _handed = Gauge::enter(&ctx.metrics.connections_handed_off);
-        handoff::splice(stream, buf, connect, *handoff, &ctx).await;
-    }
+    Metrics::inc(&ctx.metrics.handoffs_total);
+    let _handed = Gauge::enter(&ctx.metrics.connections_handed_off);
+    handoff::splice(stream, buf, connect, handoff, &ctx).await;
 }
 
 async fn refuse(stream: &mut TcpStream, code: ConnectReturnCode) -> std::io::Result<()> {

@@ -38,8 +38,9 @@ pub enum Outcome {
 
 /// What the hand-off must replay to rumqttd.
 pub struct HandOff {
-    /// The packet that showed the client is not a vehicle.
-    pub trigger: Frame,
+    /// The packet that showed the client is not a vehicle; `None` for a
+    /// client handed over at its CONNECT, which still awaits its CONNACK.
+    pub trigger: Option<Frame>,
     /// The vehicle's command subscription, served at the edge until now.
     pub command_subscription: Option<VehicleId>,
 }
@@ -245,7 +246,7 @@ impl Session<'_> {
 
     fn hand_off(&mut self, trigger: Frame) -> End {
         End::HandOff(Box::new(HandOff {
-            trigger,
+            trigger: Some(trigger),
             command_subscription: self.registration.take().map(|r| r.vehicle().clone()),
         }))
     }
