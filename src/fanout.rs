@@ -73,20 +73,41 @@ pub enum Filter {
 }
 
 impl Filter {
-    fn admits(&self, update: &Update) -> bool {
+    /// Whether a vehicle with this id and latest position belongs in the
+    /// view (a vehicle with no position is outside any box).
+    pub fn admits_vehicle(
+        &self,
+        id: &VehicleId,
+        position: Option<&fleetgate_wire::Position>,
+    ) -> bool {
         match self {
             Filter::All => true,
-            Filter::Vehicles(ids) => ids.iter().any(|id| id.as_str() == update.vehicle_id()),
+            Filter::Vehicles(ids) => ids.contains(id),
+            Filter::BoundingBox { .. } => position.is_some_and(|p| self.contains(p)),
+        }
+    }
+
+    fn contains(&self, p: &fleetgate_wire::Position) -> bool {
+        match self {
             Filter::BoundingBox {
                 min_lat_e6,
                 min_lon_e6,
                 max_lat_e6,
                 max_lon_e6,
-            } => match update {
-                Update::Position(p) => {
-                    (*min_lat_e6..=*max_lat_e6).contains(&p.position.lat_e6)
-                        && (*min_lon_e6..=*max_lon_e6).contains(&p.position.lon_e6)
-                }
+            } => {
+                (*min_lat_e6..=*max_lat_e6).contains(&p.lat_e6)
+                    && (*min_lon_e6..=*max_lon_e6).contains(&p.lon_e6)
+            }
+            _ => true,
+        }
+    }
+
+    fn admits(&self, update: &Update) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Vehicles(ids) => ids.iter().any(|id| id.as_str() == update.vehicle_id()),
+            Filter::BoundingBox { .. } => match update {
+                Update::Position(p) => self.contains(&p.position),
                 _ => true,
             },
         }

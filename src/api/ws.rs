@@ -177,19 +177,7 @@ async fn feed(
     if let Ok(vehicles) = state.fleet.all().await {
         let views: Vec<VehicleView> = vehicles
             .iter()
-            .filter(|v| match &filter {
-                Filter::All => true,
-                Filter::Vehicles(ids) => ids.contains(&v.id),
-                Filter::BoundingBox {
-                    min_lat_e6,
-                    min_lon_e6,
-                    max_lat_e6,
-                    max_lon_e6,
-                } => v.position.is_some_and(|p| {
-                    (*min_lat_e6..=*max_lat_e6).contains(&p.lat_e6)
-                        && (*min_lon_e6..=*max_lon_e6).contains(&p.lon_e6)
-                }),
-            })
+            .filter(|v| filter.admits_vehicle(&v.id, v.position.as_ref()))
             .map(VehicleView::of)
             .collect();
         let frame = Frame {

@@ -122,7 +122,7 @@ pub fn start(
         capacity: bridge.feed_queue.get(),
         filter: Filter::All,
     })?;
-    let mut tasks = vec![
+    let tasks = vec![
         tokio::spawn(feeder::run(
             subscription,
             shared.clone(),
@@ -144,7 +144,6 @@ pub fn start(
         )),
         tokio::spawn(report_stats(shared, metrics)),
     ];
-    tasks.shrink_to_fit();
     Ok(tasks)
 }
 

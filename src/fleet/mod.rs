@@ -245,7 +245,7 @@ impl Fleet {
         let Some(slot) = self.slot_for(id, now, now_ms) else {
             return Outcome::Refused;
         };
-        let metrics = self.metrics.clone();
+        let metrics = &*self.metrics;
         let vehicle = &mut self.vehicles[slot as usize];
         let newest = if sequenced {
             match vehicle.seq.observe(position.seq) {

@@ -120,34 +120,35 @@ impl Packages {
         Ok(package)
     }
 
+    /// The package, if it exists and is not delivered yet.
+    fn in_transit(&mut self, id: &PackageId) -> Result<&mut Package, PackageError> {
+        let package = self
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| PackageError::Unknown(id.to_string()))?;
+        if package.status == PackageStatus::Delivered {
+            return Err(PackageError::AlreadyDelivered(id.to_string()));
+        }
+        Ok(package)
+    }
+
     /// The package moved to another vehicle (a hand-over at a depot).
     pub fn move_to(
         &mut self,
         id: &PackageId,
         vehicle: &VehicleId,
     ) -> Result<Package, PackageError> {
-        let package = self
-            .by_id
-            .get_mut(id)
-            .ok_or_else(|| PackageError::Unknown(id.to_string()))?;
-        if package.status == PackageStatus::Delivered {
-            return Err(PackageError::AlreadyDelivered(id.to_string()));
-        }
+        let package = self.in_transit(id)?;
         package.vehicle_id = vehicle.to_string();
         Ok(package.clone())
     }
 
     pub fn deliver(&mut self, id: &PackageId) -> Result<Package, PackageError> {
-        let package = self
-            .by_id
-            .get_mut(id)
-            .ok_or_else(|| PackageError::Unknown(id.to_string()))?;
-        if package.status == PackageStatus::Delivered {
-            return Err(PackageError::AlreadyDelivered(id.to_string()));
-        }
+        let package = self.in_transit(id)?;
         package.status = PackageStatus::Delivered;
+        let package = package.clone();
         self.delivered.push_back(id.clone());
-        Ok(package.clone())
+        Ok(package)
     }
 }
 
