@@ -147,6 +147,9 @@ pub struct IdleConnArgs {
     pub username: Option<String>,
     #[arg(long)]
     pub password: Option<String>,
+    /// Name of the broker under test, recorded in the JSON line (with `"scenario": "idle-conn"`).
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 impl IdleConnArgs {

@@ -18,6 +18,10 @@
 //! - `runner` (feature `runner`): many simulated vehicles over MQTT
 //!   (rumqttc), the load generator, and an idle-connection tester.
 //! - `cli` (feature `runner`): the byte builders behind `firmware-sim encode`/`decode`.
+//! - `bench` (feature `runner`): the broker load tool behind
+//!   `benches/compare.sh` (`firmware-sim bench`).
+//! - `report` and `chart` (feature `runner`): the side-by-side table and
+//!   SVG chart of a comparison run (`firmware-sim bench-report`).
 //! - `ws_watch` (feature `runner`): a reading or stalled client of the
 //!   gateway's WebSocket feed, for load runs (`firmware-sim ws-watch`).
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -35,7 +39,13 @@ pub mod serial;
 pub mod route;
 
 #[cfg(feature = "runner")]
+pub mod bench;
+#[cfg(feature = "runner")]
+pub mod chart;
+#[cfg(feature = "runner")]
 pub mod cli;
+#[cfg(feature = "runner")]
+pub mod report;
 #[cfg(feature = "runner")]
 pub mod runner;
 #[cfg(feature = "runner")]

@@ -973,7 +973,8 @@ pub async fn idle_connections(cfg: IdleConnConfig) -> anyhow::Result<IdleConnRep
     Ok(report)
 }
 
-async fn handshake(addr: std::net::SocketAddr, connect: &[u8]) -> std::io::Result<TcpStream> {
+/// TCP connect, then CONNECT and a successful CONNACK.
+pub async fn handshake(addr: std::net::SocketAddr, connect: &[u8]) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     stream.write_all(connect).await?;
