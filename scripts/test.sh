@@ -24,7 +24,7 @@ source scripts/lib-services.sh
 T0=$SECONDS
 
 fg_section "Debian packages"
-fg_ensure_packages procps mosquitto-clients rabbitmq-server chromium fonts-dejavu-core
+fg_ensure_packages procps mosquitto mosquitto-clients rabbitmq-server chromium fonts-dejavu-core
 
 fg_section "RabbitMQ (loopback)"
 fg_ensure_rabbitmq
@@ -60,6 +60,21 @@ cargo test --workspace --doc || {
     status=$?
     printf '\nscripts/test.sh: doctests FAILED (exit %s); running the other tests anyway\n' "$status" >&2
 }
+
+fg_section "Comparison harness smoke: benches/compare.sh --smoke (debug binaries, seconds per scenario)"
+# The full comparison is a documented command (BENCHMARKS.md), not a test;
+# this keeps its every scenario, Mosquitto included, from rotting.
+if cargo build -q -p fleetgate -p firmware-sim --example bridge_bench; then
+    SKIP_BUILD=1 BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" OUT_DIR="${CARGO_TARGET_DIR:-target}/compare/smoke" \
+        bash benches/compare.sh --smoke >"${CARGO_TARGET_DIR:-target}/compare-smoke.log" 2>&1 || {
+        status=$?
+        tail -n 60 "${CARGO_TARGET_DIR:-target}/compare-smoke.log" >&2
+        printf '\nscripts/test.sh: comparison smoke FAILED (exit %s); full log in %s\n' "$status" "${CARGO_TARGET_DIR:-target}/compare-smoke.log" >&2
+    }
+    fg_info "table: ${CARGO_TARGET_DIR:-target}/compare/smoke/summary.md ($(grep -c '^| ' "${CARGO_TARGET_DIR:-target}/compare/smoke/summary.md" 2>/dev/null || echo 0) rows)"
+else
+    status=1
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
     # Profiles live in .config/nextest.toml; CI gets the "ci" profile.

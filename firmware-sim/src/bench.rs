@@ -31,8 +31,10 @@
 //! first failing step; the highest passing step's delivered rate is the
 //! "max sustained rate".
 //!
-//! A message is attributed to the step in which it was sent (by its
-//! timestamp), so a slow arrival counts against the step that caused it.
+//! A message belongs to the step in which it was sent, decided from its
+//! timestamp by publisher and subscriber alike, so per-step sent and
+//! received counts match exactly and a slow arrival counts against the step
+//! that caused it.
 //!
 //! Bound: per publisher one socket, a reusable output buffer of at most
 //! [`MAX_BATCH`] packets and `inflight` QoS 1 permits; per subscriber a
@@ -74,6 +76,8 @@ pub const SEARCH_GAP: Duration = Duration::from_secs(1);
 /// Search mode: the shortest pause between steps, so that every message
 /// (even one stamped in whole milliseconds) belongs to one step.
 const STEP_GAP: Duration = Duration::from_millis(10);
+/// How far ahead of a step its start time is published.
+const STEP_LEAD: Duration = Duration::from_millis(5);
 /// Connection handshakes in flight at once.
 const HANDSHAKES_IN_FLIGHT: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -1008,13 +1012,23 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
     // Steps. `bounds[k]` = (start, end, offered total) of step k.
     let mut bounds: Vec<(Instant, Instant, f64)> = Vec::new();
     let mut verdicts: Vec<(bool, Option<String>)> = Vec::new();
+    // A step's start time is published STEP_LEAD ahead of the step: a
+    // publisher still sending the previous step sees it before its stamps
+    // pass it, so publisher and subscriber attribute every message alike.
     let begin_step = |k: usize, rate: f64| {
-        if let Some(step) = shared.steps.get(k) {
-            step.start_ns.store(now_unix_ns(), Relaxed);
+        let (shared, phase_tx) = (&shared, &phase_tx);
+        async move {
+            let start = Instant::now() + STEP_LEAD;
+            if let Some(step) = shared.steps.get(k) {
+                let lead_ns = u64::try_from(STEP_LEAD.as_nanos()).unwrap_or(u64::MAX);
+                step.start_ns
+                    .store(now_unix_ns().saturating_add(lead_ns), Relaxed);
+            }
+            sleep_until(start).await;
+            shared.current_step.store(k, Relaxed);
+            let _ = phase_tx.send(Phase::Run { step: k, rate });
+            start
         }
-        shared.current_step.store(k, Relaxed);
-        let _ = phase_tx.send(Phase::Run { step: k, rate });
-        Instant::now()
     };
     match cfg.mode {
         Mode::Fixed {
@@ -1023,12 +1037,12 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
             steps,
         } => {
             let offered = rate_per_publisher * active_publishers;
-            let start = begin_step(0, rate_per_publisher);
+            let start = begin_step(0, rate_per_publisher).await;
             sleep(cfg.warmup).await;
             bounds.push((start, Instant::now(), offered));
             let each = duration / u32::try_from(steps).unwrap_or(u32::MAX);
             for k in 1..=steps {
-                let start = begin_step(k, rate_per_publisher);
+                let start = begin_step(k, rate_per_publisher).await;
                 sleep(each).await;
                 bounds.push((start, Instant::now(), offered));
             }
@@ -1041,14 +1055,14 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
             max_steps,
             p99_limit_us,
         } => {
-            let start = begin_step(0, from_total / active_publishers);
+            let start = begin_step(0, from_total / active_publishers).await;
             sleep(cfg.warmup).await;
             let _ = phase_tx.send(Phase::Paused);
             bounds.push((start, Instant::now(), from_total));
             await_arrivals(&shared, 0..1, copies_per_message, SEARCH_GAP).await;
             let mut offered = from_total;
             for k in 1..=max_steps {
-                let start = begin_step(k, offered / active_publishers);
+                let start = begin_step(k, offered / active_publishers).await;
                 sleep(step).await;
                 let _ = phase_tx.send(Phase::Paused);
                 let end = Instant::now();
@@ -1237,6 +1251,19 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
 /// Size of the postcard positions vehicle publishers send (for the report).
 const TYPICAL_POSITION_BYTES: usize = 22;
 
+/// The instant that decides a message's step, computed alike by publisher
+/// and subscriber from what the payload carries: a vehicle's `time_ms` is
+/// whole milliseconds, so it counts at the end of its millisecond (it was
+/// sent within it; steps in search mode are at least [`STEP_GAP`] apart).
+fn attribution_ns(kind: PayloadKind, sent_ns: u64) -> u64 {
+    match kind {
+        PayloadKind::Bench => sent_ns,
+        PayloadKind::Vehicle => (sent_ns / 1_000_000)
+            .saturating_mul(1_000_000)
+            .saturating_add(999_999),
+    }
+}
+
 /// Waits until every message sent in `steps` has reached each reader, or `limit`.
 async fn await_arrivals(
     shared: &Shared,
@@ -1325,13 +1352,6 @@ async fn read_messages(
     let mut acks = Vec::with_capacity(1024);
     // Per-step (received, late) counts of one read, published in one go.
     let mut counts = vec![(0u64, 0u64); shared.steps.len()];
-    // A vehicle's `time_ms` was taken in the last millisecond: attribute it
-    // to the step running at the end of that millisecond (steps in search
-    // mode are at least STEP_GAP apart).
-    let stamp_resolution_ns = match cfg.payload {
-        PayloadKind::Bench => 1,
-        PayloadKind::Vehicle => 1_000_000,
-    };
     loop {
         if slow
             && shared.current_step.load(Relaxed) != usize::MAX
@@ -1406,7 +1426,7 @@ async fn read_messages(
                 }
                 *next = stamp.seq.wrapping_add(1);
             }
-            let step = shared.step_of(stamp.sent_ns.saturating_add(stamp_resolution_ns - 1));
+            let step = shared.step_of(attribution_ns(cfg.payload, stamp.sent_ns));
             let latency_us = now_ns.saturating_sub(stamp.sent_ns) / 1000;
             if let Some(slot) = stats.histograms.get_mut(step) {
                 if slot.is_none() {
@@ -1464,6 +1484,8 @@ async fn publish_messages(
     let mut payload = Vec::with_capacity(cfg.payload_bytes.max(MAX_ENCODED_LEN));
     let mut seq: u32 = 0;
     let mut pkid: u16 = 0;
+    // Messages of one batch by the step their stamp belongs to.
+    let mut sent_per_step = vec![0u64; shared.steps.len()];
     let result = 'run: loop {
         let (step, rate) = match *phase.borrow_and_update() {
             Phase::Done => break Ok(()),
@@ -1533,6 +1555,7 @@ async fn publish_messages(
                 batch = taken;
             }
             out.clear();
+            sent_per_step.iter_mut().for_each(|c| *c = 0);
             for _ in 0..batch {
                 payload.clear();
                 let stamp = Stamp {
@@ -1544,6 +1567,10 @@ async fn publish_messages(
                     PayloadKind::Bench => bench_payload(&mut payload, cfg.payload_bytes, stamp),
                     PayloadKind::Vehicle => vehicle_payload(&mut payload, n, stamp),
                 }
+                let at = shared.step_of(attribution_ns(cfg.payload, stamp.sent_ns));
+                if let Some(c) = sent_per_step.get_mut(at) {
+                    *c += 1;
+                }
                 pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
                 put_publish(&mut out, topic.as_bytes(), cfg.qos, pkid, &payload);
                 seq = seq.wrapping_add(1);
@@ -1551,8 +1578,10 @@ async fn publish_messages(
             if let Err(e) = write_half.write_all(&out).await {
                 break 'run Err(e.into());
             }
-            if let Some(c) = shared.steps.get(step) {
-                c.sent.fetch_add(batch, Relaxed);
+            for (c, &n) in shared.steps.iter().zip(&sent_per_step) {
+                if n > 0 {
+                    c.sent.fetch_add(n, Relaxed);
+                }
             }
             sent_here += batch;
         }
