@@ -119,8 +119,8 @@ fg_ensure_packages "${packages[@]}"
 MQ_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$MQ_BIN" ] || die "no mosquitto binary after installing the package"
 if [ "$SKIP_BUILD" != 1 ]; then
-    say "building: cargo build --release -p fleetgate -p firmware-sim --example bridge_bench"
-    cargo build --release -p fleetgate -p firmware-sim --example bridge_bench
+    say "building: cargo build --release -p fleetgate -p firmware-sim --bins --example bridge_bench"
+    cargo build --release -p fleetgate -p firmware-sim --bins --example bridge_bench
 fi
 GATEWAY_BIN=$BIN_DIR/fleetgate
 SIM_BIN=$BIN_DIR/firmware-sim

@@ -5,8 +5,10 @@
 //! persistent session, handed over at CONNECT: it then gets rumqttd's
 //! CONNACK). Out: a connection to
 //! rumqttd's internal listener carrying the client's packets — each checked
-//! against the ACL below — and rumqttd's packets copied back frame by frame.
-//! Bound: two read buffers of at most one frame each.
+//! against the ACL below — and rumqttd's packets copied back, whole frames
+//! only, one write per side per pass. Bound: per side a read buffer of
+//! [`READ_CHUNK`] plus one partial frame, and an output buffer of at most
+//! what one read held.
 //!
 //! # ACL (client → broker)
 //!
@@ -47,6 +49,9 @@ use crate::topics::{is_gateway_namespace, VehicleTopic};
 
 /// Keep-alive given to rumqttd for a client that asked for none.
 pub const PROXY_KEEP_ALIVE_S: u16 = 120;
+/// Bytes read per syscall at most, each way: with the frames they hold, the
+/// most one pass of the proxy forwards and buffers.
+const READ_CHUNK: usize = 16 * 1024;
 /// Packet id of the SUBSCRIBE the edge replays for a vehicle's command topic.
 const REPLAY_PKID: u16 = u16::MAX;
 /// How long rumqttd may take to answer the replayed CONNECT.
@@ -218,7 +223,12 @@ impl Proxy<'_> {
         ping.tick().await;
 
         let mut pending = trigger;
+        // What one pass forwards each way, written with one syscall per side.
+        let mut to_broker = BytesMut::new();
+        let mut to_client = BytesMut::new();
         loop {
+            to_broker.clear();
+            to_client.clear();
             // Client → broker: every whole frame already buffered.
             loop {
                 let frame = match pending.take() {
@@ -233,30 +243,32 @@ impl Proxy<'_> {
                         }
                     },
                 };
-                let verdict = self.check(frame).await;
-                let written = match verdict {
-                    Verdict::Forward(raw) => write_raw(&mut broker, &raw).await,
+                match self.check(frame).await {
+                    Verdict::Forward(raw) => to_broker.extend_from_slice(&raw),
                     Verdict::ForwardAndClose(raw) => {
-                        let _ = write_raw(&mut broker, &raw).await;
+                        to_broker.extend_from_slice(&raw);
+                        let _ = write_raw(&mut client, &to_client).await;
+                        let _ = write_raw(&mut broker, &to_broker).await;
                         return;
                     }
-                    Verdict::Reply(packet) => send(&mut client, &mut self.out, &packet).await,
-                    Verdict::Drop => Ok(()),
+                    Verdict::Reply(packet) => {
+                        if codec::encode(&packet, &mut to_client).is_err() {
+                            return;
+                        }
+                    }
+                    Verdict::Drop => {}
                     Verdict::Close => return,
-                };
-                if written.is_err() {
-                    return;
                 }
+            }
+            if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
+                return;
             }
             // Broker → client: copy frames, minus the ones the edge caused.
             loop {
                 match codec::next_raw_frame(&mut broker_buf, max_from_broker) {
                     Ok(Some(frame)) => {
-                        if self.is_for_edge(&frame) {
-                            continue;
-                        }
-                        if write_raw(&mut client, &frame.raw).await.is_err() {
-                            return;
+                        if !self.is_for_edge(&frame) {
+                            to_client.extend_from_slice(&frame.raw);
                         }
                     }
                     Ok(None) => break,
@@ -266,16 +278,19 @@ impl Proxy<'_> {
                     }
                 }
             }
+            if !to_client.is_empty() && write_raw(&mut client, &to_client).await.is_err() {
+                return;
+            }
             let (mut client_rd, _) = client.split();
             let (mut broker_rd, mut broker_wr) = broker.split();
             tokio::select! {
-                r = codec::fill(&mut client_rd, &mut client_buf) => if let Err(e) = r {
+                r = fill_chunk(&mut client_rd, &mut client_buf) => if let Err(e) = r {
                     // Without a DISCONNECT first, dropping the broker side
                     // makes rumqttd fire the client's will, as it should.
                     if !matches!(e, FrameError::Closed) { tracing::debug!(error = %e, "handed-off client read failed"); }
                     return;
                 },
-                r = codec::fill(&mut broker_rd, &mut broker_buf) => if r.is_err() {
+                r = fill_chunk(&mut broker_rd, &mut broker_buf) => if r.is_err() {
                     return;
                 },
                 _ = ping.tick(), if ping_for_client => {
@@ -415,6 +430,20 @@ impl Proxy<'_> {
             return Verdict::Reply(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
         }
         Verdict::Forward(raw)
+    }
+}
+
+/// Reads what the socket has, up to [`READ_CHUNK`] more bytes: a busy
+/// dashboard gets many publishes per syscall (vehicles, which send one
+/// small packet now and then, read in smaller steps in `codec::fill`).
+async fn fill_chunk<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> Result<(), FrameError> {
+    buf.reserve(READ_CHUNK);
+    match tokio::io::AsyncReadExt::read_buf(reader, buf).await? {
+        0 => Err(FrameError::Closed),
+        _ => Ok(()),
     }
 }
 
