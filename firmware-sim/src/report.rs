@@ -172,10 +172,6 @@ pub fn metrics_of(run: &Value) -> Vec<Metric> {
     let mode = run.get("mode").and_then(Value::as_str).unwrap_or("");
     let rss_max = num(run, &["rss_kib", "max"]).map(|k| k / 1024.0);
     if mode == "search" {
-        let limit = steps
-            .iter()
-            .filter_map(|s| s.get("failed_because").and_then(Value::as_str))
-            .next();
         rows.push(metric(
             "max sustained msg/s delivered (no loss, p99 under the limit)",
             Higher,
@@ -213,14 +209,6 @@ pub fn metrics_of(run: &Value) -> Vec<Metric> {
             num(run, &["cpu_pct"]),
         ));
         rows.push(metric("broker RSS max", Lower, Unit::MiB, rss_max));
-        if let Some(why) = limit {
-            rows.push(Metric {
-                name: format!("search ended: {why}"),
-                better: Neither,
-                value: None,
-                unit: Unit::Count,
-            });
-        }
         return rows;
     }
     let slow = num(run, &["slow_subscribers"]).unwrap_or(0.0) > 0.0;
@@ -312,6 +300,12 @@ pub fn metrics_of(run: &Value) -> Vec<Metric> {
         Lower,
         Unit::Percent,
         num(run, &["cpu_pct"]),
+    ));
+    rows.push(metric(
+        "broker RSS idle, before the run",
+        Lower,
+        Unit::MiB,
+        num(run, &["rss_kib", "before"]).map(|k| k / 1024.0),
     ));
     rows.push(metric("broker RSS max", Lower, Unit::MiB, rss_max));
     rows
@@ -435,7 +429,40 @@ pub fn comparison_table(runs: &[Value]) -> String {
             out.push('\n');
         }
     }
+    let ends: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let why = search_end(r)?;
+            let scenario = r.get("scenario").and_then(Value::as_str)?;
+            let broker = r.get("broker").and_then(Value::as_str)?;
+            Some(format!("- {scenario}, {broker}: {why}\n"))
+        })
+        .collect();
+    if !ends.is_empty() {
+        out.push_str("\nWhere each search stopped (the step after the max sustained rate):\n\n");
+        out.extend(ends);
+    }
     out
+}
+
+/// Why a search run stopped: its failing step's reason, or that it ran out of steps.
+pub fn search_end(run: &Value) -> Option<String> {
+    if run.get("mode").and_then(Value::as_str) != Some("search") {
+        return None;
+    }
+    let steps = run.get("steps").and_then(Value::as_array)?;
+    let failed = steps.iter().find_map(|s| {
+        let why = s.get("failed_because").and_then(Value::as_str)?;
+        let offered = num(s, &["offered_per_s"]).unwrap_or(0.0);
+        Some(format!(
+            "at {} offered, {why}",
+            format_value(offered, Unit::PerSecond)
+        ))
+    });
+    Some(
+        failed
+            .unwrap_or_else(|| "every step passed (raise --max-steps to search higher)".to_owned()),
+    )
 }
 
 /// Parses JSON lines, skipping blanks and anything that is not an object.
@@ -494,9 +521,12 @@ mod tests {
             "steps": [{"failed_because": null}, {"failed_because": "p99 above 50 ms"}]});
         let rows = metrics_of(&run);
         assert_eq!(rows[0].value, Some(75_000.0));
-        assert!(rows
-            .iter()
-            .any(|r| r.name == "search ended: p99 above 50 ms"));
+        assert!(rows.iter().all(|r| !r.name.contains("ended")));
+        let table = comparison_table(&[run]);
+        assert!(
+            table.contains("- fan-out, b: at 0/s offered, p99 above 50 ms"),
+            "{table}"
+        );
     }
 
     #[test]
