@@ -6,7 +6,7 @@
 //! buffer (the task waits for the socket to be readable; a buffer is
 //! allocated for a burst of packets and freed when the burst has been
 //! handled, unless it ends mid-frame), the CONNECT kept as its raw bytes
-//! (at most 8 KiB, usually a few dozen), a task future of at most 512 bytes
+//! (at most 8 KiB, usually a few dozen), a task future of about 410 bytes
 //! (tested in `edge::tests`); while reading, one frame of at most
 //! `mqtt.max_packet_size_bytes`; `mqtt.max_qos2_inflight` QoS 2 packet ids
 //! awaiting PUBREL, and the command queue of its [`Registration`].
@@ -50,6 +50,7 @@ const READ_CHUNK: usize = 256;
 pub struct Hello {
     raw: Box<[u8]>,
     pub keep_alive: u16,
+    pub clean_session: bool,
 }
 
 impl Hello {
@@ -58,6 +59,7 @@ impl Hello {
         Hello {
             raw: raw.into(),
             keep_alive: connect.keep_alive,
+            clean_session: connect.clean_session,
         }
     }
 
@@ -146,11 +148,13 @@ pub fn serve<'a>(
             registration: None,
             qos2_awaiting_release: Vec::new(),
         };
-        let mut last_heard = Instant::now();
+        // In ms since the edge started: 8 bytes in every task, not 16.
+        let mut last_heard = ctx.clock_ms();
         // Set once, and moved on only when it fires early (packets came in
         // the meantime), not on every packet.
         let mut timer =
-            pin!(keep_alive_deadline(last_heard, hello.keep_alive).map(tokio::time::sleep_until));
+            pin!(keep_alive_deadline(ctx, last_heard, hello.keep_alive)
+                .map(tokio::time::sleep_until));
         let end = loop {
             let ready = match codec::frame_ready(buf, ctx.max_packet_size()) {
                 Ok(ready) => ready,
@@ -197,7 +201,7 @@ pub fn serve<'a>(
                     Wake::Readable(Err(_)) => break End::Lost("socket error"),
                     Wake::Command(command) => command,
                     Wake::Silent => {
-                        let deadline = keep_alive_deadline(last_heard, hello.keep_alive);
+                        let deadline = keep_alive_deadline(ctx, last_heard, hello.keep_alive);
                         match (deadline, timer.as_mut().as_pin_mut()) {
                             (Some(deadline), Some(t)) if deadline > Instant::now() => {
                                 t.reset(deadline);
@@ -220,7 +224,7 @@ pub fn serve<'a>(
             }
             let step = match codec::next_frame(buf, ctx.max_packet_size()) {
                 Ok(Some(frame)) => {
-                    last_heard = Instant::now();
+                    last_heard = ctx.clock_ms();
                     session.handle(frame)
                 }
                 // `frame_ready` said a whole, well-formed header is there.
@@ -411,8 +415,19 @@ fn write_now<'b>(
 }
 
 /// MQTT 3.1.1 §3.1.2.10: silent for 1.5 × keep-alive means gone; 0 means never.
-fn keep_alive_deadline(last_heard: Instant, keep_alive_s: u16) -> Option<Instant> {
-    (keep_alive_s > 0).then(|| last_heard + Duration::from_millis(u64::from(keep_alive_s) * 1500))
+fn keep_alive_deadline(
+    ctx: &EdgeContext,
+    last_heard_ms: u64,
+    keep_alive_s: u16,
+) -> Option<Instant> {
+    let allowed_ms = u64::from(keep_alive_s) * 1500;
+    (keep_alive_s > 0)
+        .then(|| {
+            ctx.clock_start().checked_add(Duration::from_millis(
+                last_heard_ms.saturating_add(allowed_ms),
+            ))
+        })
+        .flatten()
 }
 
 async fn write_all_timed<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
