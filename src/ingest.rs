@@ -53,6 +53,9 @@ pub struct IngestSender {
     metrics: Arc<Metrics>,
 }
 
+/// A publish counted and checked by ingest, waiting for room in its queue.
+pub struct Admitted(VehiclePublish);
+
 /// Ingest has stopped (the gateway is shutting down).
 #[derive(Debug, thiserror::Error)]
 #[error("ingest has stopped")]
@@ -65,6 +68,17 @@ pub struct IngestClosed;
 pub const MAX_DEVICE_PAYLOAD: usize = 1024;
 
 impl IngestSender {
+    /// A sender onto a queue of `capacity` that no ingest task reads: for
+    /// the edge's unit tests.
+    #[cfg(test)]
+    pub(crate) fn detached(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (IngestSender, mpsc::Receiver<VehiclePublish>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        (IngestSender { queue, metrics }, rx)
+    }
+
     /// For QoS 0: never waits; a full queue drops the publish (counted).
     pub fn offer(&self, publish: VehiclePublish) {
         let Some(publish) = self.admit(publish) else {
@@ -78,10 +92,32 @@ impl IngestSender {
     /// For QoS 1 and 2: waits for room, so the PUBACK means "ingest has it"
     /// (or that it was refused as malformed, which is final too).
     pub async fn deliver(&self, publish: VehiclePublish) -> Result<(), IngestClosed> {
+        match self.try_deliver(publish)? {
+            None => Ok(()),
+            Some(waiting) => self.wait_deliver(waiting).await,
+        }
+    }
+
+    /// [`deliver`](Self::deliver) without waiting: `None` when ingest took
+    /// the publish (or refused it as malformed), `Some` when the queue is
+    /// full; then [`wait_deliver`](Self::wait_deliver) finishes the job.
+    /// The edge uses the two steps so that the common case holds no
+    /// waiting state in its connection tasks.
+    pub fn try_deliver(&self, publish: VehiclePublish) -> Result<Option<Admitted>, IngestClosed> {
         let Some(publish) = self.admit(publish) else {
-            return Ok(());
+            return Ok(None);
         };
-        self.queue.send(publish).await.map_err(|_| IngestClosed)
+        match self.queue.try_send(publish) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(publish)) => Ok(Some(Admitted(publish))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(IngestClosed),
+        }
+    }
+
+    /// Waits for room for a publish [`try_deliver`](Self::try_deliver) could
+    /// not queue.
+    pub async fn wait_deliver(&self, publish: Admitted) -> Result<(), IngestClosed> {
+        self.queue.send(publish.0).await.map_err(|_| IngestClosed)
     }
 
     /// Counts the publish, refuses an oversized payload (counted as

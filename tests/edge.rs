@@ -39,6 +39,34 @@ async fn keep_alive_zero_is_accepted_and_never_times_out() {
 }
 
 #[tokio::test]
+async fn keep_alive_closes_a_silent_vehicle_and_spares_one_that_talks() {
+    let gw = gateway().await;
+    // keep-alive 1 s: silent for 1.5 s means gone.
+    let mut silent = RawClient::mqtt(gw.mqtt_addr, "ka-silent", 1).await;
+    let mut talking = RawClient::mqtt(gw.mqtt_addr, "ka-talking", 1).await;
+    let talk = async {
+        // A PINGREQ every 0.4 s for 2.4 s, well past the first 1.5 s
+        // deadline: the edge must move its deadline on, not close.
+        for _ in 0..6 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            talking.send(Packet::PingReq).await;
+            assert_eq!(talking.recv().await, Some(Packet::PingResp));
+        }
+    };
+    let (_, closed) = tokio::join!(talk, silent.recv());
+    assert_eq!(closed, None, "the silent vehicle is closed");
+    assert_eq!(
+        metric(&gw, "fleetgate_connections_closed_keepalive_total").await,
+        1
+    );
+    assert_eq!(
+        metric(&gw, "fleetgate_connections{kind=\"vehicle\"}").await,
+        1,
+        "the talking vehicle is still connected"
+    );
+}
+
+#[tokio::test]
 async fn silent_connection_does_not_block_another_clients_connect() {
     let mut config = test_config();
     config.mqtt.connect_timeout_ms = 300;

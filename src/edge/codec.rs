@@ -60,6 +60,16 @@ pub fn next_raw_frame(
     Ok(Some(RawFrame { header, raw }))
 }
 
+/// Whether a whole frame is buffered (its header is checked, as
+/// [`next_raw_frame`] would: an error here is the same error there).
+pub fn frame_ready(buf: &BytesMut, max_packet_size: usize) -> Result<bool, FrameError> {
+    match check(buf.iter(), max_packet_size) {
+        Ok(_) => Ok(true),
+        Err(MqttError::InsufficientBytes(_)) => Ok(false),
+        Err(e) => Err(FrameError::Malformed(e)),
+    }
+}
+
 /// [`next_raw_frame`], decoded.
 pub fn next_frame(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Frame>, FrameError> {
     next_raw_frame(buf, max_packet_size)?
@@ -152,6 +162,59 @@ pub fn is_client_violation(packet: &Packet) -> bool {
     )
 }
 
+/// A reply the edge writes itself — an ack, PINGRESP, a one-filter SUBACK,
+/// the accepting CONNACK — encoded on the stack, so answering a packet
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    bytes: [u8; 5],
+    len: u8,
+}
+
+impl Reply {
+    /// CONNACK: accepted, no session present.
+    pub const CONNACK_ACCEPTED: Reply = Reply {
+        bytes: [0x20, 0x02, 0x00, 0x00, 0],
+        len: 4,
+    };
+    pub const PINGRESP: Reply = Reply {
+        bytes: [0xd0, 0x00, 0, 0, 0],
+        len: 2,
+    };
+
+    const fn ack(first_byte: u8, pkid: u16) -> Reply {
+        let [hi, lo] = pkid.to_be_bytes();
+        Reply {
+            bytes: [first_byte, 0x02, hi, lo, 0],
+            len: 4,
+        }
+    }
+    pub const fn puback(pkid: u16) -> Reply {
+        Reply::ack(0x40, pkid)
+    }
+    pub const fn pubrec(pkid: u16) -> Reply {
+        Reply::ack(0x50, pkid)
+    }
+    pub const fn pubcomp(pkid: u16) -> Reply {
+        Reply::ack(0x70, pkid)
+    }
+    pub const fn unsuback(pkid: u16) -> Reply {
+        Reply::ack(0xb0, pkid)
+    }
+    /// SUBACK for one filter, granted at QoS 0.
+    pub const fn suback_qos0(pkid: u16) -> Reply {
+        let [hi, lo] = pkid.to_be_bytes();
+        Reply {
+            bytes: [0x90, 0x03, hi, lo, 0x00],
+            len: 5,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// Encodes `packet` into `out` (appended).
 pub fn encode(packet: &Packet, out: &mut BytesMut) -> Result<(), MqttError> {
     packet.write(out, usize::MAX).map(|_| ())
@@ -208,6 +271,36 @@ mod tests {
             let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(_)) = next_frame(&mut buf, 1024) {}
             let _ = connect_protocol_level(&bytes);
+        }
+    }
+
+    #[test]
+    fn replies_encode_as_mqttbytes_does() {
+        use rumqttc::mqttbytes::v4::{ConnectReturnCode, SubscribeReasonCode};
+        use rumqttc::mqttbytes::QoS;
+        let pkid = 0x1234;
+        let cases = [
+            (
+                Reply::CONNACK_ACCEPTED,
+                Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+            ),
+            (Reply::PINGRESP, Packet::PingResp),
+            (Reply::puback(pkid), Packet::PubAck(PubAck::new(pkid))),
+            (Reply::pubrec(pkid), Packet::PubRec(PubRec::new(pkid))),
+            (Reply::pubcomp(pkid), Packet::PubComp(PubComp::new(pkid))),
+            (Reply::unsuback(pkid), Packet::UnsubAck(UnsubAck::new(pkid))),
+            (
+                Reply::suback_qos0(pkid),
+                Packet::SubAck(SubAck::new(
+                    pkid,
+                    vec![SubscribeReasonCode::Success(QoS::AtMostOnce)],
+                )),
+            ),
+        ];
+        for (reply, packet) in cases {
+            let mut out = BytesMut::new();
+            encode(&packet, &mut out).unwrap();
+            assert_eq!(reply.as_bytes(), &out[..], "{packet:?}");
         }
     }
 

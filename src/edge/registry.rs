@@ -3,46 +3,96 @@
 //! In: registrations from vehicle connections that subscribed to their own
 //! `v/<vid>/cmd`, and commands from the broker's local link. Out: each
 //! command onto that connection's queue. Bound: one entry per connected
-//! vehicle (at most `mqtt.max_connections`), each with a queue of
-//! `mqtt.vehicle_command_queue` commands; a full queue drops the newest
-//! command (`drop_newest`), and a command for a vehicle not connected here is
+//! vehicle (at most `mqtt.max_connections`, ~200 bytes each), each with a
+//! queue of at most `mqtt.vehicle_command_queue` commands that holds memory
+//! only while commands wait; a full queue drops the newest command
+//! (`drop_newest`), and a command for a vehicle not connected here is
 //! dropped; both are counted in `commands_dropped_total`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::broker::CommandSink;
 use crate::metrics::Metrics;
 use crate::topics::VehicleId;
 
 pub struct VehicleRegistry {
-    routes: Mutex<HashMap<VehicleId, Route>>,
-    next_ticket: AtomicU64,
+    routes: Mutex<HashMap<VehicleId, Arc<Mailbox>>>,
     queue_len: usize,
     metrics: Arc<Metrics>,
 }
 
-struct Route {
-    ticket: u64,
-    queue: mpsc::Sender<Bytes>,
+/// One registration's command queue. Not a tokio `mpsc` channel: that
+/// allocates a block of 32 slots (~1.2 KiB) per channel up front, for
+/// commands that rarely come, and waiting on it (or on a `Notify`) puts a
+/// ~100-byte waiter into every connection's task. This holds no allocation
+/// while empty, and its one consumer waits through a waker slot.
+struct Mailbox {
+    vehicle: VehicleId,
+    state: Mutex<MailboxState>,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    queue: VecDeque<Bytes>,
+    waker: Option<Waker>,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, MailboxState> {
+        // Every critical section is a single push or pop.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MailboxState {
+    fn pop(&mut self) -> Option<Bytes> {
+        let command = self.queue.pop_front();
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            // Give the slots back: an idle vehicle holds no queue memory.
+            self.queue = VecDeque::new();
+        }
+        command
+    }
 }
 
 /// A connection's claim on a vehicle's commands; it ends when dropped, unless
 /// a newer connection for the same vehicle has taken the route over.
 pub struct Registration {
     registry: Arc<VehicleRegistry>,
-    vehicle: VehicleId,
-    ticket: u64,
-    pub commands: mpsc::Receiver<Bytes>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Registration {
     pub fn vehicle(&self) -> &VehicleId {
-        &self.vehicle
+        &self.mailbox.vehicle
+    }
+
+    /// The next command routed to this registration, or a wake-up of the
+    /// task polling when one arrives (only the last poller is woken: one
+    /// connection task owns the registration).
+    pub fn poll_command(&self, cx: &mut Context<'_>) -> Poll<Bytes> {
+        let mut state = self.mailbox.lock();
+        if let Some(command) = state.pop() {
+            return Poll::Ready(command);
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// The next command if one is queued.
+    pub fn try_next_command(&self) -> Option<Bytes> {
+        self.mailbox.lock().pop()
     }
 }
 
@@ -50,10 +100,10 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut routes = self.registry.lock();
         if routes
-            .get(&self.vehicle)
-            .is_some_and(|r| r.ticket == self.ticket)
+            .get(&self.mailbox.vehicle)
+            .is_some_and(|m| Arc::ptr_eq(m, &self.mailbox))
         {
-            routes.remove(&self.vehicle);
+            routes.remove(&self.mailbox.vehicle);
         }
     }
 }
@@ -62,13 +112,12 @@ impl VehicleRegistry {
     pub fn new(queue_len: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(VehicleRegistry {
             routes: Mutex::new(HashMap::new()),
-            next_ticket: AtomicU64::new(1),
             queue_len: queue_len.max(1),
             metrics,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VehicleId, Route>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<VehicleId, Arc<Mailbox>>> {
         // A poisoned map is still a consistent map: every critical section
         // below is a single insert/remove/lookup.
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
@@ -77,14 +126,14 @@ impl VehicleRegistry {
     /// Routes `vehicle`'s commands to the caller; the newest connection for
     /// a vehicle wins.
     pub fn register(self: &Arc<Self>, vehicle: VehicleId) -> Registration {
-        let (queue, commands) = mpsc::channel(self.queue_len);
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(vehicle.clone(), Route { ticket, queue });
+        let mailbox = Arc::new(Mailbox {
+            vehicle: vehicle.clone(),
+            state: Mutex::new(MailboxState::default()),
+        });
+        self.lock().insert(vehicle, mailbox.clone());
         Registration {
             registry: self.clone(),
-            vehicle,
-            ticket,
-            commands,
+            mailbox,
         }
     }
 
@@ -99,10 +148,19 @@ impl VehicleRegistry {
 
 impl CommandSink for VehicleRegistry {
     fn deliver(&self, vehicle_id: &str, payload: Bytes) {
-        let delivered = VehicleId::parse(vehicle_id).is_some_and(|vid| {
-            self.lock()
-                .get(&vid)
-                .is_some_and(|route| route.queue.try_send(payload).is_ok())
+        let mailbox = VehicleId::parse(vehicle_id).and_then(|vid| self.lock().get(&vid).cloned());
+        let delivered = mailbox.is_some_and(|mailbox| {
+            let mut state = mailbox.lock();
+            if state.queue.len() >= self.queue_len {
+                return false;
+            }
+            state.queue.push_back(payload);
+            let waker = state.waker.take();
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            true
         });
         if delivered {
             Metrics::inc(&self.metrics.commands_delivered_total);
@@ -122,10 +180,10 @@ mod tests {
         let reg = VehicleRegistry::new(2, m.clone());
         let vid = VehicleId::parse("t1").unwrap();
         let old = reg.register(vid.clone());
-        let mut new = reg.register(vid.clone());
+        let new = reg.register(vid.clone());
         drop(old);
         reg.deliver("t1", Bytes::from_static(b"x"));
-        assert_eq!(new.commands.try_recv().unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(new.try_next_command().unwrap(), Bytes::from_static(b"x"));
         drop(new);
         assert!(reg.is_empty());
         reg.deliver("t1", Bytes::from_static(b"y"));
@@ -136,11 +194,24 @@ mod tests {
     fn full_queue_drops_newest_and_counts() {
         let m = Arc::new(Metrics::default());
         let reg = VehicleRegistry::new(1, m.clone());
-        let mut r = reg.register(VehicleId::parse("t1").unwrap());
+        let r = reg.register(VehicleId::parse("t1").unwrap());
         reg.deliver("t1", Bytes::from_static(b"1"));
         reg.deliver("t1", Bytes::from_static(b"2"));
-        assert_eq!(r.commands.try_recv().unwrap(), Bytes::from_static(b"1"));
-        assert!(r.commands.try_recv().is_err());
+        assert_eq!(r.try_next_command().unwrap(), Bytes::from_static(b"1"));
+        assert!(r.try_next_command().is_none());
         assert_eq!(Metrics::get(&m.commands_dropped_total), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_is_woken_by_a_command() {
+        let m = Arc::new(Metrics::default());
+        let reg = VehicleRegistry::new(2, m.clone());
+        let r = reg.register(VehicleId::parse("t1").unwrap());
+        let waiter =
+            tokio::spawn(async move { std::future::poll_fn(|cx| r.poll_command(cx)).await });
+        tokio::task::yield_now().await;
+        reg.deliver("t1", Bytes::from_static(b"x"));
+        assert_eq!(waiter.await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(Metrics::get(&m.commands_delivered_total), 1);
     }
 }

@@ -2,33 +2,79 @@
 //!
 //! In: the client's packets after its CONNECT. Out: publishes to ingest,
 //! commands to the device, and the decision to hand the client to rumqttd
-//! when it does something a vehicle does not. Bound: the read buffer (one
-//! frame of at most `mqtt.max_packet_size_bytes`), `mqtt.max_qos2_inflight`
-//! QoS 2 packet ids awaiting PUBREL, and the command queue of its
-//! [`Registration`].
+//! when it does something a vehicle does not. Bound: while idle, no read
+//! buffer (the task waits for the socket to be readable; a buffer is
+//! allocated for a burst of packets and freed when the burst has been
+//! handled, unless it ends mid-frame), the CONNECT kept as its raw bytes
+//! (at most 8 KiB, usually a few dozen), a task future of about 410 bytes
+//! (tested in `edge::tests`); while reading, one frame of at most
+//! `mqtt.max_packet_size_bytes`; `mqtt.max_qos2_inflight` QoS 2 packet ids
+//! awaiting PUBREL, and the command queue of its [`Registration`].
+//!
+//! Replies are written straight from the stack when the socket takes them
+//! (it almost always does); only a write that has to wait, or a QoS 1/2
+//! publish that has to wait for room in ingest, boxes its waiting state, so
+//! the task's future stays small for the idle case that dominates.
 
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
-    SubscribeReasonCode, UnsubAck,
-};
+use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::codec::{self, Frame, FrameError};
+use super::codec::{self, Frame, Reply};
 use super::registry::Registration;
 use super::EdgeContext;
-use crate::ingest::{now_ms, VehiclePublish};
+use crate::ingest::{now_ms, IngestClosed, VehiclePublish};
 use crate::metrics::Metrics;
 use crate::topics::{VehicleId, VehicleTopic};
 
 /// A write to a client that takes longer than this closes the connection:
 /// a client that stops reading must not hold its task forever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes reserved for each read: a position publish is ~50 bytes, so this
+/// holds a few without a second read.
+const READ_CHUNK: usize = 256;
+
+/// A client's CONNECT as the session keeps it: the raw frame, exactly sized,
+/// decoded again only when it is needed (a will to fire, a hand-off). A
+/// decoded `Connect` would hold five separately allocated strings for the
+/// whole life of the connection.
+pub struct Hello {
+    raw: Box<[u8]>,
+    pub keep_alive: u16,
+    pub clean_session: bool,
+}
+
+impl Hello {
+    /// `raw` must be the frame `connect` was decoded from.
+    pub fn new(raw: &[u8], connect: &Connect) -> Hello {
+        Hello {
+            raw: raw.into(),
+            keep_alive: connect.keep_alive,
+            clean_session: connect.clean_session,
+        }
+    }
+
+    /// The CONNECT again (it decoded once, so it decodes again).
+    pub fn connect(&self) -> Option<Connect> {
+        let mut buf = BytesMut::from(&self.raw[..]);
+        match codec::next_frame(&mut buf, usize::MAX) {
+            Ok(Some(Frame {
+                packet: Packet::Connect(connect),
+                ..
+            })) => Some(connect),
+            _ => None,
+        }
+    }
+}
 
 /// How a vehicle session ended.
 pub enum Outcome {
@@ -53,34 +99,175 @@ enum End {
     HandOff(Box<HandOff>),
 }
 
-pub async fn serve(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    connect: &Connect,
-    ctx: &EdgeContext,
-) -> Outcome {
-    let mut out = BytesMut::new();
-    let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-    if send(stream, &mut out, &connack).await.is_err() {
-        return Outcome::Closed;
-    }
-    let mut session = Session {
-        ctx,
-        registration: None,
-        qos2_awaiting_release: Vec::new(),
-        out,
-    };
-    let end = session.run(stream, buf, connect.keep_alive).await;
-    match end {
-        End::Graceful => Outcome::Closed,
-        End::Lost(why) => {
-            tracing::debug!(client_id = %connect.client_id, why, "vehicle connection lost");
-            if let Some(will) = &connect.last_will {
-                fire_will(ctx, &will.topic, will.message.clone());
+/// Ingest's queue was full: the wait for room, boxed (it is rare).
+type WaitForIngest<'a> = Pin<Box<dyn Future<Output = Result<(), IngestClosed>> + Send + 'a>>;
+
+/// What handling one packet leaves to do.
+enum Step<'a> {
+    Continue,
+    Reply(Reply),
+    /// Wait for room in ingest, then reply.
+    Wait(WaitForIngest<'a>, Reply),
+    End(End),
+}
+
+/// What ended an idle wait.
+enum Wake {
+    Readable(std::io::Result<()>),
+    Command(Bytes),
+    Silent,
+}
+
+/// The session, from the CONNACK to its end.
+///
+/// Its future is stored in every vehicle connection's task, so every await
+/// in it holds only small values: a large one (a decoded frame, a publish
+/// waiting for ingest) kept in scope across an await would be stored in
+/// every task, idle or not. Not an `async fn`, which keeps a second copy of
+/// each argument in its state: an `async move` block uses its captures in
+/// place.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<'a>(
+    stream: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    hello: &'a Hello,
+    ctx: &'a EdgeContext,
+) -> impl Future<Output = Outcome> + Send + 'a {
+    async move {
+        match write_now(stream, Reply::CONNACK_ACCEPTED.as_bytes()) {
+            Ok(None) => {}
+            Ok(Some(rest)) => {
+                if rest.await.is_err() {
+                    return Outcome::Closed;
+                }
             }
-            Outcome::Closed
+            Err(_) => return Outcome::Closed,
         }
-        End::HandOff(handoff) => Outcome::HandOff(handoff),
+        let mut session = Session {
+            ctx,
+            registration: None,
+            qos2_awaiting_release: Vec::new(),
+        };
+        // In ms since the edge started: 8 bytes in every task, not 16.
+        let mut last_heard = ctx.clock_ms();
+        // Set once, and moved on only when it fires early (packets came in
+        // the meantime), not on every packet.
+        let mut timer =
+            pin!(keep_alive_deadline(ctx, last_heard, hello.keep_alive)
+                .map(tokio::time::sleep_until));
+        let end = loop {
+            let ready = match codec::frame_ready(buf, ctx.max_packet_size()) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    Metrics::inc(&ctx.metrics.connections_closed_malformed_total);
+                    tracing::debug!(error = %e, "closing vehicle connection");
+                    break End::Lost("malformed packet");
+                }
+            };
+            if !ready {
+                if buf.is_empty() && buf.capacity() > 0 {
+                    // Idle again: hold no read buffer while waiting.
+                    *buf = BytesMut::new();
+                }
+                let registration = &session.registration;
+                // Commands, then the socket, then the timer, each through
+                // its waker slot: no waiter state in this future.
+                let command = match poll_fn(|cx| {
+                    if let Some(Poll::Ready(command)) =
+                        registration.as_ref().map(|r| r.poll_command(cx))
+                    {
+                        return Poll::Ready(Wake::Command(command));
+                    }
+                    if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(Wake::Readable(ready));
+                    }
+                    match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+                        Some(Poll::Ready(())) => Poll::Ready(Wake::Silent),
+                        _ => Poll::Pending,
+                    }
+                })
+                .await
+                {
+                    Wake::Readable(Ok(())) => {
+                        buf.reserve(READ_CHUNK);
+                        match stream.try_read_buf(buf) {
+                            Ok(0) => break End::Lost("closed by peer"),
+                            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                                break End::Lost("socket error")
+                            }
+                            _ => continue,
+                        }
+                    }
+                    Wake::Readable(Err(_)) => break End::Lost("socket error"),
+                    Wake::Command(command) => command,
+                    Wake::Silent => {
+                        let deadline = keep_alive_deadline(ctx, last_heard, hello.keep_alive);
+                        match (deadline, timer.as_mut().as_pin_mut()) {
+                            (Some(deadline), Some(t)) if deadline > Instant::now() => {
+                                t.reset(deadline);
+                                continue;
+                            }
+                            _ => {
+                                Metrics::inc(&ctx.metrics.connections_closed_keepalive_total);
+                                break End::Lost("keep-alive expired");
+                            }
+                        }
+                    }
+                };
+                // Rare: the whole write is boxed.
+                if let Some(out) = session.encode_command(command) {
+                    if Box::pin(write_all_timed(stream, out)).await.is_err() {
+                        break End::Lost("write failed");
+                    }
+                }
+                continue;
+            }
+            let step = match codec::next_frame(buf, ctx.max_packet_size()) {
+                Ok(Some(frame)) => {
+                    last_heard = ctx.clock_ms();
+                    session.handle(frame)
+                }
+                // `frame_ready` said a whole, well-formed header is there.
+                Ok(None) => continue,
+                Err(e) => {
+                    Metrics::inc(&ctx.metrics.connections_closed_malformed_total);
+                    tracing::debug!(error = %e, "closing vehicle connection");
+                    break End::Lost("malformed packet");
+                }
+            };
+            let reply = match step {
+                Step::Continue => continue,
+                Step::Reply(reply) => reply,
+                Step::Wait(wait, reply) => {
+                    if wait.await.is_err() {
+                        break End::Lost("gateway stopping");
+                    }
+                    reply
+                }
+                Step::End(end) => break end,
+            };
+            let written = match write_now(stream, reply.as_bytes()) {
+                Ok(None) => true,
+                Ok(Some(rest)) => rest.await.is_ok(),
+                Err(_) => false,
+            };
+            if !written {
+                break End::Lost("write failed");
+            }
+        };
+        match end {
+            End::Graceful => Outcome::Closed,
+            End::Lost(why) => {
+                if let Some(connect) = hello.connect() {
+                    tracing::debug!(client_id = %connect.client_id, why, "vehicle connection lost");
+                    if let Some(will) = connect.last_will {
+                        fire_will(ctx, &will.topic, will.message);
+                    }
+                }
+                Outcome::Closed
+            }
+            End::HandOff(handoff) => Outcome::HandOff(handoff),
+        }
     }
 }
 
@@ -88,61 +275,12 @@ struct Session<'a> {
     ctx: &'a EdgeContext,
     registration: Option<Registration>,
     qos2_awaiting_release: Vec<u16>,
-    out: BytesMut,
 }
 
-impl Session<'_> {
-    async fn run(&mut self, stream: &mut TcpStream, buf: &mut BytesMut, keep_alive_s: u16) -> End {
-        // MQTT 3.1.1 §3.1.2.10: silent for 1.5 × keep-alive means gone; 0 means never.
-        let allowed_silence =
-            (keep_alive_s > 0).then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
-        let mut last_heard = Instant::now();
-        let max = self.ctx.max_packet_size();
-        loop {
-            let frame = match codec::next_frame(buf, max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    let (mut reader, mut writer) = stream.split();
-                    tokio::select! {
-                        read = codec::fill(&mut reader, buf) => match read {
-                            Ok(()) => continue,
-                            Err(FrameError::Closed) => return End::Lost("closed by peer"),
-                            Err(_) => return End::Lost("socket error"),
-                        },
-                        Some(command) = next_command(&mut self.registration) => {
-                            if self.deliver_command(&mut writer, command).await.is_err() {
-                                return End::Lost("write failed");
-                            }
-                            continue;
-                        }
-                        _ = silence(allowed_silence, last_heard) => {
-                            Metrics::inc(&self.ctx.metrics.connections_closed_keepalive_total);
-                            return End::Lost("keep-alive expired");
-                        }
-                    }
-                }
-                Err(e) => {
-                    Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
-                    tracing::debug!(error = %e, "closing vehicle connection");
-                    return End::Lost("malformed packet");
-                }
-            };
-            last_heard = Instant::now();
-            match self.handle(stream, frame).await {
-                Ok(None) => {}
-                Ok(Some(end)) => return end,
-                Err(_) => return End::Lost("write failed"),
-            }
-        }
-    }
-
-    /// Handles one packet; `Some` ends the session.
-    async fn handle(
-        &mut self,
-        stream: &mut TcpStream,
-        frame: Frame,
-    ) -> std::io::Result<Option<End>> {
-        let reply = match &frame.packet {
+impl<'a> Session<'a> {
+    /// Handles one packet, without waiting for anything.
+    fn handle(&mut self, frame: Frame) -> Step<'a> {
+        match &frame.packet {
             Packet::Publish(publish) => match VehicleTopic::parse(&publish.topic) {
                 Some(VehicleTopic::Uplink(vehicle, kind)) => {
                     let item = VehiclePublish {
@@ -151,16 +289,13 @@ impl Session<'_> {
                         payload: publish.payload.clone(),
                         received_ms: now_ms(),
                     };
-                    match self.accept_publish(publish, item).await {
-                        Ok(reply) => reply,
-                        Err(end) => return Ok(Some(end)),
-                    }
+                    self.accept_publish(publish, item)
                 }
-                _ => return Ok(Some(self.hand_off(frame))),
+                _ => Step::End(self.hand_off(frame)),
             },
             Packet::PubRel(rel) => {
                 self.qos2_awaiting_release.retain(|&id| id != rel.pkid);
-                Some(Packet::PubComp(PubComp::new(rel.pkid)))
+                Step::Reply(Reply::pubcomp(rel.pkid))
             }
             Packet::Subscribe(subscribe) => {
                 let own = match subscribe.filters.as_slice() {
@@ -173,11 +308,10 @@ impl Session<'_> {
                 match (own, &self.registration) {
                     (Some(vid), Some(r)) if r.vehicle() == &vid => {}
                     (Some(vid), None) => self.registration = Some(self.ctx.registry.register(vid)),
-                    _ => return Ok(Some(self.hand_off(frame))),
+                    _ => return Step::End(self.hand_off(frame)),
                 }
                 // Commands go out at QoS 0, so that is what is granted.
-                let granted = SubscribeReasonCode::Success(QoS::AtMostOnce);
-                Some(Packet::SubAck(SubAck::new(subscribe.pkid, vec![granted])))
+                Step::Reply(Reply::suback_qos0(subscribe.pkid))
             }
             Packet::Unsubscribe(unsubscribe) => {
                 let own = self
@@ -187,60 +321,51 @@ impl Session<'_> {
                 if unsubscribe.topics.iter().any(|t| Some(t) == own.as_ref()) {
                     self.registration = None;
                 }
-                Some(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+                Step::Reply(Reply::unsuback(unsubscribe.pkid))
             }
-            Packet::PingReq => Some(Packet::PingResp),
-            Packet::Disconnect => return Ok(Some(End::Graceful)),
+            Packet::PingReq => Step::Reply(Reply::PINGRESP),
+            Packet::Disconnect => Step::End(End::Graceful),
             // Acks for QoS 1/2 downlink: commands go out at QoS 0, nothing to do.
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => None,
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Step::Continue,
             p => {
                 debug_assert!(codec::is_client_violation(p));
                 Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
-                return Ok(Some(End::Lost("protocol violation")));
+                Step::End(End::Lost("protocol violation"))
             }
-        };
-        if let Some(reply) = reply {
-            send(stream, &mut self.out, &reply).await?;
         }
-        Ok(None)
     }
 
     /// Takes a device publish into ingest and says what to answer.
-    async fn accept_publish(
-        &mut self,
-        publish: &Publish,
-        item: VehiclePublish,
-    ) -> Result<Option<Packet>, End> {
-        match publish.qos {
+    fn accept_publish(&mut self, publish: &Publish, item: VehiclePublish) -> Step<'a> {
+        let reply = match publish.qos {
             QoS::AtMostOnce => {
                 self.ctx.ingest.offer(item);
-                Ok(None)
+                return Step::Continue;
             }
-            QoS::AtLeastOnce => {
-                self.ctx
-                    .ingest
-                    .deliver(item)
-                    .await
-                    .map_err(|_| End::Lost("gateway stopping"))?;
-                Ok(Some(Packet::PubAck(PubAck::new(publish.pkid))))
-            }
+            QoS::AtLeastOnce => Reply::puback(publish.pkid),
             QoS::ExactlyOnce => {
                 // Deliver on PUBLISH, remember the id until PUBREL so a
                 // redelivery (DUP) is not ingested twice.
-                if !self.qos2_awaiting_release.contains(&publish.pkid) {
-                    if self.qos2_awaiting_release.len() >= self.ctx.mqtt.max_qos2_inflight.get() {
-                        Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
-                        return Err(End::Lost("too many QoS 2 publishes awaiting PUBREL"));
-                    }
-                    self.ctx
-                        .ingest
-                        .deliver(item)
-                        .await
-                        .map_err(|_| End::Lost("gateway stopping"))?;
-                    self.qos2_awaiting_release.push(publish.pkid);
+                if self.qos2_awaiting_release.contains(&publish.pkid) {
+                    return Step::Reply(Reply::pubrec(publish.pkid));
                 }
-                Ok(Some(Packet::PubRec(PubRec::new(publish.pkid))))
+                if self.qos2_awaiting_release.len() >= self.ctx.mqtt.max_qos2_inflight.get() {
+                    Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
+                    return Step::End(End::Lost("too many QoS 2 publishes awaiting PUBREL"));
+                }
+                // Remembered before it is queued: if queueing fails, the
+                // session ends anyway.
+                self.qos2_awaiting_release.push(publish.pkid);
+                Reply::pubrec(publish.pkid)
             }
+        };
+        match self.ctx.ingest.try_deliver(item) {
+            Ok(None) => Step::Reply(reply),
+            Ok(Some(waiting)) => {
+                let ingest = &self.ctx.ingest;
+                Step::Wait(Box::pin(ingest.wait_deliver(waiting)), reply)
+            }
+            Err(_) => Step::End(End::Lost("gateway stopping")),
         }
     }
 
@@ -251,31 +376,67 @@ impl Session<'_> {
         }))
     }
 
-    async fn deliver_command<W: AsyncWrite + Unpin>(
-        &mut self,
-        writer: &mut W,
-        payload: Bytes,
-    ) -> std::io::Result<()> {
-        let Some(registration) = &self.registration else {
-            return Ok(());
-        };
+    /// A command for the device as a QoS 0 PUBLISH on its command topic.
+    fn encode_command(&self, payload: Bytes) -> Option<BytesMut> {
+        let registration = self.registration.as_ref()?;
         let topic = format!("v/{}/cmd", registration.vehicle());
         let publish = Packet::Publish(Publish::from_bytes(topic, QoS::AtMostOnce, payload));
-        send(writer, &mut self.out, &publish).await
+        let mut out = BytesMut::new();
+        match codec::encode(&publish, &mut out) {
+            Ok(()) => Some(out),
+            Err(e) => {
+                tracing::debug!(error = ?e, "command not encodable");
+                None
+            }
+        }
     }
 }
 
-async fn next_command(registration: &mut Option<Registration>) -> Option<Bytes> {
-    match registration {
-        Some(r) => r.commands.recv().await,
-        None => std::future::pending().await,
-    }
+/// The rest of a write the socket could not take at once.
+type WriteRest<'b> = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'b>>;
+
+/// Writes what the socket takes now (almost always all of `bytes`); the
+/// rest, if any, is written by the returned future under
+/// [`WRITE_TIMEOUT`], boxed so that waiting for room does not enlarge every
+/// connection's task.
+fn write_now<'b>(
+    stream: &'b mut TcpStream,
+    bytes: &'b [u8],
+) -> std::io::Result<Option<WriteRest<'b>>> {
+    let written = match stream.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(match bytes.get(written..) {
+        Some(rest) if !rest.is_empty() => Some(Box::pin(write_all_timed(stream, rest))),
+        _ => None,
+    })
 }
 
-async fn silence(allowed: Option<Duration>, last_heard: Instant) {
-    match allowed {
-        Some(d) => tokio::time::sleep_until(last_heard + d).await,
-        None => std::future::pending().await,
+/// MQTT 3.1.1 §3.1.2.10: silent for 1.5 × keep-alive means gone; 0 means never.
+fn keep_alive_deadline(
+    ctx: &EdgeContext,
+    last_heard_ms: u64,
+    keep_alive_s: u16,
+) -> Option<Instant> {
+    let allowed_ms = u64::from(keep_alive_s) * 1500;
+    (keep_alive_s > 0)
+        .then(|| {
+            ctx.clock_start().checked_add(Duration::from_millis(
+                last_heard_ms.saturating_add(allowed_ms),
+            ))
+        })
+        .flatten()
+}
+
+async fn write_all_timed<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
+    writer: &mut W,
+    bytes: B,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes.as_ref())).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -287,10 +448,7 @@ pub async fn send<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     out.clear();
     codec::encode(packet, out).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(out)).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
+    write_all_timed(writer, out).await
 }
 
 /// Publishes a vanished vehicle's last will: a device topic goes through
