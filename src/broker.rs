@@ -226,7 +226,18 @@ impl Broker {
 
         let (queue, rx) = mpsc::sync_channel(broker.publish_queue.get());
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_link_threads(link_tx, link_rx, rx, commands, stop.clone())?;
+        let backlog_limit = broker.publish_queue.get();
+        spawn_link_threads(
+            link_tx,
+            link_rx,
+            rx,
+            LinkTxLimits {
+                backlog: backlog_limit,
+                metrics: Arc::clone(&metrics),
+            },
+            commands,
+            stop.clone(),
+        )?;
 
         tracing::info!(%internal_addr, log_bound_bytes = broker.log_bound_bytes(), "embedded rumqttd ready");
         Ok(Broker {
@@ -351,19 +362,43 @@ async fn wait_until_listening(addr: SocketAddr) -> Result<(), BrokerError> {
     Err(BrokerError::NotListening(addr))
 }
 
+/// What bounds the gateway's own link into rumqttd.
+struct LinkTxLimits {
+    /// Publishes rumqttd may hold in the link's queue before the router
+    /// takes them (`broker.publish_queue`).
+    backlog: usize,
+    metrics: Arc<Metrics>,
+}
+
 fn spawn_link_threads(
     mut link_tx: LinkTx,
     mut link_rx: LinkRx,
     outgoing: mpsc::Receiver<Outgoing>,
+    limits: LinkTxLimits,
     commands: Arc<dyn CommandSink>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), BrokerError> {
     // Publishing: blocks on rumqttd's bounded router channel, so it gets a
     // thread of its own; ends when every BrokerPublisher is dropped.
+    //
+    // rumqttd's LinkTx queues into an unbounded VecDeque and only sends the
+    // router a wake-up token (bounded channel). A router that stops taking
+    // this link's data (seen once in a compare.sh pipeline run: dashboards
+    // got nothing and RSS grew to 310 MiB) would grow that queue without
+    // end, so a publish past `backlog` queued there is dropped and counted.
     std::thread::Builder::new()
         .name("broker-link-tx".into())
         .spawn(move || {
+            let mut stalled_log = crate::ingest::RateLimit::new(1);
             while let Ok(item) = outgoing.recv() {
+                let queued = link_tx.buffer().len();
+                if queued >= limits.backlog {
+                    Metrics::inc(&limits.metrics.broker_publish_dropped_total);
+                    if let Some(suppressed) = stalled_log.allow() {
+                        tracing::error!(queued, suppressed, "the embedded broker is not taking the gateway's publishes; dropping them (broker_publish_dropped_total)");
+                    }
+                    continue;
+                }
                 if let Err(e) = link_tx.publish(item.topic, item.payload) {
                     tracing::error!(error = ?e, "embedded broker link closed; gateway publishes stop");
                     break;
@@ -393,6 +428,10 @@ fn spawn_link_threads(
                     if link_rx.ready().is_err() {
                         break;
                     }
+                }
+                Ok(Some(Notification::Disconnect(..))) => {
+                    tracing::error!("the embedded broker disconnected the gateway's link: dashboards get no updates, commands stop");
+                    break;
                 }
                 Ok(Some(_)) | Ok(None) => {}
                 // flume folds "disconnected" into the timeout error: only

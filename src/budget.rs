@@ -123,10 +123,10 @@ impl Config {
                 ),
             },
             Item {
-                name: "broker publish queue",
-                bytes: self.broker.publish_queue.get() as u64 * (128 + MAX_DEVICE_PAYLOAD as u64),
+                name: "broker publish queues",
+                bytes: 2 * self.broker.publish_queue.get() as u64 * (128 + MAX_DEVICE_PAYLOAD as u64),
                 why: format!(
-                    "broker.publish_queue = {} (JSON views and mirrored device payloads, at most {MAX_DEVICE_PAYLOAD} bytes)",
+                    "2 × broker.publish_queue = {} (ours, and rumqttd's link queue, held to the same length; JSON views and mirrored device payloads, at most {MAX_DEVICE_PAYLOAD} bytes)",
                     self.broker.publish_queue
                 ),
             },
