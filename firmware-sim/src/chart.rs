@@ -182,7 +182,12 @@ impl Table {
                 .get("max_sustained_per_s")
                 .and_then(non_negative)
                 .or_else(|| run.get("received_per_s").and_then(non_negative));
-            let latency = run.get("latency_us").and_then(Latency::from_json);
+            // A search's overall latency includes the steps that failed:
+            // show the latency at its max sustained rate, as the throughput does.
+            let latency = run
+                .get("max_sustained_latency_us")
+                .and_then(Latency::from_json)
+                .or_else(|| run.get("latency_us").and_then(Latency::from_json));
 
             let s = table.scenario_index(scenario);
             let b = table.broker_index(broker);
