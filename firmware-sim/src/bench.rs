@@ -61,7 +61,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::runner::{connect_packet, handshake, raise_open_files_limit, rss_kib};
+use crate::runner::{
+    connect_packet, handshake, put_remaining_length, raise_open_files_limit, rss_kib,
+};
 
 /// Packets written per `write_all` at most (flat-out publishers batch).
 pub const MAX_BATCH: usize = 256;
@@ -383,7 +385,7 @@ fn vehicle_number(prefix: &str, id: &str) -> Option<usize> {
 pub fn put_publish(out: &mut Vec<u8>, topic: &[u8], qos: u8, pkid: u16, payload: &[u8]) {
     out.push(0x30 | (qos.min(1) << 1));
     let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-    put_varint(out, remaining);
+    put_remaining_length(out, remaining);
     out.extend_from_slice(&u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(topic);
     if qos > 0 {
@@ -392,23 +394,9 @@ pub fn put_publish(out: &mut Vec<u8>, topic: &[u8], qos: u8, pkid: u16, payload:
     out.extend_from_slice(payload);
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
 fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
     let mut out = vec![0x82];
-    put_varint(&mut out, 2 + 2 + filter.len() + 1);
+    put_remaining_length(&mut out, 2 + 2 + filter.len() + 1);
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(
         &u16::try_from(filter.len())

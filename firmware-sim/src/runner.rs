@@ -853,6 +853,21 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Appends an MQTT remaining length (1 to 4 bytes, 7 bits each).
+pub fn put_remaining_length(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 /// A minimal MQTT 3.1.1 CONNECT (clean session), written by hand: a raw
 /// socket per connection costs far less than a rumqttc event loop, so the
 /// probe measures the broker, not itself.
@@ -880,18 +895,7 @@ pub fn connect_packet(
         body.extend_from_slice(&field.as_bytes()[..usize::from(len)]);
     }
     let mut packet = vec![0x10];
-    let mut remaining = body.len();
-    loop {
-        let mut byte = (remaining % 128) as u8;
-        remaining /= 128;
-        if remaining > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if remaining == 0 {
-            break;
-        }
-    }
+    put_remaining_length(&mut packet, body.len());
     packet.extend_from_slice(&body);
     packet
 }
