@@ -484,7 +484,6 @@ struct Shared {
     /// The step now running (for the sampler and slow subscribers); usize::MAX before.
     current_step: AtomicUsize,
     publishers_connected: AtomicUsize,
-    publishers_failed: AtomicUsize,
     publishers_lost: AtomicUsize,
     subscribers_lost: AtomicUsize,
     first_error: std::sync::Mutex<Option<String>>,
@@ -826,7 +825,6 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
         steps: (0..step_slots).map(|_| StepCounters::default()).collect(),
         current_step: AtomicUsize::new(usize::MAX),
         publishers_connected: AtomicUsize::new(0),
-        publishers_failed: AtomicUsize::new(0),
         publishers_lost: AtomicUsize::new(0),
         subscribers_lost: AtomicUsize::new(0),
         first_error: std::sync::Mutex::new(None),
@@ -871,19 +869,12 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
         );
         let slow = n < cfg.slow_subscribers;
         subscribers.spawn(async move {
-            let stream = timeout(HANDSHAKE_TIMEOUT, subscribe(addr, &cfg, n)).await;
+            let stream = within(HANDSHAKE_TIMEOUT, "SUBACK", subscribe(addr, &cfg, n)).await;
             drop(permit);
             let stream = match stream {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
+                Ok(stream) => stream,
+                Err(e) => {
                     shared.note_error(format!("subscriber {n}: {e:#}"));
-                    let _ = ready.send(false).await;
-                    return SubscriberStats::default();
-                }
-                Err(_) => {
-                    shared.note_error(format!(
-                        "subscriber {n}: no SUBACK within {HANDSHAKE_TIMEOUT:?}"
-                    ));
                     let _ = ready.send(false).await;
                     return SubscriberStats::default();
                 }
@@ -942,21 +933,15 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
         publishers.spawn(async move {
             let client_id = format!("{}p{n}", cfg.id_prefix);
             let packet = connect_packet(&client_id, 0, None, None);
-            let stream = timeout(HANDSHAKE_TIMEOUT, handshake(addr, &packet)).await;
+            let stream = within(HANDSHAKE_TIMEOUT, "CONNACK", async {
+                Ok(handshake(addr, &packet).await?)
+            })
+            .await;
             drop(permit);
             let stream = match stream {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    shared.note_error(format!("publisher {n}: {e}"));
-                    shared.publishers_failed.fetch_add(1, Relaxed);
-                    let _ = connected.send(false).await;
-                    return;
-                }
-                Err(_) => {
-                    shared.note_error(format!(
-                        "publisher {n}: no CONNACK within {HANDSHAKE_TIMEOUT:?}"
-                    ));
-                    shared.publishers_failed.fetch_add(1, Relaxed);
+                Ok(s) => s,
+                Err(e) => {
+                    shared.note_error(format!("publisher {n}: {e:#}"));
                     let _ = connected.send(false).await;
                     return;
                 }
@@ -1236,6 +1221,17 @@ pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
     })
 }
 
+/// `fut`, or an error naming the `awaited` packet once `limit` has passed.
+async fn within<T>(
+    limit: Duration,
+    awaited: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no {awaited} within {limit:?}")))
+}
+
 /// Size of the postcard positions vehicle publishers send (for the report).
 const TYPICAL_POSITION_BYTES: usize = 22;
 
@@ -1475,18 +1471,17 @@ async fn publish_messages(
     // Messages of one batch by the step their stamp belongs to.
     let mut sent_per_step = vec![0u64; shared.steps.len()];
     let result = 'run: loop {
-        let (step, rate) = match *phase.borrow_and_update() {
+        let current = *phase.borrow_and_update();
+        let rate = match current {
             Phase::Done => break Ok(()),
-            Phase::Paused => None,
-            Phase::Run { step, rate } => Some((step, rate)),
-        }
-        .map_or((usize::MAX, 0.0), |r| r);
-        if step == usize::MAX {
-            if phase.changed().await.is_err() {
-                break Ok(());
+            Phase::Run { rate, .. } => rate,
+            Phase::Paused => {
+                if phase.changed().await.is_err() {
+                    break Ok(());
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let start = Instant::now();
         // Fixed-rate publishers are spread over one period (golden-ratio
         // offsets), as a real fleet's reports are, not all at once.
