@@ -389,7 +389,7 @@ fn spawn_link_threads(
     std::thread::Builder::new()
         .name("broker-link-tx".into())
         .spawn(move || {
-            let mut stalled_log = crate::ingest::RateLimit::new(1);
+            let mut stalled_log = crate::log_limit::RateLimit::new(1);
             while let Ok(item) = outgoing.recv() {
                 let queued = link_tx.buffer().len();
                 if queued >= limits.backlog {

@@ -18,9 +18,8 @@
 //! (`tests/alloc_free.rs` counts). It drains up to [`BATCH`] publishes at a
 //! time and hands the fan-out one batch.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fleetgate_wire::json::{decode_status_any, PositionJson};
@@ -29,10 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::broker::BrokerPublisher;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::fleet::packages::{Package, PackageError, PackageId, PackageUpdate};
 use crate::fleet::{Fleet, Outcome, Update, VehicleState};
+use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
 use crate::topics::{DeviceTopicKind, VehicleId};
 
@@ -134,13 +135,6 @@ impl IngestSender {
         publish.payload = Bytes::copy_from_slice(&publish.payload);
         Some(publish)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Publishes drained from the queue at once; one fan-out batch.
@@ -395,41 +389,6 @@ fn decode_position(payload: &[u8], now_ms: u64) -> Result<(Position, bool), flee
             let json: PositionJson =
                 serde_json::from_slice(payload).map_err(|_| fleetgate_wire::Error::Malformed)?;
             Ok((json.to_position(now_ms)?, json.seq.is_some()))
-        }
-    }
-}
-
-/// At most `per_s` events a second; reports how many it suppressed since
-/// the last one it allowed.
-pub struct RateLimit {
-    per_s: u32,
-    window_s: u64,
-    used: u32,
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    pub fn new(per_s: u32) -> Self {
-        RateLimit {
-            per_s,
-            window_s: 0,
-            used: 0,
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    pub fn allow(&mut self) -> Option<u64> {
-        let now_s = now_ms() / 1000;
-        if now_s != self.window_s {
-            self.window_s = now_s;
-            self.used = 0;
-        }
-        if self.used < self.per_s {
-            self.used += 1;
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
         }
     }
 }

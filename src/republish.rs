@@ -17,7 +17,7 @@ use crate::broker::BrokerPublisher;
 use crate::config::FanoutConfig;
 use crate::fanout::{Fanout, FanoutError, Filter, SubscribeOptions};
 use crate::fleet::Update;
-use crate::ingest::RateLimit;
+use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
 use crate::topics::{dashboard_topic, DeviceTopicKind};
 use crate::views::{EventView, PositionView, StatusView};

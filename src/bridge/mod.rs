@@ -189,7 +189,7 @@ async fn report_stats(spool: SharedSpool, metrics: Arc<Metrics>) {
         let Some(stats) = spool.with(|s| s.stats()).await else {
             continue;
         };
-        let now = crate::ingest::now_ms();
+        let now = crate::clock::now_ms();
         metrics
             .bridge_spool_bytes
             .store(stats.bytes, Ordering::Relaxed);

@@ -38,7 +38,7 @@ use super::record::{Target, UplinkRecord};
 use super::spool::Record;
 use super::SharedSpool;
 use crate::config::BridgeConfig;
-use crate::ingest::RateLimit;
+use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]

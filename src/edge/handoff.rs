@@ -43,7 +43,8 @@ use tokio::net::TcpStream;
 use super::codec::{self, Frame, FrameError};
 use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
 use super::EdgeContext;
-use crate::ingest::{now_ms, VehiclePublish};
+use crate::clock::now_ms;
+use crate::ingest::VehiclePublish;
 use crate::metrics::Metrics;
 use crate::topics::{is_gateway_namespace, VehicleTopic};
 

@@ -31,7 +31,8 @@ use tokio::time::Instant;
 use super::codec::{self, Frame, Reply};
 use super::registry::Registration;
 use super::EdgeContext;
-use crate::ingest::{now_ms, IngestClosed, VehiclePublish};
+use crate::clock::now_ms;
+use crate::ingest::{IngestClosed, VehiclePublish};
 use crate::metrics::Metrics;
 use crate::topics::{VehicleId, VehicleTopic};
 
