@@ -1,51 +1,69 @@
 //! fleetgate: an edge gateway for vehicle telematics.
 //!
 //! Vehicles publish compact postcard positions over MQTT to the gateway's
-//! edge; the gateway decodes them and republishes JSON for dashboards
-//! through an embedded rumqttd. `main` parses configuration and calls
-//! [`run`]; tests call [`start`] with listeners bound to `127.0.0.1:0`.
+//! edge; the gateway decodes them, keeps the fleet's live state, fans
+//! updates out to dashboards (MQTT through an embedded rumqttd, WebSockets,
+//! the live map) and upstream to RabbitMQ through a durable disk spool.
+//! `main` parses configuration and calls [`run`]; tests call [`start`] with
+//! listeners bound to `127.0.0.1:0`.
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML configuration, every field optional.
-//! - [`budget`]: the memory bound the configuration gives.
+//! The stages, in the order the data flows:
+//!
 //! - [`edge`]: the one MQTT port; vehicles stay here, other clients are
 //!   handed to the broker.
-//! - [`broker`]: the embedded rumqttd and the gateway's local link to it.
-//! - [`ingest`]: decoding of vehicle payloads; owns the fleet state.
-//! - [`fleet`]: the live state: vehicles, sequence numbers, status, events.
+//! - [`ingest`]: decodes vehicle payloads; owns the fleet state.
+//! - [`fleet`]: the live state: vehicles, sequence numbers, status,
+//!   packages, events.
 //! - [`fanout`]: the bounded-memory fan-out with named full-queue policies.
-//! - [`republish`]: the fan-out consumer that feeds MQTT dashboards.
-//! - [`bridge`]: AMQP 0-9-1 to RabbitMQ through a durable disk spool; the
-//!   command and notification downlink.
-//! - [`notify`]: per-user notification mailboxes for WebSockets.
-//! - [`views`]: the JSON shapes dashboards see.
-//! - [`topics`]: the topic scheme and vehicle ids.
-//! - [`api`]: HTTP: the live map, WebSocket feed, REST, health, metrics.
-//! - [`metrics`]: every counter, rendered for `/metrics`.
-//! - [`demo`]: the gateway plus a simulated fleet, for `fleetgate demo`.
+//! - The consumers, each with its own fan-out queue:
+//!   - [`broker`]: the embedded rumqttd, and its republisher
+//!     ([`broker::republish`]) that feeds MQTT dashboards;
+//!   - [`api`]: HTTP: the live map, the WebSocket feed ([`api::live`]),
+//!     REST, health, metrics;
+//!   - [`bridge`]: the feeder ([`bridge::feeder`]) into a durable disk
+//!     spool, and AMQP 0-9-1 to RabbitMQ.
 //!
-//! Data flows one way: edge → ingest (fleet) → fan-out → consumers (MQTT
-//! republisher, WebSockets); the only way back is the command downlink,
-//! broker → edge registry → device.
+//! The two ways back:
+//!
+//! - commands: the bridge's downlink ([`bridge::downlink`]) → the broker
+//!   (`v/<vid>/cmd`) → the edge's vehicle registry ([`edge::registry`]) →
+//!   the device;
+//! - notifications: the bridge's downlink → a user's mailbox
+//!   ([`bridge::mailboxes`]) → `GET /notification` ([`api::notifications`]).
+//!
+//! Shared vocabulary, used by every stage and owning no task:
+//!
+//! - [`config`]: the TOML configuration, every field optional, and the
+//!   memory bound it gives ([`config::budget`]).
+//! - [`topics`]: the topic scheme, AMQP routing keys and vehicle ids.
+//! - [`views`]: the JSON shapes dashboards see.
+//! - [`metrics`]: every counter, rendered for `/metrics`.
+//! - [`clock`]: wall-clock milliseconds.
+//! - [`log_limit`]: the log-line rate limiter.
+//!
+//! Entry points: [`start`] and [`run`] here, `main.rs`, and `demo` (the
+//! gateway plus a simulated fleet, for `fleetgate demo`; feature `demo`,
+//! on by default).
 
 pub mod api;
 pub mod bridge;
 pub mod broker;
-pub mod budget;
-pub mod clock;
-pub mod config;
-pub mod demo;
 pub mod edge;
 pub mod fanout;
 pub mod fleet;
 pub mod ingest;
+
+pub mod clock;
+pub mod config;
 pub mod log_limit;
 pub mod metrics;
-pub mod notify;
-pub mod republish;
 pub mod topics;
 pub mod views;
+
+#[cfg(feature = "demo")]
+pub mod demo;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -184,7 +202,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         config.fanout.events_queue.get(),
         metrics.clone(),
     );
-    let republisher = republish::spawn(
+    let republisher = broker::republish::spawn(
         &fanout,
         &config.fanout,
         broker.publisher.clone(),
@@ -192,7 +210,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     )?;
     let (ingest_tx, fleet_queries, ingest_task) =
         ingest::spawn(&config, metrics.clone(), broker.publisher.clone(), &fanout);
-    let mailboxes = notify::Mailboxes::new(
+    let mailboxes = bridge::mailboxes::Mailboxes::new(
         config.bridge.mailbox_per_user.get(),
         config.bridge.max_mailboxes.get(),
         metrics.clone(),

@@ -39,6 +39,7 @@ enum Command {
     /// Run the gateway (the default).
     Run,
     /// Run the gateway with a simulated fleet driving around Amsterdam.
+    #[cfg(feature = "demo")]
     Demo {
         /// Simulated vehicles.
         #[arg(long, default_value_t = 50)]
@@ -52,11 +53,13 @@ enum Command {
     CheckConfig,
     /// Print one encoded device message to stdout, to pipe into
     /// `mosquitto_pub -s` (the same encoder as `firmware-sim encode`).
+    #[cfg(feature = "demo")]
     Encode(firmware_sim::cli::EncodeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    #[cfg(feature = "demo")]
     if let Some(Command::Encode(args)) = &cli.command {
         use std::io::Write as _;
         let bytes = firmware_sim::cli::encode_bytes(args, firmware_sim::cli::now_ms())
@@ -103,6 +106,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await?;
         match cli.command {
+            #[cfg(feature = "demo")]
             Some(Command::Demo { vehicles, rate }) => {
                 fleetgate::demo::run(config, listeners, vehicles, rate, shutdown_signal()).await
             }

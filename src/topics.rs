@@ -12,6 +12,12 @@
 //! | `v/<vid>/cmd` | anyone → device | postcard `Command` |
 //! | `fleet/<vid>/position`, `fleet/<vid>/status` | gateway | JSON |
 //! | `fleet/events/<kind>` | gateway | JSON; `<kind>` is never `position` or `status` |
+//! | `fleet/events/package` | gateway | JSON: a package's change |
+//!
+//! Upstream, the AMQP routing keys mirror the dashboard topics with dots
+//! (`fleet.<vid>.position`, `fleet.<vid>.status`, `fleet.events.<kind>`), so
+//! a central consumer using RabbitMQ's MQTT plugin sees the same names.
+//! Every topic and key the gateway builds or parses is built or parsed here.
 
 use std::fmt;
 
@@ -100,6 +106,45 @@ pub fn device_topic(vid: &VehicleId, kind: DeviceTopicKind) -> String {
     }
 }
 
+/// The filter the gateway's own broker link subscribes to for the downlink.
+pub const COMMAND_FILTER: &str = "v/+/cmd";
+
+/// `v/<vid>/cmd`: where commands for a device are published.
+pub fn command_topic(vid: impl fmt::Display) -> String {
+    format!("v/{vid}/cmd")
+}
+
+/// `v/<vid>/cmd` → `<vid>`, for a forward the broker delivered (bytes, as
+/// rumqttd hands them over).
+pub fn command_vehicle(topic: &[u8]) -> Option<&str> {
+    let topic = std::str::from_utf8(topic).ok()?;
+    let rest = topic.strip_prefix("v/")?;
+    let vid = rest.strip_suffix("/cmd")?;
+    (!vid.is_empty() && !vid.contains('/')).then_some(vid)
+}
+
+/// `fleet/events/<kind>`: where dashboards receive events.
+pub fn event_topic(kind: &str) -> String {
+    format!("fleet/events/{kind}")
+}
+
+/// Where dashboards receive package changes.
+pub const PACKAGE_EVENTS_TOPIC: &str = "fleet/events/package";
+
+/// `fleet.<vid>.position` or `fleet.<vid>.status`: the AMQP routing key of
+/// a vehicle's update upstream.
+pub fn upstream_key(vid: &VehicleId, kind: DeviceTopicKind) -> String {
+    match kind {
+        DeviceTopicKind::Position => format!("fleet.{vid}.position"),
+        DeviceTopicKind::Status => format!("fleet.{vid}.status"),
+    }
+}
+
+/// `fleet.events.<kind>`: the AMQP routing key of an event upstream.
+pub fn upstream_event_key(kind: &str) -> String {
+    format!("fleet.events.{kind}")
+}
+
 /// Topic names and filters that only the gateway itself may publish to:
 /// dashboards trust `fleet/…` to come from decoded device data.
 pub fn is_gateway_namespace(topic: &str) -> bool {
@@ -128,6 +173,18 @@ mod tests {
         assert_eq!(VehicleTopic::parse("v/truck-7/pos/extra"), None);
         assert_eq!(VehicleTopic::parse("fleet/truck-7/position"), None);
         assert_eq!(VehicleTopic::parse("v//pos"), None);
+    }
+
+    #[test]
+    fn command_topic_names_one_vehicle() {
+        assert_eq!(command_vehicle(b"v/truck-7/cmd"), Some("truck-7"));
+        assert_eq!(command_vehicle(b"v//cmd"), None);
+        assert_eq!(command_vehicle(b"v/a/b/cmd"), None);
+        assert_eq!(command_vehicle(b"v/truck-7/pos"), None);
+        assert_eq!(
+            command_vehicle(command_topic("truck-7").as_bytes()),
+            Some("truck-7")
+        );
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! HTTP: the operator's and the dashboards' surface.
 //!
 //! In: HTTP requests. Out: `GET /` the live map page; `GET /ws` the live
-//! WebSocket feed ([`ws`]); `GET /notification?userId=` a user's
-//! notifications (contract of the notification service); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
+//! WebSocket feed ([`live`]); `GET /notification?userId=` a user's
+//! notifications ([`notifications`], the notification service's contract); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
 //! current state; `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
 //! each WebSocket holds one fan-out queue (`http.ws_queue`), and at most
 //! `fanout.max_subscribers` exist; REST answers are copies made by the
 //! ingest task, one question at a time. Errors are JSON `{"error": …}` with
 //! the right status, never an empty body.
+//!
+//! Before it: the fan-out (each WebSocket's own queue), the ingest task
+//! (answers to questions), and the bridge's mailboxes (notifications). After
+//! it: browsers, dashboards and the operator.
 
-mod ws;
+pub mod live;
+pub mod notifications;
+mod socket;
 
 use std::sync::Arc;
 
@@ -20,11 +26,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::bridge::mailboxes::Mailboxes;
 use crate::config::HttpConfig;
 use crate::fanout::Fanout;
 use crate::ingest::FleetQueries;
 use crate::metrics::Metrics;
-use crate::notify::Mailboxes;
 use crate::topics::VehicleId;
 use crate::views::VehicleView;
 
@@ -40,8 +46,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page))
-        .route("/ws", get(ws::upgrade))
-        .route("/notification", get(ws::notifications))
+        .route("/ws", get(live::upgrade))
+        .route("/notification", get(notifications::notifications))
         .route("/vehicles", get(vehicles))
         .route("/vehicles/{id}", get(vehicle))
         .route("/healthz", get(healthz))

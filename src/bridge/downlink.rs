@@ -28,11 +28,11 @@ use lapin::{Connection, Consumer};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
+use crate::bridge::mailboxes::{Mailboxes, MAX_NOTIFICATION_BYTES};
 use crate::broker::BrokerPublisher;
 use crate::config::BridgeConfig;
 use crate::metrics::Metrics;
-use crate::notify::{Mailboxes, MAX_NOTIFICATION_BYTES};
-use crate::topics::VehicleId;
+use crate::topics::{command_topic, VehicleId};
 
 /// Unacked deliveries per consumer.
 pub const PREFETCH: u16 = 32;
@@ -150,7 +150,7 @@ impl Downlink {
         };
         if self
             .broker
-            .publish(format!("v/{vehicle}/cmd"), Bytes::copy_from_slice(bytes))
+            .publish(command_topic(vehicle), Bytes::copy_from_slice(bytes))
         {
             Metrics::inc(&self.metrics.bridge_commands_total);
             Handled::Done

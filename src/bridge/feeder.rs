@@ -20,6 +20,7 @@ use crate::config::{BridgeConfig, FsyncMode};
 use crate::fanout::Subscription;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
+use crate::topics::{upstream_event_key, upstream_key, DeviceTopicKind};
 use crate::views::{EventView, PositionView, StatusView};
 
 pub async fn run(
@@ -115,7 +116,7 @@ fn to_record(
             (
                 RecordClass::Position,
                 Target::TopicExchange,
-                format!("fleet.{}.position", p.vehicle),
+                upstream_key(&p.vehicle, DeviceTopicKind::Position),
                 None,
                 p.received_ms,
                 json(&PositionView::of(p))?,
@@ -124,7 +125,7 @@ fn to_record(
         Update::Status(s) => (
             RecordClass::Status,
             Target::TopicExchange,
-            format!("fleet.{}.status", s.vehicle),
+            upstream_key(&s.vehicle, DeviceTopicKind::Status),
             None,
             s.received_ms,
             json(&StatusView::of(s))?,
@@ -132,7 +133,7 @@ fn to_record(
         Update::Event(e) => (
             RecordClass::Event,
             Target::TopicExchange,
-            format!("fleet.events.{}", e.kind.topic_name()),
+            upstream_event_key(e.kind.topic_name()),
             None,
             e.time_ms,
             json(&EventView::of(e))?,

@@ -23,15 +23,17 @@
 
 pub mod downlink;
 pub mod feeder;
+pub mod mailboxes;
 pub mod record;
 pub mod spool;
 pub mod uplink;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -39,7 +41,7 @@ use crate::broker::BrokerPublisher;
 use crate::config::{Config, FsyncMode};
 use crate::fanout::{Fanout, FanoutError, Filter, SubscribeOptions, WhenFull};
 use crate::metrics::Metrics;
-use crate::notify::Mailboxes;
+use mailboxes::Mailboxes;
 use spool::{FsyncPolicy, Spool, SpoolConfig, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,17 +72,13 @@ pub struct SharedSpool {
 }
 
 impl SharedSpool {
-    fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
-        spool.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Runs `f` on the spool on a blocking thread.
     pub async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Spool) -> T + Send + 'static,
     ) -> Option<T> {
         let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || f(&mut Self::lock(&spool)))
+        tokio::task::spawn_blocking(move || f(&mut spool.lock()))
             .await
             .ok()
     }

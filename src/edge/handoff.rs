@@ -46,7 +46,7 @@ use super::EdgeContext;
 use crate::clock::now_ms;
 use crate::ingest::VehiclePublish;
 use crate::metrics::Metrics;
-use crate::topics::{is_gateway_namespace, VehicleTopic};
+use crate::topics::{command_topic, is_gateway_namespace, VehicleTopic};
 
 /// Keep-alive given to rumqttd for a client that asked for none.
 pub const PROXY_KEEP_ALIVE_S: u16 = 120;
@@ -106,7 +106,7 @@ pub async fn splice(
     };
     let mut broker = broker;
     if let Some(vid) = &handoff.command_subscription {
-        let filter = format!("v/{vid}/cmd");
+        let filter = command_topic(vid);
         if ctx.filters.admit(&filter) {
             let mut replay = Subscribe::new(filter, QoS::AtMostOnce);
             replay.pkid = REPLAY_PKID;

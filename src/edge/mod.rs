@@ -48,10 +48,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use parking_lot::Mutex;
 use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -146,7 +147,7 @@ impl Budget {
     }
 
     pub fn admit(&self, name: &str) -> bool {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.names.lock();
         if names.contains(name) {
             return true;
         }

@@ -10,7 +10,9 @@
 //! dropped; both are counted in `commands_dropped_total`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use std::task::{Context, Poll, Waker};
 
@@ -42,13 +44,6 @@ struct MailboxState {
     waker: Option<Waker>,
 }
 
-impl Mailbox {
-    fn lock(&self) -> MutexGuard<'_, MailboxState> {
-        // Every critical section is a single push or pop.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl MailboxState {
     fn pop(&mut self) -> Option<Bytes> {
         let command = self.queue.pop_front();
@@ -76,7 +71,7 @@ impl Registration {
     /// task polling when one arrives (only the last poller is woken: one
     /// connection task owns the registration).
     pub fn poll_command(&self, cx: &mut Context<'_>) -> Poll<Bytes> {
-        let mut state = self.mailbox.lock();
+        let mut state = self.mailbox.state.lock();
         if let Some(command) = state.pop() {
             return Poll::Ready(command);
         }
@@ -92,13 +87,13 @@ impl Registration {
 
     /// The next command if one is queued.
     pub fn try_next_command(&self) -> Option<Bytes> {
-        self.mailbox.lock().pop()
+        self.mailbox.state.lock().pop()
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut routes = self.registry.lock();
+        let mut routes = self.registry.routes.lock();
         if routes
             .get(&self.mailbox.vehicle)
             .is_some_and(|m| Arc::ptr_eq(m, &self.mailbox))
@@ -117,12 +112,6 @@ impl VehicleRegistry {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<VehicleId, Arc<Mailbox>>> {
-        // A poisoned map is still a consistent map: every critical section
-        // below is a single insert/remove/lookup.
-        self.routes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Routes `vehicle`'s commands to the caller; the newest connection for
     /// a vehicle wins.
     pub fn register(self: &Arc<Self>, vehicle: VehicleId) -> Registration {
@@ -130,7 +119,7 @@ impl VehicleRegistry {
             vehicle: vehicle.clone(),
             state: Mutex::new(MailboxState::default()),
         });
-        self.lock().insert(vehicle, mailbox.clone());
+        self.routes.lock().insert(vehicle, mailbox.clone());
         Registration {
             registry: self.clone(),
             mailbox,
@@ -138,7 +127,7 @@ impl VehicleRegistry {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.routes.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -148,9 +137,10 @@ impl VehicleRegistry {
 
 impl CommandSink for VehicleRegistry {
     fn deliver(&self, vehicle_id: &str, payload: Bytes) {
-        let mailbox = VehicleId::parse(vehicle_id).and_then(|vid| self.lock().get(&vid).cloned());
+        let mailbox =
+            VehicleId::parse(vehicle_id).and_then(|vid| self.routes.lock().get(&vid).cloned());
         let delivered = mailbox.is_some_and(|mailbox| {
-            let mut state = mailbox.lock();
+            let mut state = mailbox.state.lock();
             if state.queue.len() >= self.queue_len {
                 return false;
             }

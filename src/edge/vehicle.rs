@@ -34,7 +34,7 @@ use super::EdgeContext;
 use crate::clock::now_ms;
 use crate::ingest::{IngestClosed, VehiclePublish};
 use crate::metrics::Metrics;
-use crate::topics::{VehicleId, VehicleTopic};
+use crate::topics::{command_topic, VehicleId, VehicleTopic};
 
 /// A write to a client that takes longer than this closes the connection:
 /// a client that stops reading must not hold its task forever.
@@ -318,7 +318,7 @@ impl<'a> Session<'a> {
                 let own = self
                     .registration
                     .as_ref()
-                    .map(|r| format!("v/{}/cmd", r.vehicle()));
+                    .map(|r| command_topic(r.vehicle()));
                 if unsubscribe.topics.iter().any(|t| Some(t) == own.as_ref()) {
                     self.registration = None;
                 }
@@ -380,7 +380,7 @@ impl<'a> Session<'a> {
     /// A command for the device as a QoS 0 PUBLISH on its command topic.
     fn encode_command(&self, payload: Bytes) -> Option<BytesMut> {
         let registration = self.registration.as_ref()?;
-        let topic = format!("v/{}/cmd", registration.vehicle());
+        let topic = command_topic(registration.vehicle());
         let publish = Packet::Publish(Publish::from_bytes(topic, QoS::AtMostOnce, payload));
         let mut out = BytesMut::new();
         match codec::encode(&publish, &mut out) {

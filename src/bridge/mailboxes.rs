@@ -15,7 +15,9 @@
 //! `notifications_dropped_total`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -55,12 +57,8 @@ impl Mailboxes {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Mailbox>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn deliver(&self, user: &str, content: &str) {
-        let mut users = self.lock();
+        let mut users = self.users.lock();
         if !users.contains_key(user) && users.len() >= self.max_users {
             self.evict_idle(&mut users);
         }
@@ -106,7 +104,7 @@ impl Mailboxes {
     /// A socket opened for `user`: it gets what waited, then live content.
     pub fn connect(&self, user: &str) -> UserFeed {
         let (tx, live) = mpsc::channel(self.per_user);
-        let mut users = self.lock();
+        let mut users = self.users.lock();
         if !users.contains_key(user) && users.len() >= self.max_users {
             self.evict_idle(&mut users);
         }

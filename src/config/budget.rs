@@ -15,12 +15,12 @@
 use std::fmt;
 use std::mem::size_of;
 
+use crate::bridge::mailboxes::MAX_NOTIFICATION_BYTES;
 use crate::config::Config;
 use crate::fanout::WhenFull;
 use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
 use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
-use crate::notify::MAX_NOTIFICATION_BYTES;
 use crate::topics::VehicleId;
 
 /// Packets rumqttd 0.20 buffers per link before it stops reading that

@@ -1,5 +1,8 @@
 //! `GET /ws`: the live feed.
 //!
+//! Before it: the fan-out, one queue per client. After it: the browser (the
+//! live map page, `map.html`) or any WebSocket client.
+//!
 //! In: a WebSocket upgrade, optionally narrowed with
 //! `?vehicles=truck-1,truck-2` or `?bbox=min_lon,min_lat,max_lon,max_lat`
 //! (degrees). Out: first a snapshot `{"snapshot":true,"vehicles":[…]}` of
@@ -18,12 +21,13 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::socket::{listen, send};
 use super::{ApiError, AppState};
 use crate::fanout::{FanoutError, Filter, SubscribeOptions, Subscription};
 use crate::fleet::packages::Package;
@@ -219,107 +223,6 @@ async fn feed(
                     if !alive { return; }
                 }
             }
-        }
-    }
-}
-
-/// Reads one message from the client or sends a ping; false when the
-/// client is gone or has stalled.
-async fn listen(
-    socket: &mut WebSocket,
-    last_heard: &mut Instant,
-    ping: &mut tokio::time::Interval,
-    stall: Duration,
-    metrics: &Metrics,
-) -> bool {
-    tokio::select! {
-        message = socket.recv() => match message {
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => false,
-            // Anything from the client, pongs included, shows it reads.
-            Some(Ok(_)) => {
-                *last_heard = Instant::now();
-                true
-            }
-        },
-        _ = ping.tick() => {
-            if last_heard.elapsed() > stall {
-                Metrics::inc(&metrics.ws_stalled_disconnects_total);
-                tracing::info!("disconnecting a WebSocket client that stopped reading");
-                return false;
-            }
-            tokio::time::timeout(stall, socket.send(Message::Ping(Default::default())))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct NotificationParams {
-    #[serde(rename = "userId")]
-    user_id: Option<String>,
-}
-
-/// `GET /notification?userId=…`: every notification for the user, as text
-/// frames: first what waited in their mailbox, then live ones.
-pub async fn notifications(
-    State(state): State<AppState>,
-    Query(params): Query<NotificationParams>,
-    ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let user = params
-        .user_id
-        .filter(|u| !u.is_empty() && u.len() <= 256)
-        .ok_or_else(|| ApiError::BadRequest("userId is required (1-256 bytes)".into()))?;
-    Ok(ws
-        .on_upgrade(move |socket| notification_feed(socket, user, state))
-        .into_response())
-}
-
-struct NotificationGauge<'a>(&'a Metrics);
-impl Drop for NotificationGauge<'_> {
-    fn drop(&mut self) {
-        Metrics::dec(&self.0.notification_clients);
-    }
-}
-
-async fn notification_feed(mut socket: WebSocket, user: String, state: AppState) {
-    let metrics = state.metrics.clone();
-    Metrics::inc(&metrics.notification_clients);
-    let _gauge = NotificationGauge(&metrics);
-    let stall = Duration::from_millis(state.http.ws_stall_timeout_ms);
-    let mut feed = state.mailboxes.connect(&user);
-    for content in feed.pending.drain(..) {
-        if !send(&mut socket, content, stall, &metrics).await {
-            return;
-        }
-    }
-    let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval((stall / 3).max(Duration::from_millis(10)));
-    loop {
-        tokio::select! {
-            content = feed.live.recv() => match content {
-                Some(content) => if !send(&mut socket, content, stall, &metrics).await { return; },
-                None => return,
-            },
-            alive = listen(&mut socket, &mut last_heard, &mut ping, stall, &metrics) => {
-                if !alive { return; }
-            }
-        }
-    }
-}
-
-async fn send(socket: &mut WebSocket, text: String, stall: Duration, metrics: &Metrics) -> bool {
-    match tokio::time::timeout(stall, socket.send(Message::Text(text.into()))).await {
-        Ok(Ok(())) => {
-            Metrics::inc(&metrics.ws_frames_sent_total);
-            true
-        }
-        Ok(Err(_)) => false,
-        Err(_) => {
-            Metrics::inc(&metrics.ws_stalled_disconnects_total);
-            tracing::info!("disconnecting a WebSocket client that stopped reading");
-            false
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::fanout::{Fanout, FanoutError, Filter, SubscribeOptions};
 use crate::fleet::Update;
 use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
-use crate::topics::{dashboard_topic, DeviceTopicKind};
+use crate::topics::{dashboard_topic, event_topic, DeviceTopicKind, PACKAGE_EVENTS_TOPIC};
 use crate::views::{EventView, PositionView, StatusView};
 
 pub fn spawn(
@@ -53,8 +53,8 @@ pub fn spawn(
                 let topic = match &update {
                     Update::Position(p) => dashboard_topic(&p.vehicle, DeviceTopicKind::Position),
                     Update::Status(s) => dashboard_topic(&s.vehicle, DeviceTopicKind::Status),
-                    Update::Event(e) => format!("fleet/events/{}", e.kind.topic_name()),
-                    Update::Package(_) => "fleet/events/package".to_owned(),
+                    Update::Event(e) => event_topic(e.kind.topic_name()),
+                    Update::Package(_) => PACKAGE_EVENTS_TOPIC.to_owned(),
                 };
                 json.clear();
                 let rendered = match &update {

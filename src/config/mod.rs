@@ -8,13 +8,15 @@
 //! Unknown fields are rejected: a typo in a config must not silently fall back
 //! to a default. The error names the field, the line and the column.
 
+pub mod budget;
+
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::fanout::WhenFull;
+pub use crate::fanout::policy::WhenFull;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -426,7 +428,7 @@ mod tests {
 
     #[test]
     fn annotated_example_parses_and_differs_from_nothing_unknown() {
-        let text = include_str!("../fleetgate.example.toml");
+        let text = include_str!("../../fleetgate.example.toml");
         let c = Config::from_toml(text, Path::new("fleetgate.example.toml")).unwrap();
         assert_eq!(c.gateway_id.0, "depot-1");
     }

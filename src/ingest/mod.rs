@@ -1,0 +1,192 @@
+//! Ingest: vehicle publishes in, fleet updates out.
+//!
+//! In: [`VehiclePublish`]es from the edge (vehicles at the edge, and
+//! `v/<vid>/pos|status` publishes of handed-off clients), through a bounded
+//! queue of `ingest.queue` entries. Out: the fleet's [`Update`]s, published
+//! once to the fan-out per batch; each payload that decodes is also mirrored
+//! as sent to `v/<vid>/…` in the broker; answers to [`FleetQueries`].
+//!
+//! Policy when the queue is full: a QoS 0 publish is dropped and counted
+//! (`ingest_dropped_total`); a QoS 1/2 publish waits, which pauses only the
+//! connection that sent it (its PUBACK goes out once ingest has it). A
+//! payload that does not decode is counted (`messages_malformed_total`),
+//! logged at most `ingest.malformed_log_per_s` times a second, and never
+//! forwarded.
+//!
+//! The task owns the [`Fleet`] alone, so the hot path — decode, state
+//! update, fan-out — takes no lock per message and allocates nothing
+//! (`tests/alloc_free.rs` counts). It drains up to [`BATCH`] publishes at a
+//! time and hands the fan-out one batch.
+//!
+//! # Layout
+//!
+//! - this file: the queue in ([`IngestSender`]) and the task that owns the
+//!   fleet ([`spawn`]).
+//! - [`pipeline`]: decode → fleet state → updates, for one publish.
+//! - [`queries`]: questions and package changes from the API, answered by
+//!   the task between batches.
+//!
+//! Before it: the edge (vehicles' publishes, and `v/<vid>/…` publishes of
+//! handed-off clients). After it: the fleet state ([`crate::fleet`]), which
+//! it owns, and the fan-out ([`crate::fanout`]), which it feeds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::broker::BrokerPublisher;
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+use crate::topics::{DeviceTopicKind, VehicleId};
+
+pub mod pipeline;
+pub mod queries;
+
+pub use pipeline::Pipeline;
+pub use queries::{FleetQueries, FleetUnavailable, PackageChange};
+
+/// One publish by a device, as the edge received it.
+#[derive(Debug, Clone)]
+pub struct VehiclePublish {
+    pub vehicle: VehicleId,
+    pub kind: DeviceTopicKind,
+    pub payload: Bytes,
+    /// Receive time at the edge, ms since the Unix epoch.
+    pub received_ms: u64,
+}
+
+/// The edge's handle on the ingest queue.
+#[derive(Clone)]
+pub struct IngestSender {
+    queue: mpsc::Sender<VehiclePublish>,
+    metrics: Arc<Metrics>,
+}
+
+/// A publish counted and checked by ingest, waiting for room in its queue.
+pub struct Admitted(VehiclePublish);
+
+/// Ingest has stopped (the gateway is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("ingest has stopped")]
+pub struct IngestClosed;
+
+/// Largest device payload ingest takes. An encoded message is at most
+/// `fleetgate_wire::MAX_ENCODED_LEN` bytes and its JSON form a few hundred;
+/// anything larger is malformed, and refusing it keeps every queued
+/// publish small.
+pub const MAX_DEVICE_PAYLOAD: usize = 1024;
+
+impl IngestSender {
+    /// A sender onto a queue of `capacity` that no ingest task reads: for
+    /// the edge's unit tests.
+    #[cfg(test)]
+    pub(crate) fn detached(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (IngestSender, mpsc::Receiver<VehiclePublish>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        (IngestSender { queue, metrics }, rx)
+    }
+
+    /// For QoS 0: never waits; a full queue drops the publish (counted).
+    pub fn offer(&self, publish: VehiclePublish) {
+        let Some(publish) = self.admit(publish) else {
+            return;
+        };
+        if self.queue.try_send(publish).is_err() {
+            Metrics::inc(&self.metrics.ingest_dropped_total);
+        }
+    }
+
+    /// For QoS 1 and 2: waits for room, so the PUBACK means "ingest has it"
+    /// (or that it was refused as malformed, which is final too).
+    pub async fn deliver(&self, publish: VehiclePublish) -> Result<(), IngestClosed> {
+        match self.try_deliver(publish)? {
+            None => Ok(()),
+            Some(waiting) => self.wait_deliver(waiting).await,
+        }
+    }
+
+    /// [`deliver`](Self::deliver) without waiting: `None` when ingest took
+    /// the publish (or refused it as malformed), `Some` when the queue is
+    /// full; then [`wait_deliver`](Self::wait_deliver) finishes the job.
+    /// The edge uses the two steps so that the common case holds no
+    /// waiting state in its connection tasks.
+    pub fn try_deliver(&self, publish: VehiclePublish) -> Result<Option<Admitted>, IngestClosed> {
+        let Some(publish) = self.admit(publish) else {
+            return Ok(None);
+        };
+        match self.queue.try_send(publish) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(publish)) => Ok(Some(Admitted(publish))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(IngestClosed),
+        }
+    }
+
+    /// Waits for room for a publish [`try_deliver`](Self::try_deliver) could
+    /// not queue.
+    pub async fn wait_deliver(&self, publish: Admitted) -> Result<(), IngestClosed> {
+        self.queue.send(publish.0).await.map_err(|_| IngestClosed)
+    }
+
+    /// Counts the publish, refuses an oversized payload (counted as
+    /// malformed), and copies the payload out of the connection's read
+    /// buffer, so a queued publish holds its own few bytes and not the
+    /// buffer it arrived in.
+    fn admit(&self, mut publish: VehiclePublish) -> Option<VehiclePublish> {
+        Metrics::inc(&self.metrics.messages_received_total);
+        if publish.payload.len() > MAX_DEVICE_PAYLOAD {
+            Metrics::inc(&self.metrics.messages_malformed_total);
+            tracing::debug!(vehicle = %publish.vehicle, bytes = publish.payload.len(), "oversized device payload refused");
+            return None;
+        }
+        publish.payload = Bytes::copy_from_slice(&publish.payload);
+        Some(publish)
+    }
+}
+
+/// Publishes drained from the queue at once; one fan-out batch.
+pub const BATCH: usize = 256;
+
+/// Starts the ingest task, which owns the fleet state.
+pub fn spawn(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    mirror: BrokerPublisher,
+    fanout: &Fanout,
+) -> (IngestSender, FleetQueries, tokio::task::JoinHandle<()>) {
+    let (queue, mut rx) = mpsc::channel(config.ingest.queue.get());
+    let (queries, mut query_rx) = queries::channel();
+    let mut pipeline = Pipeline::new(config, metrics.clone(), mirror);
+    let mut publisher = fanout.publisher();
+    let sweep_every = Duration::from_millis(config.fleet.sweep_interval_ms);
+    let task = tokio::spawn(async move {
+        let mut inbox = Vec::with_capacity(BATCH);
+        let mut updates = Vec::with_capacity(BATCH * 4);
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut inbox, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for publish in inbox.drain(..) {
+                        pipeline.handle(publish, now, &mut updates);
+                    }
+                }
+                _ = sweep.tick() => pipeline.fleet.sweep(Instant::now(), now_ms(), &mut updates),
+                Some(query) = query_rx.recv() => query.answer(&mut pipeline, now_ms(), &mut updates),
+            }
+            publisher.publish(&updates).await;
+            updates.clear();
+        }
+    });
+    (IngestSender { queue, metrics }, queries, task)
+}

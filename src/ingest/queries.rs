@@ -1,0 +1,115 @@
+//! Questions and package changes for the fleet's owner.
+//!
+//! In: the API's calls on [`FleetQueries`]. Out: copies of vehicle state,
+//! and package changes applied by the ingest task between batches (each one
+//! also goes out as an [`Update::Package`]). Bound: at most
+//! [`QUEUED_QUERIES`] questions wait; one more is refused at once
+//! ([`FleetUnavailable`]), except package changes, which wait for room.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Pipeline;
+use crate::fleet::packages::{Package, PackageError, PackageId};
+use crate::fleet::{Update, VehicleState};
+use crate::topics::VehicleId;
+
+/// Questions that may wait for the ingest task.
+pub const QUEUED_QUERIES: usize = 64;
+
+/// A question or a package change for the fleet's owner; handled between
+/// batches.
+pub(super) enum Query {
+    All(oneshot::Sender<Vec<VehicleState>>),
+    One(VehicleId, oneshot::Sender<Option<VehicleState>>),
+    Package(
+        PackageChange,
+        oneshot::Sender<Result<Package, PackageError>>,
+    ),
+}
+
+/// The internal interface that changes packages; each change goes out as an
+/// [`Update::Package`] (to the bridge's `package_status` queue and dashboards).
+#[derive(Debug, Clone)]
+pub enum PackageChange {
+    Assign {
+        id: PackageId,
+        from: String,
+        to: String,
+        vehicle: VehicleId,
+    },
+    Move {
+        id: PackageId,
+        vehicle: VehicleId,
+    },
+    Deliver {
+        id: PackageId,
+    },
+}
+
+/// Read access to the fleet for the API: copies, made by the ingest task.
+#[derive(Clone)]
+pub struct FleetQueries {
+    queries: mpsc::Sender<Query>,
+}
+
+/// The fleet could not answer: the gateway is stopping, or too many
+/// questions are queued (at most [`QUEUED_QUERIES`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the fleet state is busy or stopping")]
+pub struct FleetUnavailable;
+
+impl FleetQueries {
+    pub async fn all(&self) -> Result<Vec<VehicleState>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::All(tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
+    pub async fn one(&self, id: VehicleId) -> Result<Option<VehicleState>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::One(id, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
+    /// Applies a package change; waits for room rather than failing when
+    /// questions are queued, since a change must not be lost.
+    pub async fn package(
+        &self,
+        change: PackageChange,
+    ) -> Result<Result<Package, PackageError>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Query::Package(change, tx))
+            .await
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+}
+
+/// The API's handle and the ingest task's end of the query queue.
+pub(super) fn channel() -> (FleetQueries, mpsc::Receiver<Query>) {
+    let (queries, rx) = mpsc::channel(QUEUED_QUERIES);
+    (FleetQueries { queries }, rx)
+}
+
+impl Query {
+    /// Answers on the ingest task, which owns the fleet; a package change
+    /// appends its update to `updates`.
+    pub(super) fn answer(self, pipeline: &mut Pipeline, now_ms: u64, updates: &mut Vec<Update>) {
+        match self {
+            Query::All(reply) => {
+                let _ = reply.send(pipeline.fleet.iter().cloned().collect());
+            }
+            Query::One(id, reply) => {
+                let _ = reply.send(pipeline.fleet.get(&id).cloned());
+            }
+            Query::Package(change, reply) => {
+                let _ = reply.send(pipeline.change_package(change, now_ms, updates));
+            }
+        }
+    }
+}
