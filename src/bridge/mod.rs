@@ -16,6 +16,13 @@
 //!   backoff. A record leaves the spool only after its confirm.
 //! - [`spool`]: the on-disk log; its `//!` is the storage design.
 //! - [`downlink`]: the command and notification consumers.
+//! - [`mailboxes`]: per-user notification mailboxes, read by `GET
+//!   /notification`.
+//!
+//! Before it: the fan-out (the feeder's queue). After it: RabbitMQ. The ways
+//! back start here: commands → the broker (`v/<vid>/cmd`) → the edge's
+//! vehicle registry; notifications → [`mailboxes`] →
+//! `api::notifications`.
 //!
 //! Bound: the spool's `bridge.spool_max_bytes` on disk; in memory the
 //! fan-out queue (`bridge.feed_queue`), one window of records, and the

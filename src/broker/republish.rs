@@ -7,6 +7,9 @@
 //! `fleet/events/package`,
 //! through the broker publisher. Bound: its queue, one batch buffer and one
 //! JSON buffer, reused.
+//!
+//! Before it: the fan-out. After it: rumqttd, and the dashboards subscribed
+//! there.
 
 use std::sync::Arc;
 

@@ -37,6 +37,13 @@
 //! is enforced at 1.5× the client's value, and keep-alive 0 (no timeout) is
 //! accepted — for handed-off clients the edge pings rumqttd on their behalf,
 //! since rumqttd refuses keep-alive 0.
+//!
+//! # Path
+//!
+//! First stage: nothing before it but the network. After it: ingest (every
+//! vehicle publish) and the broker (handed-off clients, and the mirrored
+//! command subscription). The way back ends here: the broker's `v/<vid>/cmd`
+//! forwards reach a vehicle's connection through [`registry`].
 
 mod codec;
 mod handoff;

@@ -15,6 +15,9 @@
 //! Single writer: only the ingest task owns a [`Fleet`]; readers (REST) get
 //! copies through [`crate::ingest::FleetQueries`], so no lock is taken per
 //! message.
+//!
+//! Before it: ingest, whose task owns it. After it: the fan-out, which gets
+//! the [`Update`]s it appends.
 
 pub mod packages;
 mod seq;

@@ -101,7 +101,10 @@ pub fn write_payload_frame<W: embedded_io::Write>(
 pub enum FrameDefect {
     /// The decoded frame was longer than the accumulator's capacity; its
     /// bytes up to the next delimiter were skipped.
-    Oversized { limit: usize },
+    Oversized {
+        /// The accumulator's capacity in decoded bytes.
+        limit: usize,
+    },
     /// The bytes were not valid COBS (a block announced more bytes than the
     /// frame held).
     BadCobs,
@@ -127,13 +130,17 @@ pub enum FeedResult<'a, 'b> {
     /// A frame ended: its decoded payload, and the input not yet consumed
     /// (feed it again: it may hold more frames).
     Frame {
+        /// The frame's decoded bytes, borrowed from the accumulator.
         payload: &'a [u8],
+        /// The input after the frame's delimiter.
         remaining: &'b [u8],
     },
     /// Bytes ending at a delimiter were not a valid frame; `remaining` is the
     /// input after that delimiter.
     Defect {
+        /// What was wrong with the frame.
         defect: FrameDefect,
+        /// The input after the bad frame's delimiter.
         remaining: &'b [u8],
     },
 }
@@ -176,6 +183,7 @@ impl<const N: usize> Default for FrameAccumulator<N> {
 }
 
 impl<const N: usize> FrameAccumulator<N> {
+    /// An empty accumulator for frames of up to `N` decoded bytes.
     pub const fn new() -> Self {
         Self {
             buf: [0; N],

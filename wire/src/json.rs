@@ -25,6 +25,8 @@ use crate::{
 const MAX_SPEED_KMH: f64 = u16::MAX as f64 * 0.036;
 
 /// A [`Position`] as JSON: `{"lat":52.3731,"lon":4.8922}` is the smallest valid one.
+/// A [`Position`] as JSON, in degrees and km/h: what a person types into
+/// `mosquitto_pub`; only `lat` and `lon` are required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PositionJson {
@@ -51,6 +53,7 @@ pub struct PositionJson {
     /// Missing means false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignition: Option<bool>,
+    /// Odometer in metres; missing means "not sent with this fix".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub odometer_m: Option<u32>,
     /// The fix was buffered while offline and is sent late; missing means false.
@@ -59,6 +62,7 @@ pub struct PositionJson {
 }
 
 impl PositionJson {
+    /// The JSON form of a wire position.
     pub fn from_position(p: &Position) -> Self {
         Self {
             lat: p.lat_deg(),
@@ -129,6 +133,7 @@ fn degrees_to_e6(deg: f64, limit: f64, what: &'static str) -> Result<i32, Error>
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusJson {
+    /// Missing means true.
     #[serde(default = "default_online")]
     pub online: bool,
     /// Missing means false.
@@ -150,6 +155,7 @@ fn default_online() -> bool {
 }
 
 impl StatusJson {
+    /// The JSON form of a wire status.
     pub fn from_status(s: &Status) -> Self {
         let fw = s.firmware;
         Self {
@@ -198,11 +204,20 @@ fn parse_firmware(text: &str) -> Option<FirmwareVersion> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CommandJson {
-    SetReportInterval { interval_ms: u32 },
+    /// [`Command::SetReportInterval`].
+    SetReportInterval {
+        /// Milliseconds between positions.
+        interval_ms: u32,
+    },
+    /// [`Command::RequestPosition`].
     // A struct variant, not a unit one: serde ignores `deny_unknown_fields`
     // for unit variants of an internally tagged enum.
     RequestPosition {},
-    Text { text: String },
+    /// [`Command::Text`].
+    Text {
+        /// The message for the driver, at most [`crate::MAX_TEXT_LEN`] bytes.
+        text: String,
+    },
 }
 
 impl From<&Command> for CommandJson {

@@ -24,6 +24,7 @@
 //! Amsterdam at 50 km/h, against 134 bytes for its JSON form.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -41,7 +42,11 @@ pub const MAX_ENCODED_LEN: usize = 1 + 5 + MAX_TEXT_LEN + 16;
 pub const MAX_TEXT_LEN: usize = 160;
 
 /// What went wrong turning bytes into a message (or a message into bytes).
+///
+/// `#[non_exhaustive]`: a later protocol version may add ways to fail
+/// without breaking a device or gateway that matches on this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// No bytes at all.
     Empty,
@@ -50,7 +55,12 @@ pub enum Error {
     /// The tag's version nibble is not [`PROTOCOL_VERSION`].
     UnknownVersion(u8),
     /// The tag names another message kind than the one asked for.
-    WrongKind { expected: Kind, found: u8 },
+    WrongKind {
+        /// The kind the caller asked to decode.
+        expected: Kind,
+        /// The kind nibble the tag carried.
+        found: u8,
+    },
     /// The payload ended before the message did.
     Truncated,
     /// Bytes left over after a complete message.
@@ -98,8 +108,11 @@ impl From<postcard::Error> for Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Kind {
+    /// A [`Position`], device → gateway.
     Position = 1,
+    /// A [`Status`], device → gateway (also its last will).
     Status = 2,
+    /// A [`Command`], gateway → device.
     Command = 3,
 }
 
@@ -113,7 +126,9 @@ impl Kind {
 /// How a payload is encoded, told by its first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// The tagged postcard layout of this crate.
     Postcard,
+    /// The JSON forms in [`json`] (feature `std`), for people testing by hand.
     Json,
 }
 
@@ -162,9 +177,11 @@ pub struct Position {
 }
 
 impl Position {
+    /// Latitude in degrees.
     pub fn lat_deg(&self) -> f64 {
         f64::from(self.lat_e6) / 1e6
     }
+    /// Longitude in degrees.
     pub fn lon_deg(&self) -> f64 {
         f64::from(self.lon_e6) / 1e6
     }
@@ -176,9 +193,11 @@ impl Position {
     pub fn heading_deg(&self) -> f64 {
         f64::from(self.heading) * 360.0 / 256.0
     }
+    /// Whether the receiver had a valid fix ([`flags::FIX_VALID`]).
     pub fn fix_valid(&self) -> bool {
         self.flags & flags::FIX_VALID != 0
     }
+    /// Whether the ignition was on ([`flags::IGNITION`]).
     pub fn ignition(&self) -> bool {
         self.flags & flags::IGNITION != 0
     }
@@ -198,8 +217,11 @@ impl Position {
 /// Firmware version of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct FirmwareVersion {
+    /// Incompatible changes.
     pub major: u8,
+    /// Compatible additions.
     pub minor: u8,
+    /// Fixes.
     pub patch: u16,
 }
 
@@ -210,10 +232,13 @@ pub struct FirmwareVersion {
 pub struct Status {
     /// Milliseconds since the Unix epoch, or 0 when unknown.
     pub time_ms: u64,
+    /// Whether the device is connected; `false` in its last will.
     pub online: bool,
+    /// Whether the ignition is on.
     pub ignition: bool,
     /// Supply voltage in millivolts (0 when not measured).
     pub supply_mv: u16,
+    /// The firmware the device runs.
     pub firmware: FirmwareVersion,
 }
 
@@ -221,7 +246,10 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Report a position every `interval_ms` while moving.
-    SetReportInterval { interval_ms: u32 },
+    SetReportInterval {
+        /// Milliseconds between positions.
+        interval_ms: u32,
+    },
     /// Send a position now.
     RequestPosition,
     /// Show a text message to the driver.
@@ -230,6 +258,7 @@ pub enum Command {
 
 /// A message that has a tag and a postcard encoding.
 pub trait WireMessage: Serialize + DeserializeOwned {
+    /// The kind its tag byte announces.
     const KIND: Kind;
 }
 impl WireMessage for Position {
