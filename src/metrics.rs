@@ -80,6 +80,38 @@ metrics! {
     connections_refused_total_broker_unavailable: counter in "connections_refused_total" {"reason=\"broker_unavailable\""};
     /// Connections closed by the edge for a protocol violation or a malformed packet.
     connections_closed_malformed_total: counter;
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_second_connect: counter in "protocol_violations_total" {"reason=\"second_connect\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_server_packet: counter in "protocol_violations_total" {"reason=\"server_packet\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_reserved_packet_type: counter in "protocol_violations_total" {"reason=\"reserved_packet_type\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_reserved_flags: counter in "protocol_violations_total" {"reason=\"reserved_flags\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_publish_qos3: counter in "protocol_violations_total" {"reason=\"publish_qos3\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_dup_at_qos0: counter in "protocol_violations_total" {"reason=\"dup_at_qos0\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_empty_topic: counter in "protocol_violations_total" {"reason=\"empty_topic\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_wildcard_in_topic: counter in "protocol_violations_total" {"reason=\"wildcard_in_topic\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_bad_filter: counter in "protocol_violations_total" {"reason=\"bad_filter\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_bad_utf8: counter in "protocol_violations_total" {"reason=\"bad_utf8\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_packet_id_zero: counter in "protocol_violations_total" {"reason=\"packet_id_zero\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_no_filters: counter in "protocol_violations_total" {"reason=\"no_filters\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_bad_requested_qos: counter in "protocol_violations_total" {"reason=\"bad_requested_qos\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_connect_flags: counter in "protocol_violations_total" {"reason=\"connect_flags\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_malformed: counter in "protocol_violations_total" {"reason=\"malformed\""};
+    /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
+    protocol_violations_total_unsolicited_ack: counter in "protocol_violations_total" {"reason=\"unsolicited_ack\""};
     /// Connections closed because the client was silent past 1.5 × keep-alive.
     connections_closed_keepalive_total: counter;
     /// Clients handed from the edge to the embedded rumqttd.
@@ -188,6 +220,32 @@ metrics! {
 }
 
 impl Metrics {
+    /// Counts a connection closed for `violation`: by rule, and among all
+    /// connections closed for a violation or a malformed packet.
+    pub fn violation(&self, violation: crate::edge::conformance::Violation) {
+        use crate::edge::conformance::Violation as V;
+        let counter = match violation {
+            V::SecondConnect => &self.protocol_violations_total_second_connect,
+            V::ServerPacket => &self.protocol_violations_total_server_packet,
+            V::ReservedPacketType => &self.protocol_violations_total_reserved_packet_type,
+            V::ReservedFlags => &self.protocol_violations_total_reserved_flags,
+            V::PublishQos3 => &self.protocol_violations_total_publish_qos3,
+            V::DupAtQos0 => &self.protocol_violations_total_dup_at_qos0,
+            V::EmptyTopic => &self.protocol_violations_total_empty_topic,
+            V::WildcardInTopic => &self.protocol_violations_total_wildcard_in_topic,
+            V::BadFilter => &self.protocol_violations_total_bad_filter,
+            V::BadUtf8 => &self.protocol_violations_total_bad_utf8,
+            V::PacketIdZero => &self.protocol_violations_total_packet_id_zero,
+            V::NoFilters => &self.protocol_violations_total_no_filters,
+            V::BadRequestedQos => &self.protocol_violations_total_bad_requested_qos,
+            V::ConnectFlags => &self.protocol_violations_total_connect_flags,
+            V::Malformed => &self.protocol_violations_total_malformed,
+            V::UnsolicitedAck => &self.protocol_violations_total_unsolicited_ack,
+        };
+        Metrics::inc(counter);
+        Metrics::inc(&self.connections_closed_malformed_total);
+    }
+
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -13,6 +13,8 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{check, Error as MqttError, FixedHeader, PacketType};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::conformance::{self, Violation};
+
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -22,6 +24,8 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
     #[error("malformed MQTT packet: {0:?}")]
     Malformed(MqttError),
+    #[error("MQTT 3.1.1 violation: {0}")]
+    Violation(Violation),
 }
 
 /// One MQTT control packet as it arrived.
@@ -75,6 +79,20 @@ pub fn next_frame(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<F
     next_raw_frame(buf, max_packet_size)?
         .map(RawFrame::decode)
         .transpose()
+}
+
+/// The next whole frame from a client, checked against the MQTT 3.1.1
+/// rules that say the server MUST close the connection (in
+/// [`conformance`]) before it is decoded.
+pub fn next_client_frame(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let Some(raw) = next_raw_frame(buf, max_packet_size)? else {
+        return Ok(None);
+    };
+    conformance::check_frame(&raw.raw).map_err(FrameError::Violation)?;
+    raw.decode().map(Some)
 }
 
 /// Reads until one whole frame is buffered, and returns it undecoded.

@@ -14,9 +14,9 @@
 //!
 //! - PUBLISH to `v/<vid>/pos|status` goes to ingest, acked by the edge;
 //!   ingest mirrors it into the broker, so `v/#` subscribers see it once.
-//! - PUBLISH to `fleet/…` (the gateway's namespace), to a `$` topic or to a
-//!   topic with wildcards is dropped, acked (3.1.1 has no negative PUBACK)
-//!   and counted in `acl_denied_total`.
+//! - PUBLISH to `fleet/…` (the gateway's namespace) or to a `$` topic is
+//!   dropped, acked (3.1.1 has no negative PUBACK) and counted in
+//!   `acl_denied_total`.
 //! - A retained PUBLISH to a new topic past `broker.max_retained_topics` is
 //!   forwarded without its retain flag (`retained_refused_total`): rumqttd's
 //!   retained map has no limit of its own.
@@ -24,6 +24,14 @@
 //!   refused in the SUBACK (rumqttd would drop the client on `$SYS`), and so
 //!   is a new filter past `broker.max_filters` (`filters_refused_total`):
 //!   rumqttd keeps a log per filter forever.
+//!
+//! # Conformance
+//!
+//! Every client packet is checked against the MQTT 3.1.1 rules that say the
+//! server MUST close the connection (`edge::conformance`) before it is
+//! decoded or forwarded; so is every acknowledgement, against the QoS 1/2
+//! publishes and PUBRELs rumqttd sent this client ([`OwedAcks`]). A breach
+//! closes both sides, counted by rule.
 //!
 //! Keep-alive 0, which rumqttd refuses, is replayed as [`PROXY_KEEP_ALIVE_S`]
 //! with the edge sending PINGREQs on the client's behalf and swallowing the
@@ -41,6 +49,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::codec::{self, Frame, FrameError};
+use super::conformance::OwedAcks;
 use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
 use super::EdgeContext;
 use crate::clock::now_ms;
@@ -103,6 +112,7 @@ pub async fn splice(
         edge_owned_qos2: Vec::new(),
         pingresps_owed: 0,
         swallow_suback: handoff.command_subscription.as_ref().map(|_| REPLAY_PKID),
+        owed: OwedAcks::default(),
     };
     let mut broker = broker;
     if let Some(vid) = &handoff.command_subscription {
@@ -193,6 +203,8 @@ struct Proxy<'a> {
     pingresps_owed: u32,
     /// The SUBACK of the replayed command subscription, not for the client.
     swallow_suback: Option<u16>,
+    /// What the client must acknowledge, from rumqttd's frames to it.
+    owed: OwedAcks,
 }
 
 /// What to do with one client packet.
@@ -234,9 +246,14 @@ impl Proxy<'_> {
             loop {
                 let frame = match pending.take() {
                     Some(f) => f,
-                    None => match codec::next_frame(&mut client_buf, max) {
+                    None => match codec::next_client_frame(&mut client_buf, max) {
                         Ok(Some(f)) => f,
                         Ok(None) => break,
+                        Err(FrameError::Violation(violation)) => {
+                            self.ctx.metrics.violation(violation);
+                            tracing::debug!(%violation, "closing handed-off client: MQTT 3.1.1 violation");
+                            return;
+                        }
                         Err(e) => {
                             Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
                             tracing::debug!(error = %e, "closing handed-off client");
@@ -269,6 +286,7 @@ impl Proxy<'_> {
                 match codec::next_raw_frame(&mut broker_buf, max_from_broker) {
                     Ok(Some(frame)) => {
                         if !self.is_for_edge(&frame) {
+                            self.owed.server_sent(&frame.raw);
                             to_client.extend_from_slice(&frame.raw);
                         }
                     }
@@ -333,6 +351,16 @@ impl Proxy<'_> {
             }
             Packet::Subscribe(subscribe) => self.check_subscribe(subscribe, frame.raw.clone()),
             Packet::Disconnect => Verdict::ForwardAndClose(frame.raw),
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
+                match self.owed.client_sent(&frame.raw) {
+                    Ok(()) => Verdict::Forward(frame.raw),
+                    Err(violation) => {
+                        self.ctx.metrics.violation(violation);
+                        tracing::debug!(%violation, "closing handed-off client: MQTT 3.1.1 violation");
+                        Verdict::Close
+                    }
+                }
+            }
             p if codec::is_client_violation(p) => {
                 Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
                 Verdict::Close
@@ -365,10 +393,9 @@ impl Proxy<'_> {
                 }
             };
         }
-        let denied = topic.starts_with('$')
-            || is_gateway_namespace(topic)
-            || topic.contains(['+', '#'])
-            || topic.is_empty();
+        // Wildcards and empty topics never get here: conformance closed the
+        // connection for them.
+        let denied = topic.starts_with('$') || is_gateway_namespace(topic);
         if denied {
             Metrics::inc(&self.ctx.metrics.acl_denied_total);
             tracing::debug!(topic, "publish denied by the edge ACL");

@@ -46,6 +46,7 @@
 //! forwards reach a vehicle's connection through [`registry`].
 
 mod codec;
+pub mod conformance;
 mod handoff;
 pub mod registry;
 mod vehicle;
@@ -339,6 +340,12 @@ async fn read_connect(
             tracing::debug!(peer = ?stream.peer_addr().ok(), "first packet is not an MQTT 3.1.1 CONNECT");
             return None;
         }
+    }
+    if let Err(violation) = conformance::check_connect(&raw.raw) {
+        ctx.metrics.violation(violation);
+        Metrics::inc(&ctx.metrics.connections_refused_total_bad_connect);
+        tracing::debug!(peer = ?stream.peer_addr().ok(), %violation, "CONNECT breaks MQTT 3.1.1; closing");
+        return None;
     }
     let (connect, raw) = match raw.decode() {
         Ok(codec::Frame {

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::codec::{self, Frame, Reply};
+use super::conformance::Violation;
 use super::registry::Registration;
 use super::EdgeContext;
 use crate::clock::now_ms;
@@ -223,13 +224,18 @@ pub fn serve<'a>(
                 }
                 continue;
             }
-            let step = match codec::next_frame(buf, ctx.max_packet_size()) {
+            let step = match codec::next_client_frame(buf, ctx.max_packet_size()) {
                 Ok(Some(frame)) => {
                     last_heard = ctx.clock_ms();
                     session.handle(frame)
                 }
                 // `frame_ready` said a whole, well-formed header is there.
                 Ok(None) => continue,
+                Err(codec::FrameError::Violation(violation)) => {
+                    ctx.metrics.violation(violation);
+                    tracing::debug!(%violation, "closing vehicle connection: MQTT 3.1.1 violation");
+                    break End::Lost("protocol violation");
+                }
                 Err(e) => {
                     Metrics::inc(&ctx.metrics.connections_closed_malformed_total);
                     tracing::debug!(error = %e, "closing vehicle connection");
@@ -326,8 +332,11 @@ impl<'a> Session<'a> {
             }
             Packet::PingReq => Step::Reply(Reply::PINGRESP),
             Packet::Disconnect => Step::End(End::Graceful),
-            // Acks for QoS 1/2 downlink: commands go out at QoS 0, nothing to do.
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Step::Continue,
+            // Commands go out at QoS 0: a vehicle owes no acknowledgement.
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
+                self.ctx.metrics.violation(Violation::UnsolicitedAck);
+                Step::End(End::Lost("protocol violation"))
+            }
             p => {
                 debug_assert!(codec::is_client_violation(p));
                 Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);

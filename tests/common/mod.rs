@@ -93,6 +93,8 @@ pub async fn await_metric(gw: &Gateway, series: &str, at_least: u64) -> u64 {
 pub struct RawClient {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The last packet id [`RawClient::send`] chose.
+    last_pkid: u16,
 }
 
 impl RawClient {
@@ -100,6 +102,7 @@ impl RawClient {
         RawClient {
             stream: TcpStream::connect(addr).await.expect("tcp connect"),
             buf: BytesMut::new(),
+            last_pkid: 0,
         }
     }
 
@@ -118,7 +121,20 @@ impl RawClient {
         c
     }
 
-    pub async fn send(&mut self, packet: Packet) {
+    /// Sends `packet` as a client library would: a SUBSCRIBE, UNSUBSCRIBE
+    /// or QoS 1/2 PUBLISH left with packet id 0 (rumqttc's constructors'
+    /// default, which MQTT 3.1.1 forbids) gets the next free one.
+    pub async fn send(&mut self, mut packet: Packet) {
+        let pkid = match &mut packet {
+            Packet::Subscribe(s) => Some(&mut s.pkid),
+            Packet::Unsubscribe(u) => Some(&mut u.pkid),
+            Packet::Publish(p) if p.qos != rumqttc::mqttbytes::QoS::AtMostOnce => Some(&mut p.pkid),
+            _ => None,
+        };
+        if let Some(pkid) = pkid.filter(|id| **id == 0) {
+            self.last_pkid = self.last_pkid % 60_000 + 1;
+            *pkid = self.last_pkid;
+        }
         let mut out = BytesMut::new();
         packet.write(&mut out, usize::MAX).unwrap();
         self.stream.write_all(&out).await.unwrap();

@@ -1,0 +1,226 @@
+//! MQTT 3.1.1 conformance at the edge: every rule that says the server MUST
+//! close the network connection closes it, for a vehicle served at the edge
+//! and for a client handed to rumqttd alike, and is counted by rule; the
+//! clients around it keep being served.
+
+mod common;
+
+use common::{await_metric, gateway, metric, RawClient};
+use fleetgate::Gateway;
+use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
+use rumqttc::mqttbytes::QoS;
+
+fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first, body.len() as u8];
+    out.extend_from_slice(body);
+    out
+}
+
+fn string(s: &[u8]) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s);
+    out
+}
+
+fn publish(first: u8, topic: &[u8], pkid: Option<u16>) -> Vec<u8> {
+    let mut body = string(topic);
+    if let Some(id) = pkid {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.extend_from_slice(b"{}");
+    frame(first, &body)
+}
+
+fn subscribe(first: u8, filter: &[u8], qos: u8) -> Vec<u8> {
+    let mut body = 7u16.to_be_bytes().to_vec();
+    body.extend(string(filter));
+    body.push(qos);
+    frame(first, &body)
+}
+
+/// Each case: the bytes a client sends after its CONNECT, and the rule.
+fn violations() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("reserved_flags", frame(0xc1, &[])),
+        ("reserved_flags", subscribe(0x80, b"a", 0)),
+        ("reserved_flags", frame(0x60, &[0, 1])),
+        ("publish_qos3", publish(0x36, b"v/t1/pos", Some(1))),
+        ("dup_at_qos0", publish(0x38, b"v/t1/pos", None)),
+        ("empty_topic", publish(0x30, b"", None)),
+        ("wildcard_in_topic", publish(0x30, b"a/+", None)),
+        ("wildcard_in_topic", publish(0x32, b"a/#", Some(1))),
+        ("bad_utf8", publish(0x30, b"a\0b", None)),
+        ("bad_utf8", publish(0x30, b"\xc3\x28", None)),
+        ("packet_id_zero", publish(0x32, b"v/t1/pos", Some(0))),
+        (
+            "packet_id_zero",
+            subscribe(0x82, b"a", 0)
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| if i == 2 || i == 3 { 0 } else { b })
+                .collect(),
+        ),
+        ("no_filters", frame(0x82, &[0, 7])),
+        ("no_filters", frame(0xa2, &[0, 7])),
+        ("bad_filter", subscribe(0x82, b"a/#/b", 0)),
+        ("bad_filter", subscribe(0x82, b"a+/b", 0)),
+        ("bad_requested_qos", subscribe(0x82, b"a", 3)),
+        ("malformed", frame(0xa2, &[0, 7, 0, 9, b'a'])),
+        ("malformed", frame(0xe0, &[0])),
+        ("second_connect", {
+            let mut body = string(b"MQTT");
+            body.extend_from_slice(&[4, 2, 0, 30]);
+            body.extend(string(b"again"));
+            frame(0x10, &body)
+        }),
+        ("server_packet", frame(0x20, &[0, 0])),
+        ("server_packet", frame(0x90, &[0, 7, 0])),
+        ("reserved_packet_type", frame(0xf0, &[])),
+        ("unsolicited_ack", frame(0x40, &[0, 9])),
+        ("unsolicited_ack", frame(0x50, &[0, 9])),
+    ]
+}
+
+fn series(reason: &str) -> String {
+    format!("fleetgate_protocol_violations_total{{reason=\"{reason}\"}}")
+}
+
+/// A client the edge has handed to rumqttd: it subscribed to `fleet/#`.
+async fn handed_off(gw: &Gateway, id: &str) -> RawClient {
+    let mut client = RawClient::mqtt(gw.mqtt_addr, id, 30).await;
+    let mut sub = Subscribe::new("fleet/#", QoS::AtMostOnce);
+    sub.pkid = 1;
+    client.send(Packet::Subscribe(sub)).await;
+    match client.recv().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(ack.pkid, 1),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    client
+}
+
+async fn expect_closed(client: &mut RawClient, what: &str) {
+    loop {
+        match client.recv().await {
+            None => return,
+            // An answer from before the violation was read; keep reading.
+            Some(Packet::PubAck(_) | Packet::PubRec(_) | Packet::Publish(_)) => continue,
+            Some(other) => panic!("{what}: answered {other:?} instead of closing"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_must_close_rule_closes_a_vehicle_and_is_counted() {
+    let gw = gateway().await;
+    let mut bystander = RawClient::mqtt(gw.mqtt_addr, "bystander", 30).await;
+    for (i, (reason, bytes)) in violations().into_iter().enumerate() {
+        let before = metric(&gw, &series(reason)).await;
+        let mut client = RawClient::mqtt(gw.mqtt_addr, &format!("t{i}"), 30).await;
+        client.send_raw(&bytes).await;
+        expect_closed(&mut client, &format!("vehicle, {reason} {bytes:02x?}")).await;
+        await_metric(&gw, &series(reason), before + 1).await;
+    }
+    bystander.send(Packet::PingReq).await;
+    assert_eq!(bystander.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn every_must_close_rule_closes_a_handed_off_client_and_is_counted() {
+    let gw = gateway().await;
+    let mut bystander = handed_off(&gw, "bystander").await;
+    for (i, (reason, bytes)) in violations().into_iter().enumerate() {
+        let before = metric(&gw, &series(reason)).await;
+        let mut client = handed_off(&gw, &format!("h{i}")).await;
+        client.send_raw(&bytes).await;
+        expect_closed(&mut client, &format!("handed-off, {reason} {bytes:02x?}")).await;
+        await_metric(&gw, &series(reason), before + 1).await;
+    }
+    // The bystander, subscribed to fleet/#, still receives what a vehicle
+    // publishes (the gateway's decoded status).
+    let mut vehicle = RawClient::mqtt(gw.mqtt_addr, "truck-ok", 30).await;
+    let mut status = Publish::new("v/truck-ok/status", QoS::AtLeastOnce, b"{}".to_vec());
+    status.pkid = 1;
+    vehicle.send(Packet::Publish(status)).await;
+    assert!(matches!(vehicle.recv().await, Some(Packet::PubAck(_))));
+    loop {
+        match bystander.recv().await {
+            Some(Packet::Publish(p)) if p.topic == "fleet/truck-ok/status" => break,
+            Some(_) => continue,
+            None => panic!("the bystander was disconnected"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connect_with_contradictory_flags_is_closed_without_connack() {
+    let gw = gateway().await;
+    // Password without user name [MQTT-3.1.2-22], will QoS without a will
+    // [MQTT-3.1.2-13], the reserved flag [MQTT-3.1.2-3], a will topic with a
+    // wildcard, trailing bytes.
+    let cases: [(u8, &[&[u8]], &str); 5] = [
+        (0x42, &[b"c1", b"pw"], "connect_flags"),
+        (0x0a, &[b"c2"], "connect_flags"),
+        (0x03, &[b"c3"], "connect_flags"),
+        (0x06, &[b"c4", b"will/#", b"bye"], "wildcard_in_topic"),
+        (0x02, &[b"c5", b"extra"], "malformed"),
+    ];
+    for (flags, payload, reason) in cases {
+        let before = metric(&gw, &series(reason)).await;
+        let mut body = string(b"MQTT");
+        body.extend_from_slice(&[4, flags, 0, 30]);
+        for field in payload {
+            body.extend(string(field));
+        }
+        let mut client = RawClient::connect(gw.mqtt_addr).await;
+        client.send_raw(&frame(0x10, &body)).await;
+        assert_eq!(
+            client.recv().await,
+            None,
+            "flags {flags:#04x}: closed, no CONNACK"
+        );
+        await_metric(&gw, &series(reason), before + 1).await;
+    }
+    // A proper client right after is served.
+    let mut good = RawClient::mqtt(gw.mqtt_addr, "good", 30).await;
+    good.send(Packet::PingReq).await;
+    assert_eq!(good.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn acknowledgements_of_what_rumqttd_sent_are_accepted() {
+    let gw = gateway().await;
+    // A handed-off subscriber at QoS 1 acks each delivery: no violation.
+    let mut sub = handed_off(&gw, "qos1-sub").await;
+    let mut s = Subscribe::new("plain/topic", QoS::AtLeastOnce);
+    s.pkid = 2;
+    sub.send(Packet::Subscribe(s)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let mut publisher = handed_off(&gw, "qos1-pub").await;
+    for pkid in 1..=5u16 {
+        let mut p = Publish::new("plain/topic", QoS::AtLeastOnce, b"m".to_vec());
+        p.pkid = pkid;
+        publisher.send(Packet::Publish(p)).await;
+    }
+    let mut acked = 0;
+    while acked < 5 {
+        match sub.recv().await {
+            Some(Packet::Publish(p)) if p.topic == "plain/topic" => {
+                assert!(p.pkid != 0);
+                sub.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
+                    .await;
+                acked += 1;
+            }
+            Some(_) => {}
+            None => panic!("closed after {acked} acks"),
+        }
+    }
+    sub.send(Packet::PingReq).await;
+    loop {
+        match sub.recv().await {
+            Some(Packet::PingResp) => break,
+            Some(_) => continue,
+            None => panic!("an ack of a real delivery closed the connection"),
+        }
+    }
+    assert_eq!(metric(&gw, &series("unsolicited_ack")).await, 0);
+}
