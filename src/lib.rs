@@ -135,6 +135,8 @@ impl Listeners {
 pub struct Gateway {
     pub mqtt_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// rumqttd's internal listener (loopback; only the edge may log in).
+    pub internal_broker_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     stop_edge: Option<oneshot::Sender<()>>,
     stop_http: Option<oneshot::Sender<()>>,
@@ -233,7 +235,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         ingest_tx,
         broker.publisher.clone(),
         registry,
-        broker.internal_addr,
+        broker.internal.clone(),
     ));
     let (stop_edge, edge_stopped) = oneshot::channel::<()>();
     let edge_task = tokio::spawn(edge::serve(listeners.mqtt, ctx, async {
@@ -261,6 +263,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     Ok(Gateway {
         mqtt_addr,
         http_addr,
+        internal_broker_addr: broker.internal.addr,
         metrics,
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),

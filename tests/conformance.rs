@@ -224,3 +224,37 @@ async fn acknowledgements_of_what_rumqttd_sent_are_accepted() {
     }
     assert_eq!(metric(&gw, &series("unsolicited_ack")).await, 0);
 }
+
+#[tokio::test]
+async fn nothing_but_the_edge_can_log_in_to_the_internal_broker() {
+    let gw = gateway().await;
+    // A local process that found rumqttd's port: without a login, with a
+    // guessed one, with the edge's user name and a wrong password.
+    let logins: [Option<(&str, &str)>; 3] = [
+        None,
+        Some(("admin", "admin")),
+        Some(("fleetgate-edge", "guess")),
+    ];
+    for login in logins {
+        let mut side_door = RawClient::connect(gw.internal_broker_addr).await;
+        let mut connect = rumqttc::mqttbytes::v4::Connect::new("side-door");
+        connect.keep_alive = 30;
+        if let Some((user, password)) = login {
+            connect.set_login(user, password);
+        }
+        side_door.send(Packet::Connect(connect)).await;
+        match side_door.recv().await {
+            None => {}
+            Some(Packet::ConnAck(ack)) => assert_ne!(
+                ack.code,
+                rumqttc::mqttbytes::v4::ConnectReturnCode::Success,
+                "login {login:?} was let in"
+            ),
+            Some(other) => panic!("login {login:?}: answered {other:?}"),
+        }
+    }
+    // Through the edge, the same client is served.
+    let mut client = handed_off(&gw, "side-door").await;
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.recv().await, Some(Packet::PingResp));
+}

@@ -1,14 +1,55 @@
 //! rumqttd's internal listener, where the edge hands clients over.
 //!
 //! In: nothing but the address chosen. Out: a free loopback port below the
-//! ephemeral range, Nagle off on rumqttd's listening socket, and a probe
-//! that says when rumqttd answers. Bound: no state; the probe tries 200
-//! times, 10 ms apart.
+//! ephemeral range, the login only the edge knows, Nagle off on rumqttd's
+//! listening socket, and a probe that says when rumqttd answers. Bound: no
+//! state; the probe tries 200 times, 10 ms apart.
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::time::Duration;
 
 use super::BrokerError;
+
+/// The user name and password rumqttd accepts, and only from the edge: a
+/// per-process secret of 256 random bits, never written anywhere, so a local
+/// process that finds the internal port still cannot bypass the edge.
+#[derive(Clone)]
+pub struct InternalLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for InternalLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalLogin")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InternalLogin {
+    /// A fresh login with a new secret.
+    pub fn generate() -> InternalLogin {
+        let mut secret = [0u8; 32];
+        // The kernel's randomness; should /dev/urandom be unreadable,
+        // std's per-process hash keys (themselves seeded from it).
+        let from_kernel = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret));
+        if from_kernel.is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in secret.chunks_mut(8) {
+                let word = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish();
+                chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+            }
+        }
+        InternalLogin {
+            username: "fleetgate-edge".to_owned(),
+            password: secret.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
 
 /// Turns Nagle's algorithm off on rumqttd's internal listener, found among
 /// this process's sockets by its address; Linux gives every socket it
@@ -89,13 +130,17 @@ pub(super) fn internal_port() -> std::io::Result<SocketAddr> {
 
 /// Waits until rumqttd answers a CONNECT on `addr` (then says goodbye
 /// properly, so rumqttd logs no error for the probe).
-pub(super) async fn wait_until_listening(addr: SocketAddr) -> Result<(), BrokerError> {
+pub(super) async fn wait_until_listening(
+    addr: SocketAddr,
+    login: &InternalLogin,
+) -> Result<(), BrokerError> {
     use rumqttc::mqttbytes::v4::{Connect, Packet};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut hello = bytes::BytesMut::new();
     let mut connect = Connect::new("fleetgate-startup-probe");
     connect.keep_alive = 10;
+    connect.set_login(&login.username, &login.password);
     let encoded = Packet::Connect(connect)
         .write(&mut hello, usize::MAX)
         .and_then(|_| Packet::Disconnect.write(&mut hello, usize::MAX));

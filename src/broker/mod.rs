@@ -33,6 +33,7 @@
 //! downlink: `v/<vid>/cmd` publishes → the edge's vehicle registry
 //! (`edge::registry`) → the device.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,16 @@ pub mod republish;
 
 use link::{spawn_link_threads, LinkTxLimits};
 pub use link::{BrokerPublisher, CommandSink, DetachedBroker};
+pub use listener::InternalLogin;
+
+/// rumqttd's internal listener, as the edge reaches it.
+#[derive(Debug, Clone)]
+pub struct InternalBroker {
+    /// On loopback.
+    pub addr: SocketAddr,
+    /// What the edge logs in with; nobody else knows it.
+    pub login: InternalLogin,
+}
 use listener::{internal_port, set_nodelay_on_listener, wait_until_listening};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +78,8 @@ pub enum BrokerError {
 
 /// The running embedded broker.
 pub struct Broker {
-    /// The internal listener the edge hands clients to (loopback only).
-    pub internal_addr: SocketAddr,
+    /// Where and how the edge hands clients to rumqttd.
+    pub internal: InternalBroker,
     pub publisher: BrokerPublisher,
     server_task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
@@ -127,6 +138,7 @@ impl Broker {
         let router_tx = Router::new(0, router_config).spawn();
 
         let internal_addr = internal_port().map_err(BrokerError::Port)?;
+        let internal_login = InternalLogin::generate();
         let settings = ServerSettings {
             name: "fleetgate-internal".into(),
             listen: internal_addr,
@@ -143,7 +155,13 @@ impl Broker {
                 // are slices of bytes already read, so the memory bound is
                 // the read buffer, not this count.
                 max_inflight_count: 1000,
-                auth: None,
+                // Only the edge may connect: the internal listener is on
+                // loopback, where any local process could reach it and
+                // bypass the edge's checks. rumqttd compares in constant time.
+                auth: Some(HashMap::from([(
+                    internal_login.username.clone(),
+                    internal_login.password.clone(),
+                )])),
                 external_auth: None,
                 dynamic_filters: true,
             },
@@ -154,7 +172,7 @@ impl Broker {
                 tracing::error!(error = ?e, "embedded broker listener stopped");
             }
         });
-        wait_until_listening(internal_addr).await?;
+        wait_until_listening(internal_addr, &internal_login).await?;
         // A listener answered; if rumqttd's own bind failed, its task has
         // ended and the answer came from whoever took the port.
         tokio::task::yield_now().await;
@@ -190,7 +208,10 @@ impl Broker {
 
         tracing::info!(%internal_addr, log_bound_bytes = broker.log_bound_bytes(), "embedded rumqttd ready");
         Ok(Broker {
-            internal_addr,
+            internal: InternalBroker {
+                addr: internal_addr,
+                login: internal_login,
+            },
             publisher: BrokerPublisher::new(queue, metrics),
             server_task,
             stop,

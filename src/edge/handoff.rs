@@ -163,12 +163,16 @@ async fn open_broker_session(
     ctx: &EdgeContext,
 ) -> Result<(TcpStream, BytesMut, Bytes), HandOffError> {
     let attempt = async {
-        let mut broker = TcpStream::connect(ctx.broker_addr)
+        let mut broker = TcpStream::connect(ctx.broker.addr)
             .await
             .map_err(HandOffError::Connect)?;
         let _ = broker.set_nodelay(true);
         let mut out = BytesMut::new();
-        send(&mut broker, &mut out, &Packet::Connect(connect.clone()))
+        // rumqttd admits the edge alone: the client's own login was the
+        // edge's to check, and is replaced by the edge's.
+        let mut replayed = connect.clone();
+        replayed.set_login(&ctx.broker.login.username, &ctx.broker.login.password);
+        send(&mut broker, &mut out, &Packet::Connect(replayed))
             .await
             .map_err(HandOffError::Connect)?;
         let mut buf = BytesMut::new();

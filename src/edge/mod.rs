@@ -53,7 +53,6 @@ mod vehicle;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -66,7 +65,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::broker::BrokerPublisher;
+use crate::broker::{BrokerPublisher, InternalBroker};
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::ingest::IngestSender;
 use crate::metrics::Metrics;
@@ -82,7 +81,9 @@ pub struct EdgeContext {
     pub ingest: IngestSender,
     pub publisher: BrokerPublisher,
     pub registry: Arc<VehicleRegistry>,
-    pub broker_addr: SocketAddr,
+    /// rumqttd's internal listener; the edge logs in there with its own
+    /// login in place of the client's (which the edge has checked).
+    pub broker: InternalBroker,
     /// Distinct filters admitted into rumqttd (its logs are never freed).
     pub filters: Budget,
     /// Distinct retained topics admitted into rumqttd.
@@ -102,7 +103,7 @@ impl EdgeContext {
         ingest: IngestSender,
         publisher: BrokerPublisher,
         registry: Arc<VehicleRegistry>,
-        broker_addr: SocketAddr,
+        internal: InternalBroker,
     ) -> Self {
         EdgeContext {
             mqtt: mqtt.clone(),
@@ -110,7 +111,7 @@ impl EdgeContext {
             ingest,
             publisher,
             registry,
-            broker_addr,
+            broker: internal,
             filters: Budget::new(broker.max_filters.get()),
             retained: Budget::new(broker.max_retained_topics.get()),
             next_client_number: AtomicU64::new(1),
@@ -396,7 +397,10 @@ mod tests {
             ingest,
             publisher,
             registry,
-            "127.0.0.1:1".parse().unwrap(),
+            InternalBroker {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                login: crate::broker::InternalLogin::generate(),
+            },
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
