@@ -47,7 +47,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
@@ -61,16 +61,18 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::runner::{
-    connect_packet, handshake, put_remaining_length, raise_open_files_limit, rss_kib,
+use firmware_sim::clock::now_unix_ns;
+use firmware_sim::runner::raise_open_files_limit;
+
+use crate::mqtt::{
+    connect_packet, handshake, next_frame, publish_parts, put_publish, subscribe_packet,
 };
+use crate::procfs::{cpu_ticks, rss_kib, TICKS_PER_S};
 
 /// Packets written per `write_all` at most (flat-out publishers batch).
 pub const MAX_BATCH: usize = 256;
 /// A subscriber's read buffer.
 pub const READ_BUFFER: usize = 64 * 1024;
-/// Largest packet a subscriber accepts.
-const MAX_PACKET: usize = 1024 * 1024;
 /// How often the broker's RSS and CPU are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 /// Search mode: the longest pause after a step for its messages to arrive.
@@ -85,10 +87,6 @@ const HANDSHAKES_IN_FLIGHT: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Latencies are recorded in µs up to this; longer ones are clamped.
 const MAX_LATENCY_US: u64 = 120_000_000;
-/// Linux reports process CPU times in USER_HZ ticks, 100 per second on
-/// every architecture the kernel exposes to user space this way.
-const TICKS_PER_S: f64 = 100.0;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PayloadKind {
     /// `payload_bytes` bytes on `bench/<n>`: send time (ns), publisher, sequence, zero padding.
@@ -303,12 +301,6 @@ impl BenchArgs {
 /// send time (u64 ns) + publisher (u32) + sequence (u32).
 pub const BENCH_HEADER: usize = 16;
 
-pub fn now_unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// One message as a subscriber reads it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -379,81 +371,6 @@ pub fn parse_stamp(kind: PayloadKind, prefix: &str, topic: &[u8], payload: &[u8]
 
 fn vehicle_number(prefix: &str, id: &str) -> Option<usize> {
     id.strip_prefix(prefix)?.parse().ok()
-}
-
-/// Appends one MQTT PUBLISH (QoS 0 or 1) to `out`.
-pub fn put_publish(out: &mut Vec<u8>, topic: &[u8], qos: u8, pkid: u16, payload: &[u8]) {
-    out.push(0x30 | (qos.min(1) << 1));
-    let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-    put_remaining_length(out, remaining);
-    out.extend_from_slice(&u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes());
-    out.extend_from_slice(topic);
-    if qos > 0 {
-        out.extend_from_slice(&pkid.to_be_bytes());
-    }
-    out.extend_from_slice(payload);
-}
-
-fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
-    let mut out = vec![0x82];
-    put_remaining_length(&mut out, 2 + 2 + filter.len() + 1);
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(
-        &u16::try_from(filter.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    out.extend_from_slice(filter.as_bytes());
-    out.push(qos.min(1));
-    out
-}
-
-/// One MQTT packet at the front of `buf`: (first byte, body range end = total length, body start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameAt {
-    pub header: u8,
-    pub body_start: usize,
-    pub len: usize,
-}
-
-/// Finds the packet at the front of `buf`: `Ok(None)` when more bytes are needed.
-pub fn next_frame(buf: &[u8]) -> anyhow::Result<Option<FrameAt>> {
-    let Some(&header) = buf.first() else {
-        return Ok(None);
-    };
-    let mut remaining = 0usize;
-    for i in 0..4 {
-        let Some(&byte) = buf.get(1 + i) else {
-            return Ok(None);
-        };
-        remaining |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let body_start = 2 + i;
-            if remaining > MAX_PACKET {
-                bail!("broker sent a {remaining}-byte packet (limit {MAX_PACKET})");
-            }
-            let len = body_start + remaining;
-            return Ok((buf.len() >= len).then_some(FrameAt {
-                header,
-                body_start,
-                len,
-            }));
-        }
-    }
-    bail!("malformed remaining length from the broker")
-}
-
-/// The topic, packet id (0 for QoS 0) and payload of a PUBLISH body.
-pub fn publish_parts(header: u8, body: &[u8]) -> Option<(&[u8], u16, &[u8])> {
-    let topic_len = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
-    let topic = body.get(2..2 + topic_len)?;
-    let mut rest = 2 + topic_len;
-    let mut pkid = 0;
-    if (header >> 1) & 0x03 > 0 {
-        pkid = u16::from_be_bytes(body.get(rest..rest + 2)?.try_into().ok()?);
-        rest += 2;
-    }
-    Some((topic, pkid, body.get(rest..)?))
 }
 
 /// What the publishers do now.
@@ -794,18 +711,6 @@ struct Sample {
     rss_kib: Option<u64>,
     ticks: Option<u64>,
     tool_ticks: Option<u64>,
-}
-
-/// utime + stime of `pid` in clock ticks, from /proc/<pid>/stat.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    // After ')': state(3) ... utime is field 14, stime 15 → indices 11, 12 here.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// Runs the benchmark; returns when every connection is closed.
@@ -1679,45 +1584,5 @@ mod tests {
             parse_stamp(PayloadKind::Vehicle, "other-", topic.as_bytes(), &out),
             None
         );
-    }
-
-    #[test]
-    fn publish_frames_parse_back() {
-        let mut out = Vec::new();
-        put_publish(&mut out, b"bench/1", 1, 513, &[7u8; 200]);
-        put_publish(&mut out, b"bench/2", 0, 0, b"hi");
-        let first = next_frame(&out)
-            .ok()
-            .flatten()
-            .map(|f| (f.header, f.body_start, f.len));
-        assert_eq!(first, Some((0x32, 3, 3 + 2 + 7 + 2 + 200)));
-        let f = next_frame(&out).ok().flatten().unwrap_or(FrameAt {
-            header: 0,
-            body_start: 0,
-            len: 0,
-        });
-        let (topic, pkid, payload) =
-            publish_parts(f.header, &out[f.body_start..f.len]).unwrap_or_default();
-        assert_eq!((topic, pkid, payload.len()), (&b"bench/1"[..], 513, 200));
-        let rest = &out[f.len..];
-        let g = next_frame(rest).ok().flatten().unwrap_or(FrameAt {
-            header: 0,
-            body_start: 0,
-            len: 0,
-        });
-        assert_eq!(
-            publish_parts(g.header, &rest[g.body_start..g.len]),
-            Some((&b"bench/2"[..], 0, &b"hi"[..]))
-        );
-        // Split anywhere: more bytes needed, never an error.
-        for cut in 0..f.len {
-            assert!(matches!(next_frame(&out[..cut]), Ok(None)), "cut at {cut}");
-        }
-        assert!(next_frame(&[0x30, 0xff, 0xff, 0xff, 0xff]).is_err());
-    }
-
-    #[test]
-    fn cpu_ticks_of_this_process_parse() {
-        assert!(cpu_ticks(std::process::id()).is_some());
     }
 }
