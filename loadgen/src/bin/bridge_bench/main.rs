@@ -2,7 +2,7 @@
 //! loopback against a real RabbitMQ.
 //!
 //! ```sh
-//! cargo run --release --example bridge_bench -- [--sustained 200000] \
+//! cargo run --release -p loadgen --bin bridge_bench -- [--sustained 200000] \
 //!     [--backlog 100000] [--live-rate 1000] [--durable-queue] ...
 //! ```
 //! (`--help` lists every knob.)
