@@ -200,6 +200,17 @@ pub enum CommandArgs {
     Text { text: String },
 }
 
+/// Logs to stderr at `RUST_LOG`'s level (default `warn`), for the
+/// binaries of the simulator and of the tools.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// The bytes `firmware-sim encode …` writes; values are validated as the
 /// gateway would (a latitude of 91 is an error here, not on the gateway).
 pub fn encode_bytes(args: &EncodeArgs, now_ms: u64) -> Result<Vec<u8>, WireError> {

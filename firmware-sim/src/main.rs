@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use firmware_sim::cli::{decode_to_json, encode_bytes, Cli, CliCommand, MAX_DECODE_INPUT};
+use firmware_sim::cli::{
+    decode_to_json, encode_bytes, init_tracing, Cli, CliCommand, MAX_DECODE_INPUT,
+};
 use firmware_sim::clock::now_ms;
 use firmware_sim::runner::run_fleet;
 use firmware_sim::wire::Error as WireError;
@@ -57,13 +59,4 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 use firmware_sim::runner::raise_open_files_limit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +27,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::mqtt::{connect_packet, handshake};
+use crate::mqtt::{connect_packet, handshake, resolve};
 use crate::procfs::rss_kib;
 use crate::results::IdleConnLine;
 
@@ -148,11 +147,7 @@ impl IdleConnReport {
 /// (with `pid`) the broker's memory per connection, holds them, then closes them.
 pub async fn idle_connections(cfg: IdleConnConfig) -> anyhow::Result<IdleConnReport> {
     raise_open_files_limit();
-    let addr = tokio::net::lookup_host(&cfg.broker)
-        .await
-        .with_context(|| format!("cannot resolve {}", cfg.broker))?
-        .next()
-        .with_context(|| format!("no address for {}", cfg.broker))?;
+    let addr = resolve(&cfg.broker).await?;
     let mut report = IdleConnReport {
         attempted: cfg.connections,
         rss_before_kib: cfg.pid.and_then(rss_kib),

@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use firmware_sim::cli::init_tracing;
 use loadgen::bench::{run_bench, BenchArgs};
 use loadgen::idle_conn::{idle_connections, IdleConnArgs};
 use loadgen::ws_watch::{ws_watch, WsWatchArgs};
@@ -129,13 +130,4 @@ fn multi_thread() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -8,7 +8,7 @@
 //! ([`next_frame`]) and a PUBLISH's parts. Bound: a packet from the broker
 //! above [`MAX_PACKET`] bytes is an error, never an allocation.
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,6 +60,15 @@ pub fn connect_packet(
     put_remaining_length(&mut packet, body.len());
     packet.extend_from_slice(&body);
     packet
+}
+
+/// The first address of a `host:port` broker.
+pub async fn resolve(broker: &str) -> anyhow::Result<std::net::SocketAddr> {
+    tokio::net::lookup_host(broker)
+        .await
+        .with_context(|| format!("cannot resolve {broker}"))?
+        .next()
+        .with_context(|| format!("no address for {broker}"))
 }
 
 /// TCP connect, then CONNECT and a successful CONNACK.

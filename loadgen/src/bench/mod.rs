@@ -56,7 +56,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use firmware_sim::clock::now_unix_ns;
 use firmware_sim::runner::raise_open_files_limit;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -73,7 +73,7 @@ use report::per_s;
 use shared::{await_arrivals, Phase, Shared};
 use subscriber::{read_messages, subscribe, SubscriberStats};
 
-use crate::mqtt::{connect_packet, handshake};
+use crate::mqtt::{connect_packet, handshake, resolve};
 use crate::procfs::rss_kib;
 
 /// Packets written per `write_all` at most (flat-out publishers batch).
@@ -96,11 +96,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Runs the benchmark; returns when every connection is closed.
 pub async fn run_bench(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
     raise_open_files_limit();
-    let addr = tokio::net::lookup_host(&cfg.broker)
-        .await
-        .with_context(|| format!("cannot resolve {}", cfg.broker))?
-        .next()
-        .with_context(|| format!("no address for {}", cfg.broker))?;
+    let addr = resolve(&cfg.broker).await?;
     let step_slots = match cfg.mode {
         Mode::Fixed { steps, .. } => steps + 1,
         Mode::Search { max_steps, .. } => max_steps + 1,
