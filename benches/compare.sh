@@ -6,11 +6,11 @@
 #   bash benches/compare.sh --smoke    # seconds per scenario: checks the harness works (CI)
 #
 # What it does:
-#   1. builds the release binaries (fleetgate, firmware-sim, the bridge_bench
-#      example), installs Debian's mosquitto when missing (and rabbitmq-server
+#   1. builds the release binaries (fleetgate, and loadgen's loadgen and
+#      bridge_bench), installs Debian's mosquitto when missing (and rabbitmq-server
 #      for outage-drain), and records the machine;
 #   2. for each broker scenario, alternating which goes first, starts a fresh
-#      broker on a free 127.0.0.1 port, runs the same `firmware-sim bench`
+#      broker on a free 127.0.0.1 port, runs the same `loadgen bench`
 #      (or `idle-conn`) against it with --pid (the broker's RSS and CPU are
 #      sampled from /proc), and stops it again:
 #        Mosquitto: persistence off, anonymous, the same connection and
@@ -20,7 +20,7 @@
 #          scale (mqtt.max_connections, broker.max_connections, fleet.max_vehicles);
 #   3. the fleetgate-only scenarios: `pipeline` (bridge on, spooling;
 #      vehicles → decode → state → MQTT JSON dashboard and WebSocket) and
-#      `outage-drain` (the bridge_bench example against a real RabbitMQ);
+#      `outage-drain` (loadgen's bridge_bench against a real RabbitMQ);
 #   4. writes results.jsonl (one JSON line per run), summary.md (machine,
 #      scale, the table) and chart.svg into $OUT_DIR, and prints the table.
 #
@@ -48,7 +48,7 @@
 #   SCENARIOS   [all of the above]
 #   OUT_DIR     [target/compare/<date>]
 #   SKIP_BUILD  [0]  1: use binaries already built
-#   BIN_DIR     [$CARGO_TARGET_DIR/release]  where fleetgate, firmware-sim and examples/bridge_bench are
+#   BIN_DIR     [$CARGO_TARGET_DIR/release]  where fleetgate, loadgen and bridge_bench are
 #   CARGO_TARGET_DIR [./target]
 set -Eeuo pipefail
 trap 'printf "compare: failed (exit %s) at line %s: %s\n" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
@@ -119,14 +119,14 @@ fg_ensure_packages "${packages[@]}"
 MQ_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$MQ_BIN" ] || die "no mosquitto binary after installing the package"
 if [ "$SKIP_BUILD" != 1 ]; then
-    say "building: cargo build --release -p fleetgate -p firmware-sim --bins --example bridge_bench"
-    cargo build --release -p fleetgate -p firmware-sim --bins --example bridge_bench
+    say "building: cargo build --release -p fleetgate -p loadgen --bins"
+    cargo build --release -p fleetgate -p loadgen --bins
 fi
 GATEWAY_BIN=$BIN_DIR/fleetgate
-SIM_BIN=$BIN_DIR/firmware-sim
-DRAIN_BIN=$BIN_DIR/examples/bridge_bench
+LOADGEN_BIN=$BIN_DIR/loadgen
+DRAIN_BIN=$BIN_DIR/bridge_bench
 [ -x "$GATEWAY_BIN" ] || die "no fleetgate binary at $GATEWAY_BIN"
-[ -x "$SIM_BIN" ] || die "no firmware-sim binary at $SIM_BIN"
+[ -x "$LOADGEN_BIN" ] || die "no loadgen binary at $LOADGEN_BIN"
 
 MQ_VERSION=$({ "$MQ_BIN" -h 2>&1 || true; } | awk '/^mosquitto version/ {print $3; exit}')
 FG_VERSION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -203,14 +203,14 @@ stop_broker() {
     wait "$BROKER_PID" 2>/dev/null || true
 }
 
-# run_tool NAME BROKER ARGS...: one firmware-sim run, its JSON line appended
+# run_tool NAME BROKER ARGS...: one loadgen run, its JSON line appended
 # to results.jsonl, its human summary kept in OUT_DIR/NAME-BROKER.txt.
 run_tool() {
     local name=$1 broker=$2 log
     shift 2
     log=$OUT_DIR/$name-$broker.txt
-    say "$name on $broker: firmware-sim $*"
-    "$SIM_BIN" "$@" >"$TMP/out.json" 2>"$log" || { cat "$log" >&2; die "$name on $broker failed"; }
+    say "$name on $broker: loadgen $*"
+    "$LOADGEN_BIN" "$@" >"$TMP/out.json" 2>"$log" || { cat "$log" >&2; die "$name on $broker failed"; }
     kill -0 "$BROKER_PID" 2>/dev/null || die "$broker died during $name"
     grep -v '^\s*$' "$TMP/out.json" | tail -n 1 >"$TMP/line.json"
     # A run that delivered nothing (or held no connection) measured nothing.
@@ -295,7 +295,7 @@ if wants pipeline; then
 url = \"${FLEETGATE_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}\""
     NOTES+=("pipeline: fleetgate with the bridge on, WebSocket frames paced at the default 100 ms (ws_frame_interval_ms)")
     ws_secs=$(python3 -c "print($FANIN_WARMUP + $PIPE_SECS + 1)")
-    "$SIM_BIN" ws-watch --url "ws://$HTTP_ADDR/ws" --duration-s "$ws_secs" --quiet \
+    "$LOADGEN_BIN" ws-watch --url "ws://$HTTP_ADDR/ws" --duration-s "$ws_secs" --quiet \
         >"$TMP/ws.json" 2>"$OUT_DIR/pipeline-ws-fleetgate.txt" &
     ws_pid=$!
     PIDS+=("$ws_pid")
@@ -323,7 +323,7 @@ if wants outage-drain; then
         [ -n "$result" ] || die "bridge_bench printed no RESULT line"
         printf '{"scenario":"outage-drain","broker":"fleetgate","bridge_bench":%s}\n' "$result" >>"$RESULTS"
     else
-        die "outage-drain needs $DRAIN_BIN (cargo build --release --example bridge_bench)"
+        die "outage-drain needs $DRAIN_BIN (cargo build --release -p loadgen --bin bridge_bench)"
     fi
 fi
 ELAPSED=$((SECONDS - T0))
@@ -338,7 +338,7 @@ ELAPSED=$((SECONDS - T0))
     printf -- '- fleetgate %s: bridge off (but in pipeline), mqtt.max_connections %s, broker.max_connections 1000\n' "$FG_VERSION" "$MAX_CONNECTIONS"
     for note in "${NOTES[@]}"; do printf -- '- %s\n' "$note"; done
     printf -- '- (↑) higher is better, (↓) lower is better; the last column is fleetgate ÷ Mosquitto\n\n'
-    "$SIM_BIN" bench-report --results "$RESULTS" --svg "$OUT_DIR/chart.svg" \
+    "$LOADGEN_BIN" bench-report --results "$RESULTS" --svg "$OUT_DIR/chart.svg" \
         --title "fleetgate vs Mosquitto $MQ_VERSION — $(nproc) cores, loopback ($SCALE scale)"
 } >"$OUT_DIR/summary.md"
 cat "$OUT_DIR/summary.md"

@@ -43,16 +43,19 @@ stop_pids() {
     done
 }
 
-# Sets GATEWAY_BIN and SIM_BIN, building them unless SKIP_BUILD=1.
+# Sets GATEWAY_BIN, SIM_BIN (firmware-sim: the fleet) and LOADGEN_BIN (the
+# measuring tools), building them unless SKIP_BUILD=1.
 build_release() {
     if [ "${SKIP_BUILD:-0}" != 1 ]; then
-        say "building release binaries (cargo build --release -p fleetgate -p firmware-sim)"
-        cargo build --release -p fleetgate -p firmware-sim
+        say "building release binaries (cargo build --release -p fleetgate -p firmware-sim -p loadgen --bins)"
+        cargo build --release -p fleetgate -p firmware-sim -p loadgen --bins
     fi
     GATEWAY_BIN=$TARGET_DIR/release/fleetgate
     SIM_BIN=$TARGET_DIR/release/firmware-sim
+    LOADGEN_BIN=$TARGET_DIR/release/loadgen
     [ -x "$GATEWAY_BIN" ] || die "no gateway binary at $GATEWAY_BIN"
     [ -x "$SIM_BIN" ] || die "no firmware-sim binary at $SIM_BIN"
+    [ -x "$LOADGEN_BIN" ] || die "no loadgen binary at $LOADGEN_BIN"
 }
 
 # start_gateway DIR: the gateway on two free loopback ports, data and log in

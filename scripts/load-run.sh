@@ -20,13 +20,13 @@
 # and reports RSS at idle, at 10 000 connected vehicles, after 30 s, the peak.
 #
 # In order:
-#   1. builds the release binaries (cargo build --release -p fleetgate -p firmware-sim);
+#   1. builds the release binaries (cargo build --release -p fleetgate -p firmware-sim -p loadgen --bins);
 #   2. starts target/release/fleetgate on two free 127.0.0.1 ports, waits for
 #      /healthz, and starts a sampler writing rss.csv every second (VmRSS, CPU
 #      ticks of the gateway and of firmware-sim, and a few /metrics series);
 #   3. after LOAD_IDLE_S (5) s reads the idle RSS, then starts
-#        firmware-sim ws-watch --url ws://…/ws                 (reads normally)
-#        firmware-sim ws-watch --url ws://…/ws --stall --metrics-url http://…/metrics
+#        loadgen ws-watch --url ws://…/ws                      (reads normally)
+#        loadgen ws-watch --url ws://…/ws --stall --metrics-url http://…/metrics
 #      and the fleet:
 #        firmware-sim run --vehicles 10000 --rate 10 --qos 0 --connect-rate 2000 --duration-s 300
 #      10 Hz is the simulator's per-vehicle maximum: 10 000 × 10 = 100 000
@@ -167,13 +167,13 @@ say "idle RSS: $RSS_IDLE KiB"
 # ---------------------------------------------------------------- clients
 WS_URL=ws://$HTTP_ADDR/ws
 WATCH_S=$((DURATION_S + 15))
-say "reading client: firmware-sim ws-watch --url $WS_URL --duration-s $WATCH_S"
-"$SIM_BIN" ws-watch --url "$WS_URL" --duration-s "$WATCH_S" \
+say "reading client: loadgen ws-watch --url $WS_URL --duration-s $WATCH_S"
+"$LOADGEN_BIN" ws-watch --url "$WS_URL" --duration-s "$WATCH_S" \
     >"$OUT/ws-reader.json" 2>"$OUT/ws-reader.log" &
 READER_PID=$!
 PIDS+=("$READER_PID")
-say "stalled client: firmware-sim ws-watch --url $WS_URL --stall --metrics-url http://$HTTP_ADDR/metrics --duration-s $WATCH_S"
-"$SIM_BIN" ws-watch --url "$WS_URL" --stall --metrics-url "http://$HTTP_ADDR/metrics" \
+say "stalled client: loadgen ws-watch --url $WS_URL --stall --metrics-url http://$HTTP_ADDR/metrics --duration-s $WATCH_S"
+"$LOADGEN_BIN" ws-watch --url "$WS_URL" --stall --metrics-url "http://$HTTP_ADDR/metrics" \
     --duration-s "$WATCH_S" >"$OUT/ws-stalled.json" 2>"$OUT/ws-stalled.log" &
 STALLED_PID=$!
 PIDS+=("$STALLED_PID")

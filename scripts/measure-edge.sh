@@ -5,10 +5,10 @@
 #   bash scripts/measure-edge.sh
 #
 # What it does, in order:
-#   1. builds the release binaries (`cargo build --release -p fleetgate -p firmware-sim`);
+#   1. builds the release binaries (`cargo build --release -p fleetgate -p firmware-sim -p loadgen --bins`);
 #   2. starts `fleetgate` on two free 127.0.0.1 ports with a temporary
 #      --data-dir, waits for /healthz, and reads its idle RSS (VmRSS);
-#   3. idle connections: `firmware-sim idle-conn` opens $CONNECTIONS MQTT
+#   3. idle connections: `loadgen idle-conn` opens $CONNECTIONS MQTT
 #      connections as fast as it can (--connect-rate 0) and holds them
 #      $HOLD_S s; reports RSS at N, (RSS_N - RSS_0)/N in KiB and connects/s;
 #   4. throughput, for QoS 0 and QoS 1: `firmware-sim run` with $VEHICLES
@@ -127,12 +127,12 @@ put_json() {
 }
 put gateway.idle_rss_kib "$RSS_IDLE"
 
-put gateway.idle_conn.command "firmware-sim idle-conn --connections $CONNECTIONS --broker 127.0.0.1:<port> --connect-rate 0 --hold-s $HOLD_S --pid <gateway pid>"
+put gateway.idle_conn.command "loadgen idle-conn --connections $CONNECTIONS --broker 127.0.0.1:<port> --connect-rate 0 --hold-s $HOLD_S --pid <gateway pid>"
 put gateway.idle_conn.connections "$CONNECTIONS"
-say "idle connections: firmware-sim idle-conn --connections $CONNECTIONS --broker $MQTT_ADDR --connect-rate 0 --hold-s $HOLD_S --pid $GATEWAY_PID"
-"$SIM_BIN" idle-conn --connections "$CONNECTIONS" --broker "$MQTT_ADDR" --connect-rate 0 \
+say "idle connections: loadgen idle-conn --connections $CONNECTIONS --broker $MQTT_ADDR --connect-rate 0 --hold-s $HOLD_S --pid $GATEWAY_PID"
+"$LOADGEN_BIN" idle-conn --connections "$CONNECTIONS" --broker "$MQTT_ADDR" --connect-rate 0 \
     --hold-s "$HOLD_S" --pid "$GATEWAY_PID" >"$TMP/idle.json" 2>"$TMP/idle.err" ||
-    { cat "$TMP/idle.err" >&2; die "firmware-sim idle-conn failed"; }
+    { cat "$TMP/idle.err" >&2; die "loadgen idle-conn failed"; }
 cat "$TMP/idle.err" >&2
 gateway_alive "idle connections"
 put_json gateway.idle_conn "$TMP/idle.json" connected failed dropped_while_held connect_elapsed_s \
@@ -230,11 +230,11 @@ EOF
     sleep 1
     put mosquitto.status measured
     put mosquitto.version "$MQ_VERSION"
-    put mosquitto.command "firmware-sim idle-conn --connections $CONNECTIONS --broker 127.0.0.1:<port> --connect-rate 0 --hold-s $HOLD_S --pid <mosquitto pid>"
+    put mosquitto.command "loadgen idle-conn --connections $CONNECTIONS --broker 127.0.0.1:<port> --connect-rate 0 --hold-s $HOLD_S --pid <mosquitto pid>"
     say "idle connections against mosquitto"
-    "$SIM_BIN" idle-conn --connections "$CONNECTIONS" --broker "127.0.0.1:$MQ_PORT" --connect-rate 0 \
+    "$LOADGEN_BIN" idle-conn --connections "$CONNECTIONS" --broker "127.0.0.1:$MQ_PORT" --connect-rate 0 \
         --hold-s "$HOLD_S" --pid "$MQ_PID" >"$TMP/mq-idle.json" 2>"$TMP/mq-idle.err" ||
-        { cat "$TMP/mq-idle.err" >&2; die "firmware-sim idle-conn against mosquitto failed"; }
+        { cat "$TMP/mq-idle.err" >&2; die "loadgen idle-conn against mosquitto failed"; }
     cat "$TMP/mq-idle.err" >&2
     put_json mosquitto "$TMP/mq-idle.json" connected failed connect_elapsed_s connects_per_s \
         rss_before_kib rss_after_kib kib_per_connection

@@ -64,7 +64,7 @@ cargo test --workspace --doc || {
 fg_section "Comparison harness smoke: benches/compare.sh --smoke (debug binaries, seconds per scenario)"
 # The full comparison is a documented command (BENCHMARKS.md), not a test;
 # this keeps its every scenario, Mosquitto included, from rotting.
-if cargo build -q -p fleetgate -p firmware-sim --bins --example bridge_bench; then
+if cargo build -q -p fleetgate -p firmware-sim -p loadgen --bins; then
     SKIP_BUILD=1 BIN_DIR="${CARGO_TARGET_DIR:-target}/debug" OUT_DIR="${CARGO_TARGET_DIR:-target}/compare/smoke" \
         bash benches/compare.sh --smoke >"${CARGO_TARGET_DIR:-target}/compare-smoke.log" 2>&1 || {
         status=$?

@@ -1,5 +1,6 @@
-//! The command line of the `firmware-sim` binary, and the byte builders
-//! behind `encode` and `decode` (here, not in `main`, so they are tested).
+//! The command line of the `firmware-sim` binary (`run`, `encode`,
+//! `decode`), and the byte builders behind `encode` and `decode` (here, not
+//! in `main`, so they are tested).
 //!
 //! In: command-line arguments; for `decode`, a payload on stdin. Out: an
 //! encoded payload (postcard, or JSON with `--json`), or a payload printed as
@@ -17,7 +18,10 @@ use fleetgate_wire::{
     encode, peek_kind, Command, Error as WireError, Format, Kind, WireMessage, MAX_ENCODED_LEN,
 };
 
-use crate::runner::{FleetConfig, IdleConnConfig, Outage};
+use crate::runner::{FleetConfig, Outage};
+
+/// The gateway's own `encode` subcommand stamps payloads with this clock.
+pub use crate::clock::now_ms;
 
 /// `decode` reads at most this much from stdin; a payload is far smaller.
 pub const MAX_DECODE_INPUT: usize = 64 * 1024;
@@ -26,7 +30,7 @@ pub const MAX_DECODE_INPUT: usize = 64 * 1024;
 #[command(
     name = "firmware-sim",
     version,
-    about = "Simulated fleetgate vehicles: fleet runner, payload encoder, idle-connection tester"
+    about = "Simulated fleetgate vehicles: fleet runner, payload encoder and decoder"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,8 +45,6 @@ pub enum CliCommand {
     Encode(EncodeArgs),
     /// Read one payload (postcard or JSON) from stdin and print it as JSON.
     Decode,
-    /// Open many idle MQTT connections and measure connect rate and memory.
-    IdleConn(IdleConnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,50 +129,6 @@ impl RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct IdleConnArgs {
-    #[arg(long, default_value_t = 100)]
-    pub connections: usize,
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub broker: String,
-    /// Connections opened per second (0: as fast as possible, bounded concurrency).
-    #[arg(long, default_value_t = 0)]
-    pub connect_rate: u32,
-    /// Seconds to hold the connections once all are up.
-    #[arg(long, default_value_t = 5.0)]
-    pub hold_s: f64,
-    /// Report this process's resident memory (e.g. the broker's) before and after.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    #[arg(long, default_value = "idle-")]
-    pub id_prefix: String,
-    #[arg(long)]
-    pub username: Option<String>,
-    #[arg(long)]
-    pub password: Option<String>,
-    /// Name of the broker under test, recorded in the JSON line (with `"scenario": "idle-conn"`).
-    #[arg(long)]
-    pub label: Option<String>,
-}
-
-impl IdleConnArgs {
-    pub fn to_config(&self) -> anyhow::Result<IdleConnConfig> {
-        Ok(IdleConnConfig {
-            broker: self.broker.clone(),
-            connections: self.connections,
-            connect_rate_per_s: self.connect_rate,
-            hold: Duration::try_from_secs_f64(self.hold_s).map_err(|_| {
-                anyhow::anyhow!("--hold-s must be a non-negative number of seconds")
-            })?,
-            pid: self.pid,
-            id_prefix: self.id_prefix.clone(),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            keep_alive_s: 60,
-        })
-    }
-}
-
-#[derive(Debug, Args)]
 pub struct EncodeArgs {
     /// Print the JSON form instead of postcard bytes.
     #[arg(long, global = true)]
@@ -242,11 +200,15 @@ pub enum CommandArgs {
     Text { text: String },
 }
 
-/// Milliseconds since the Unix epoch by the system clock (0 if it is before 1970).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Logs to stderr at `RUST_LOG`'s level (default `warn`), for the
+/// binaries of the simulator and of the tools.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// The bytes `firmware-sim encode …` writes; values are validated as the

@@ -14,16 +14,19 @@
 //! - [`serial`]: an [`Uplink`] writing COBS frames to any
 //!   `embedded_io::Write`.
 //! - [`prng`]: a seedable SplitMix64, so simulations repeat exactly.
+//! - `clock` (feature `std`): the wall clock in ms and ns since the epoch,
+//!   shared vocabulary of the runner, the CLI and the tools.
 //! - `route` (feature `std`): vans driving a road graph of central Amsterdam.
 //! - `runner` (feature `runner`): many simulated vehicles over MQTT
-//!   (rumqttc), the load generator, and an idle-connection tester.
-//! - `cli` (feature `runner`): the byte builders behind `firmware-sim encode`/`decode`.
-//! - `bench` (feature `runner`): the broker load tool behind
-//!   `benches/compare.sh` (`firmware-sim bench`).
-//! - `report` and `chart` (feature `runner`): the side-by-side table and
-//!   SVG chart of a comparison run (`firmware-sim bench-report`).
-//! - `ws_watch` (feature `runner`): a reading or stalled client of the
-//!   gateway's WebSocket feed, for load runs (`firmware-sim ws-watch`).
+//!   (rumqttc), each a [`Device`] on a route; the demo fleet and the load
+//!   generator of `firmware-sim run`.
+//! - `cli` (feature `runner`): the command line of `firmware-sim` and the
+//!   byte builders behind `firmware-sim encode`/`decode`.
+//!
+//! The tools that load and measure a broker or the gateway (`bench`,
+//! `bench-report`, `ws-watch`, `idle-conn`, `bridge_bench`) are the
+//! `loadgen` crate's: they depend on this crate and on the gateway, never
+//! the other way round.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
@@ -36,20 +39,14 @@ pub mod prng;
 pub mod serial;
 
 #[cfg(feature = "std")]
+pub mod clock;
+#[cfg(feature = "std")]
 pub mod route;
 
 #[cfg(feature = "runner")]
-pub mod bench;
-#[cfg(feature = "runner")]
-pub mod chart;
-#[cfg(feature = "runner")]
 pub mod cli;
 #[cfg(feature = "runner")]
-pub mod report;
-#[cfg(feature = "runner")]
 pub mod runner;
-#[cfg(feature = "runner")]
-pub mod ws_watch;
 
 pub use device::{Counters, Delivery, Device, DeviceConfig, Fix, FixSource, OfflineRing, Uplink};
 pub use fleetgate_wire as wire;

@@ -1,6 +1,5 @@
 //! The simulated fleet (feature `runner`): many [`Device`]s driving
-//! [`RouteSim`] routes, each over its own MQTT connection; also the load
-//! generator and [`idle_connections`], a connection-count and memory probe.
+//! [`RouteSim`] routes, each over its own MQTT connection.
 //!
 //! In: a [`FleetConfig`] and a shutdown future. Out: MQTT traffic to the
 //! broker (`v/<vid>/status` online on connect, `v/<vid>/pos` at the
@@ -41,13 +40,11 @@ use fleetgate_wire::{
 use rumqttc::{
     AsyncClient, ClientError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use crate::cli::now_ms;
+use crate::clock::now_ms;
 use crate::device::{BoundedRing, Counters, Device, DeviceConfig, Uplink};
 use crate::prng::SplitMix64;
 use crate::route::RouteSim;
@@ -781,268 +778,9 @@ async fn poll_events(
     set_connected(false);
 }
 
-/// What [`idle_connections`] does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdleConnConfig {
-    pub broker: String,
-    pub connections: usize,
-    /// New connections per second; 0 = as fast as possible with
-    /// [`IDLE_CONNECT_CONCURRENCY`] handshakes in flight.
-    pub connect_rate_per_s: u32,
-    pub hold: Duration,
-    /// Process whose VmRSS to report (e.g. the gateway's).
-    pub pid: Option<u32>,
-    pub id_prefix: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub keep_alive_s: u16,
-}
-
-/// Handshakes in flight at once when ramping "as fast as possible".
-pub const IDLE_CONNECT_CONCURRENCY: usize = 256;
-const IDLE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IdleConnReport {
-    pub attempted: usize,
-    /// Connections that got a successful CONNACK.
-    pub connected: usize,
-    pub failed: usize,
-    /// From the first attempt to the last CONNACK.
-    pub connect_elapsed: Duration,
-    /// Connections that closed while being held.
-    pub dropped_while_held: usize,
-    pub rss_before_kib: Option<u64>,
-    pub rss_after_kib: Option<u64>,
-}
-
-impl IdleConnReport {
-    pub fn connects_per_s(&self) -> f64 {
-        let secs = self.connect_elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.connected as f64 / secs
-        } else {
-            0.0
-        }
-    }
-    /// (RSS after − RSS before) / connections, in KiB.
-    pub fn kib_per_connection(&self) -> Option<f64> {
-        let (before, after) = (self.rss_before_kib?, self.rss_after_kib?);
-        (self.connected > 0).then(|| (after as f64 - before as f64) / self.connected as f64)
-    }
-    pub fn to_json_line(&self) -> String {
-        serde_json::json!({
-            "attempted": self.attempted,
-            "connected": self.connected,
-            "failed": self.failed,
-            "connect_elapsed_s": self.connect_elapsed.as_secs_f64(),
-            "connects_per_s": self.connects_per_s(),
-            "dropped_while_held": self.dropped_while_held,
-            "rss_before_kib": self.rss_before_kib,
-            "rss_after_kib": self.rss_after_kib,
-            "kib_per_connection": self.kib_per_connection(),
-        })
-        .to_string()
-    }
-}
-
-/// VmRSS of process `pid` in KiB, from /proc (Linux).
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Appends an MQTT remaining length (1 to 4 bytes, 7 bits each).
-pub fn put_remaining_length(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-/// A minimal MQTT 3.1.1 CONNECT (clean session), written by hand: a raw
-/// socket per connection costs far less than a rumqttc event loop, so the
-/// probe measures the broker, not itself.
-pub fn connect_packet(
-    client_id: &str,
-    keep_alive_s: u16,
-    username: Option<&str>,
-    password: Option<&str>,
-) -> Vec<u8> {
-    let mut flags = 0x02; // clean session
-    let mut body = Vec::with_capacity(32 + client_id.len());
-    body.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04]);
-    if username.is_some() {
-        flags |= 0x80;
-    }
-    if password.is_some() {
-        flags |= 0x40;
-    }
-    body.push(flags);
-    body.extend_from_slice(&keep_alive_s.to_be_bytes());
-    for field in [Some(client_id), username, password].into_iter().flatten() {
-        // MQTT strings are at most 65535 bytes; ids and credentials here are short.
-        let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
-        body.extend_from_slice(&len.to_be_bytes());
-        body.extend_from_slice(&field.as_bytes()[..usize::from(len)]);
-    }
-    let mut packet = vec![0x10];
-    put_remaining_length(&mut packet, body.len());
-    packet.extend_from_slice(&body);
-    packet
-}
-
-/// Opens `connections` idle MQTT connections, measures the connect rate and
-/// (with `pid`) the broker's memory per connection, holds them, then closes them.
-pub async fn idle_connections(cfg: IdleConnConfig) -> anyhow::Result<IdleConnReport> {
-    raise_open_files_limit();
-    let addr = tokio::net::lookup_host(&cfg.broker)
-        .await
-        .with_context(|| format!("cannot resolve {}", cfg.broker))?
-        .next()
-        .with_context(|| format!("no address for {}", cfg.broker))?;
-    let mut report = IdleConnReport {
-        attempted: cfg.connections,
-        rss_before_kib: cfg.pid.and_then(rss_kib),
-        ..IdleConnReport::default()
-    };
-    let handshakes = Arc::new(Semaphore::new(IDLE_CONNECT_CONCURRENCY));
-    let (release_tx, release_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<bool>();
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = JoinSet::new();
-    for i in 0..cfg.connections {
-        if cfg.connect_rate_per_s > 0 {
-            sleep_until(
-                start + Duration::from_secs_f64(i as f64 / f64::from(cfg.connect_rate_per_s)),
-            )
-            .await;
-        }
-        let permit = Arc::clone(&handshakes).acquire_owned().await?;
-        let packet = connect_packet(
-            &format!("{}{i:06}", cfg.id_prefix),
-            cfg.keep_alive_s,
-            cfg.username.as_deref(),
-            cfg.password.as_deref(),
-        );
-        let (done, release, dropped) = (done_tx.clone(), release_rx.clone(), Arc::clone(&dropped));
-        // Ping at half the keep-alive, well inside the broker's 1.5× grace.
-        let keep_alive = Duration::from_secs(u64::from(cfg.keep_alive_s.max(2)) / 2);
-        tasks.spawn(async move {
-            let stream = timeout(IDLE_HANDSHAKE_TIMEOUT, handshake(addr, &packet)).await;
-            drop(permit);
-            let Ok(Ok(stream)) = stream else {
-                let _ = done.send(false);
-                return;
-            };
-            let _ = done.send(true);
-            if !hold_connection(stream, keep_alive, release).await {
-                dropped.fetch_add(1, Relaxed);
-            }
-        });
-    }
-    drop(done_tx);
-    let mut last_connack = start;
-    for _ in 0..cfg.connections {
-        match done_rx.recv().await {
-            Some(true) => {
-                report.connected += 1;
-                last_connack = Instant::now();
-            }
-            Some(false) => report.failed += 1,
-            None => break,
-        }
-    }
-    report.connect_elapsed = last_connack - start;
-    // Let the broker settle (lazy allocations after CONNACK) before measuring.
-    sleep(Duration::from_millis(500)).await;
-    report.rss_after_kib = cfg.pid.and_then(rss_kib);
-    sleep(cfg.hold).await;
-    let _ = release_tx.send(true);
-    let _ = timeout(Duration::from_secs(10), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
-    report.dropped_while_held = dropped.load(Relaxed);
-    Ok(report)
-}
-
-/// TCP connect, then CONNECT and a successful CONNACK.
-pub async fn handshake(addr: std::net::SocketAddr, connect: &[u8]) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    stream.write_all(connect).await?;
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack).await?;
-    // CONNACK: type 0x20, length 2, session-present flags, return code 0 = accepted.
-    if connack[0] != 0x20 || connack[1] != 0x02 || connack[3] != 0x00 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            format!("CONNACK {connack:02x?}"),
-        ));
-    }
-    Ok(stream)
-}
-
-/// Keeps a connection open with PINGREQs until `release`; false if the broker closed it first.
-async fn hold_connection(
-    mut stream: TcpStream,
-    ping_every: Duration,
-    mut release: watch::Receiver<bool>,
-) -> bool {
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    let mut sink = [0u8; 64];
-    loop {
-        tokio::select! {
-            _ = release.changed() => {
-                // DISCONNECT, so the broker does not count a dropped client.
-                let _ = stream.write_all(&[0xe0, 0x00]).await;
-                return true;
-            }
-            _ = ping.tick() => {
-                if stream.write_all(&[0xc0, 0x00]).await.is_err() {
-                    return false;
-                }
-            }
-            read = stream.read(&mut sink) => match read {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {} // PINGRESP
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connect_packet_matches_the_mqtt_spec_example_layout() {
-        let p = connect_packet("ab", 60, None, None);
-        assert_eq!(
-            p,
-            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'a', b'b']
-        );
-        let with_auth = connect_packet("a", 60, Some("u"), Some("p"));
-        assert_eq!(with_auth[9], 0xc2);
-        assert!(with_auth.ends_with(&[0, 1, b'a', 0, 1, b'u', 0, 1, b'p']));
-        let long = connect_packet(&"x".repeat(200), 60, None, None);
-        assert_eq!(
-            &long[1..3],
-            &[0xd4, 0x01],
-            "remaining length 212 takes two bytes"
-        );
-    }
 
     #[test]
     fn broker_addresses_split() {
@@ -1072,10 +810,5 @@ mod tests {
         };
         let json = json_form(Kind::Position, &postcard_bytes(&p)).unwrap_or_default();
         assert!(json.starts_with(br#"{"lat":1e-6"#) || json.starts_with(br#"{"lat":0.000001"#));
-    }
-
-    #[test]
-    fn own_rss_is_readable() {
-        assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
     }
 }

@@ -36,7 +36,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::now_ms;
+use firmware_sim::clock::now_ms;
 
 /// Largest frame the watcher accepts (a snapshot of 10 000 vehicles is ~3 MB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -2,7 +2,7 @@
 //! loopback against a real RabbitMQ.
 //!
 //! ```sh
-//! cargo run --release --example bridge_bench -- [--sustained 200000] \
+//! cargo run --release -p loadgen --bin bridge_bench -- [--sustained 200000] \
 //!     [--backlog 100000] [--live-rate 1000] [--durable-queue] ...
 //! ```
 //! (`--help` lists every knob.)
@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
+use firmware_sim::clock::now_ms;
 use fleetgate::metrics::Metrics;
 use fleetgate::Config;
 use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
@@ -143,12 +144,6 @@ fn main() -> anyhow::Result<()> {
     gateway_rt.shutdown_timeout(Duration::from_secs(2));
     bench_rt.shutdown_timeout(Duration::from_secs(2));
     result
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // ---------------------------------------------------------------------------
@@ -604,7 +599,11 @@ async fn watch_ws(url: String, prefix: String, dash: Arc<Dashboard>) -> anyhow::
         let Some(positions) = frame.get("positions").and_then(|p| p.as_array()) else {
             continue;
         };
-        let mut samples = dash.samples.lock().unwrap();
+        // A poisoned lock only means another reader panicked; the samples are intact.
+        let mut samples = dash
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for p in positions {
             let mine = p
                 .get("vehicle_id")
@@ -618,21 +617,29 @@ async fn watch_ws(url: String, prefix: String, dash: Arc<Dashboard>) -> anyhow::
     Ok(())
 }
 
-/// p50, p99, max and count of the latencies received in `[from, to)` (ms).
+/// p50, p99, max and count of the latencies received in `[from, to)` (ms),
+/// the percentiles from an HDR histogram (exact below 2 048 ms).
 fn latency(dash: &Dashboard, from: u64, to: u64) -> serde_json::Value {
-    let mut v: Vec<u64> = dash
+    let samples = dash
         .samples
         .lock()
-        .unwrap()
-        .iter()
-        .filter(|(at, _)| *at >= from && *at < to)
-        .map(|(_, l)| *l)
-        .collect();
-    v.sort_unstable();
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).ok();
+    let (mut count, mut max) = (0usize, None);
+    for (_, l) in samples.iter().filter(|(at, _)| *at >= from && *at < to) {
+        if let Some(h) = histogram.as_mut() {
+            h.saturating_record(*l);
+        }
+        count += 1;
+        max = max.max(Some(*l));
+    }
     let pct = |q: f64| -> Option<u64> {
-        (!v.is_empty()).then(|| v[((v.len() - 1) as f64 * q).round() as usize])
+        histogram
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| h.value_at_quantile(q))
     };
-    json!({"p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": v.last(), "count": v.len()})
+    json!({"p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": max, "count": count})
 }
 
 // ---------------------------------------------------------------------------
@@ -895,7 +902,7 @@ async fn phases(
                 break;
             }
         }
-        let end = *samples.last().unwrap();
+        let end = samples.last().copied().unwrap_or(base);
         let cpu1 = cpu_now(rabbit);
         let (acked, push_time) = push.await??;
         let secs = end.at.duration_since(base.at).as_secs_f64();

@@ -1,0 +1,37 @@
+//! The tools that load and measure fleetgate and other MQTT brokers. They
+//! depend on the product ([`fleetgate`], for the bridge bench that starts
+//! the gateway in-process), on the device side ([`firmware_sim`]) and on
+//! the contract ([`fleetgate_wire`]); nothing depends on them.
+//!
+//! In: command-line arguments, a broker or a gateway on loopback. Out:
+//! human summaries on stderr and one JSON result line per run on stdout
+//! (their schema: [`results`]); a Markdown table and an SVG chart of a
+//! comparison. Bound: each module bounds itself in its own docs; every run
+//! stops by itself.
+//!
+//! # Layout
+//!
+//! - [`bench`]: the broker load tool behind `benches/compare.sh`
+//!   (`loadgen bench`).
+//! - [`idle_conn`]: many idle MQTT connections, the broker's memory per
+//!   connection and its connect rate (`loadgen idle-conn`).
+//! - [`ws_watch`]: a reading or stalled client of the gateway's WebSocket
+//!   feed (`loadgen ws-watch`).
+//! - [`report`] and [`chart`]: the side-by-side table and SVG chart of a
+//!   comparison run (`loadgen bench-report`).
+//! - [`results`]: the serde schema of every result line the tools write and
+//!   the report reads.
+//! - [`mqtt`]: hand-written MQTT 3.1.1 packets for the raw-socket clients.
+//! - [`procfs`]: a process's RSS and CPU time from `/proc`.
+//! - `bin/bridge_bench`: the AMQP bridge's two figures against a real
+//!   RabbitMQ, with the gateway in-process (`bridge_bench`).
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod chart;
+pub mod idle_conn;
+pub mod mqtt;
+pub mod procfs;
+pub mod report;
+pub mod results;
+pub mod ws_watch;
