@@ -170,6 +170,8 @@ metrics! {
     bridge_connects_total: counter;
     /// Uplink sessions lost.
     bridge_disconnects_total: counter;
+    /// Moves of the uplink to the next node of `bridge.url` after one failed.
+    bridge_failovers_total: counter;
     /// Records appended to the spool.
     bridge_records_spooled_total: counter;
     /// Records that could not be appended (a full or failing disk), dropped.

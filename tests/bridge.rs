@@ -47,7 +47,7 @@ fn bridge_config(tag: &str, url: &str, data_dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.gateway_id.0 = format!("gw-{tag}");
     config.data_dir.0 = data_dir.to_path_buf();
-    config.bridge.url = url.to_owned();
+    config.bridge.url = url.into();
     config.bridge.package_queue = format!("package_status-{tag}");
     config.bridge.command_queue = format!("commands-{tag}");
     config.bridge.notification_queue = format!("notifications-{tag}");
@@ -720,4 +720,40 @@ async fn a_second_gateway_on_the_same_data_dir_is_refused_clearly() {
             .contains("in use by another fleetgate process"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_first_node_fails_over_to_the_next() {
+    let t = tag("failover");
+    let dir = tempfile::tempdir().unwrap();
+    let (_conn, channel) = amqp().await;
+    let mut consumer = topic_consumer(&channel, &[format!("fleet.{t}-truck.position")]).await;
+    // Two nodes that cannot serve: one that never answers the handshake (a
+    // listener nobody accepts on), one that refuses the connection (a port
+    // just closed). Then the real one.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = bridge_config(&t, &amqp_url(), dir.path());
+    config.bridge.url = vec![
+        format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap()),
+        format!("amqp://guest:guest@{closed}/%2f"),
+        amqp_url(),
+    ]
+    .into();
+    config.bridge.connect_timeout_ms = 300;
+    // A backoff longer than the test: only failing over, not retrying the
+    // first node after a sleep, can reach the third node in time.
+    config.bridge.reconnect_min_ms = 60_000;
+    config.bridge.reconnect_max_ms = 60_000;
+    let gw = gateway_with(config).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+    assert!(metric(&gw, "fleetgate_bridge_failovers_total").await >= 2);
+    drive(gw.mqtt_addr, &format!("{t}-truck"), 1..=3).await;
+    for seq in 1..=3 {
+        assert_eq!(next(&mut consumer).await.body["seq"], seq);
+    }
 }

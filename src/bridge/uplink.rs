@@ -18,6 +18,12 @@
 //! from `reconnect_min_ms` to `reconnect_max_ms`), so a consumer may see a
 //! duplicate, never a gap.
 //!
+//! Failover: `bridge.url` may name several nodes of one cluster. A session
+//! starts on the node that last worked; when it cannot be reached (within
+//! `bridge.connect_timeout_ms`) or drops the session, the next node is
+//! tried at once, and the backoff applies only after every node has failed
+//! in a row (`bridge_failovers_total` counts the moves).
+//!
 //! Each session also (re)declares the topology the contracts fix — the
 //! durable `package_status` queue with no arguments — and starts the
 //! downlink consumers on a channel of their own.
@@ -49,6 +55,8 @@ pub enum UplinkError {
     Spool(String),
     #[error("the connection is gone")]
     Disconnected,
+    #[error("no AMQP handshake within bridge.connect_timeout_ms")]
+    ConnectTimeout,
 }
 
 pub async fn run(
@@ -61,20 +69,40 @@ pub async fn run(
     let mut backoff = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max_backoff =
         Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms).max(1));
+    let nodes = config.url.urls();
+    let mut node = 0;
+    // Nodes that failed in a row since a session last lasted.
+    let mut failed_in_a_row = 0;
     loop {
         let started = Instant::now();
-        let outcome = session(&spool, &config, &gateway_id, &metrics, &downlink).await;
+        let url = nodes.get(node).map_or("", String::as_str);
+        let outcome = session(url, &spool, &config, &gateway_id, &metrics, &downlink).await;
         metrics.bridge_connected.store(0, Ordering::Relaxed);
         // Whatever was in flight is unconfirmed: send it again, in order.
         spool.with(|s| s.rewind()).await;
-        if let Err(e) = outcome {
-            Metrics::inc(&metrics.bridge_disconnects_total);
-            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "uplink to RabbitMQ down; spooling");
-        }
         // A session that lasted is a fresh start for the backoff.
         if started.elapsed() > max_backoff {
             backoff = Duration::from_millis(config.reconnect_min_ms.max(1));
+            failed_in_a_row = 0;
         }
+        failed_in_a_row += 1;
+        if let Err(e) = &outcome {
+            Metrics::inc(&metrics.bridge_disconnects_total);
+            tracing::warn!(node = %redact(url), error = %e, "uplink to RabbitMQ down; spooling");
+        }
+        if nodes.len() > 1 {
+            node = (node + 1) % nodes.len();
+            Metrics::inc(&metrics.bridge_failovers_total);
+            if failed_in_a_row < nodes.len() {
+                tracing::info!(next = %redact(&nodes[node]), "uplink fails over to the next RabbitMQ node");
+                continue;
+            }
+        }
+        failed_in_a_row = 0;
+        tracing::info!(
+            retry_in_ms = backoff.as_millis() as u64,
+            "no RabbitMQ node reachable; retrying after a backoff"
+        );
         tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(max_backoff);
     }
@@ -106,6 +134,7 @@ fn with_small_frames(mut uri: AMQPUri) -> AMQPUri {
 }
 
 async fn session(
+    url: &str,
     spool: &SharedSpool,
     config: &BridgeConfig,
     gateway_id: &str,
@@ -113,11 +142,19 @@ async fn session(
     downlink: &Downlink,
 ) -> Result<(), UplinkError> {
     let properties = ConnectionProperties::default();
-    let connection = match config.url.parse::<AMQPUri>() {
-        Ok(uri) => Connection::connect_uri(with_small_frames(uri), properties).await?,
-        // lapin reports a bad URL as it always has.
-        Err(_) => Connection::connect(&config.url, properties).await?,
+    let connect = async {
+        match url.parse::<AMQPUri>() {
+            Ok(uri) => Connection::connect_uri(with_small_frames(uri), properties).await,
+            // lapin reports a bad URL as it always has.
+            Err(_) => Connection::connect(url, properties).await,
+        }
     };
+    let connection = tokio::time::timeout(
+        Duration::from_millis(config.connect_timeout_ms.max(1)),
+        connect,
+    )
+    .await
+    .map_err(|_| UplinkError::ConnectTimeout)??;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -126,7 +163,7 @@ async fn session(
     let _consumers = downlink.start(&connection).await?;
     Metrics::inc(&metrics.bridge_connects_total);
     metrics.bridge_connected.store(1, Ordering::Relaxed);
-    tracing::info!(url = %redact(&config.url), "uplink to RabbitMQ up");
+    tracing::info!(url = %redact(url), "uplink to RabbitMQ up");
 
     let window = config.confirm_window.get();
     let retry_after = Duration::from_millis(config.retry_failed_ms);

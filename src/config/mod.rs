@@ -67,6 +67,58 @@ impl Default for DataDir {
     }
 }
 
+/// The RabbitMQ nodes the bridge may use, in order of preference: one URL
+/// (`url = "amqp://…"`) or several (`url = ["amqp://a…", "amqp://b…"]`), the
+/// nodes of one cluster. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpNodes(Vec<String>);
+
+impl AmqpNodes {
+    /// The URLs, in order of preference.
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<String> for AmqpNodes {
+    fn from(url: String) -> Self {
+        AmqpNodes(vec![url])
+    }
+}
+
+impl From<&str> for AmqpNodes {
+    fn from(url: &str) -> Self {
+        AmqpNodes(vec![url.to_owned()])
+    }
+}
+
+impl From<Vec<String>> for AmqpNodes {
+    fn from(urls: Vec<String>) -> Self {
+        AmqpNodes(urls)
+    }
+}
+
+impl<'de> Deserialize<'de> for AmqpNodes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let urls = match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        };
+        if urls.is_empty() || urls.iter().any(|u| u.trim().is_empty()) {
+            return Err(serde::de::Error::custom(
+                "bridge.url needs at least one RabbitMQ URL, none of them empty",
+            ));
+        }
+        Ok(AmqpNodes(urls))
+    }
+}
+
 /// The edge: the one MQTT port vehicles and dashboards connect to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -234,8 +286,13 @@ pub enum FsyncMode {
 pub struct BridgeConfig {
     /// Off: nothing is spooled or sent upstream.
     pub enabled: bool,
-    /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost).
-    pub url: String,
+    /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost), or a
+    /// list of them: the nodes of one cluster, tried in order; the uplink
+    /// fails over to the next when one cannot be reached or drops it.
+    pub url: AmqpNodes,
+    /// A node that has not completed the AMQP handshake in this long counts
+    /// as unreachable, so a silent node cannot hold the uplink.
+    pub connect_timeout_ms: u64,
     /// Positions, statuses and events go to this topic exchange with keys
     /// `fleet.<vid>.position|status`, `fleet.events.<kind>`.
     pub exchange: String,
@@ -273,6 +330,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             enabled: true,
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            connect_timeout_ms: 10_000,
             exchange: "amq.topic".into(),
             package_queue: "package_status".into(),
             position_interval_ms: 10_000,

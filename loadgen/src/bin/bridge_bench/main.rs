@@ -773,7 +773,7 @@ async fn run(args: Args, gateway_rt: tokio::runtime::Handle) -> anyhow::Result<(
     let mut config = Config::default();
     config.gateway_id.0 = format!("gw-{tag}");
     config.data_dir.0 = dir.path().to_path_buf();
-    config.bridge.url = format!("{creds}{}{vhost}", proxy.addr);
+    config.bridge.url = format!("{creds}{}{vhost}", proxy.addr).into();
     config.bridge.package_queue = format!("package_status-{tag}");
     config.bridge.command_queue = format!("commands-{tag}");
     config.bridge.notification_queue = format!("notifications-{tag}");
