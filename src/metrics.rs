@@ -185,6 +185,8 @@ metrics! {
     bridge_confirmed_total: counter;
     /// Messages RabbitMQ returned as unroutable (kept, retried).
     bridge_returns_total: counter;
+    /// Unroutable records dropped after `bridge.unroutable_keep_s` (policy `retry_then_drop`).
+    bridge_unroutable_dropped_total: counter;
     /// Messages RabbitMQ nacked (kept, retried).
     bridge_nacks_total: counter;
     /// Bytes of the spool on disk.

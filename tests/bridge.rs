@@ -757,3 +757,32 @@ async fn an_unreachable_first_node_fails_over_to_the_next() {
         assert_eq!(next(&mut consumer).await.body["seq"], seq);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool() {
+    let t = tag("unroutable");
+    let dir = tempfile::tempdir().unwrap();
+    let (_conn, channel) = amqp().await;
+    // Positions have a consumer; the events (status_changed) have none.
+    let mut positions = topic_consumer(&channel, &[format!("fleet.{t}-truck.position")]).await;
+    let mut config = bridge_config(&t, &amqp_url(), dir.path());
+    config.bridge.unroutable_keep_s = 1;
+    let gw = gateway_with(config).await;
+    await_metric(&gw, "fleetgate_bridge_connected", 1).await;
+    drive(gw.mqtt_addr, &format!("{t}-truck"), 1..=3).await;
+    for seq in 1..=3 {
+        assert_eq!(next(&mut positions).await.body["seq"], seq);
+    }
+    // The vehicle's online event was returned, retried, then dropped once a
+    // second old; nothing stays in the spool.
+    await_metric(&gw, "fleetgate_bridge_returns_total", 1).await;
+    await_metric(&gw, "fleetgate_bridge_unroutable_dropped_total", 1).await;
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    while metric(&gw, "fleetgate_bridge_spool_records").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spool kept the unroutable record"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

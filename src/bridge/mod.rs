@@ -33,6 +33,7 @@ pub mod feeder;
 pub mod mailboxes;
 pub mod record;
 pub mod spool;
+pub mod unroutable;
 pub mod uplink;
 
 use std::path::Path;

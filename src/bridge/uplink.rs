@@ -11,7 +11,8 @@
 //! Delivery: at least once, in order. A record is confirmed in the spool
 //! (and so may leave it) only when RabbitMQ acks it. A returned message
 //! (unroutable under `mandatory`) or a nack is a failure: counted, logged,
-//! kept, and retried after `bridge.retry_failed_ms`; records behind it keep
+//! kept, and retried after `bridge.retry_failed_ms` — a returned one until
+//! the `bridge.unroutable` policy drops it (`bridge::unroutable`); records behind it keep
 //! flowing, so a retried one may arrive after newer ones — with the same
 //! `message_id`. A lost connection rewinds to the oldest unconfirmed record
 //! and resends from there after reconnecting (jittered exponential backoff
@@ -42,7 +43,9 @@ use tokio::time::Instant;
 use super::downlink::Downlink;
 use super::record::{Target, UplinkRecord};
 use super::spool::Record;
+use super::unroutable::{Unroutable, Verdict};
 use super::SharedSpool;
+use crate::clock::now_ms;
 use crate::config::BridgeConfig;
 use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
@@ -172,6 +175,8 @@ async fn session(
     let mut confirmed: Vec<u64> = Vec::with_capacity(window);
     let mut failed_at: Option<Instant> = None;
     let mut failure_log = RateLimit::new(1);
+    let mut unroutable = Unroutable::new(config.unroutable, config.unroutable_keep_s);
+    let mut dropped: Vec<u64> = Vec::new();
     let mut health = tokio::time::interval(Duration::from_secs(1));
     loop {
         // Fill the window from the spool.
@@ -187,30 +192,34 @@ async fn session(
                 .map_err(|e| UplinkError::Spool(e.to_string()))?;
             records.extend(read);
             for record in records.drain(..) {
-                let id = record.id;
+                let (id, appended_ms) = (record.id, record.appended_ms);
                 let confirm = publish(&channel, config, gateway_id, metrics, record).await?;
-                in_flight.push(async move { (id, confirm.await) });
+                in_flight.push(async move { (id, appended_ms, confirm.await) });
             }
         }
         tokio::select! {
-            Some((id, result)) = in_flight.next() => {
-                if delivered(metrics, &mut failure_log, id, result?) {
-                    confirmed.push(id);
-                    // Take every confirm already in, then one trip to the spool.
-                    while let Some(Some((id, result))) = in_flight.next().now_or_never() {
-                        if delivered(metrics, &mut failure_log, id, result?) {
-                            confirmed.push(id);
-                        } else {
+            Some(first) = in_flight.next() => {
+                // Take every confirm already in, then one trip to the spool.
+                let mut next = Some(first);
+                while let Some((id, appended_ms, result)) = next.take() {
+                    match outcome(metrics, &mut failure_log, &mut unroutable, id, appended_ms, result?) {
+                        Outcome::Delivered => confirmed.push(id),
+                        Outcome::Dropped => dropped.push(id),
+                        Outcome::Failed => {
                             failed_at.get_or_insert_with(Instant::now);
                         }
                     }
+                    next = in_flight.next().now_or_never().flatten();
+                }
+                if !confirmed.is_empty() || !dropped.is_empty() {
                     let ids = std::mem::take(&mut confirmed);
-                    let n = ids.len() as u64;
-                    spool.with(move |s| for id in ids { s.confirm(id) }).await;
+                    let gone = std::mem::take(&mut dropped);
+                    let (n, d) = (ids.len() as u64, gone.len() as u64);
+                    // A dropped record is confirmed too: it leaves the spool.
+                    spool.with(move |s| for id in ids.into_iter().chain(gone) { s.confirm(id) }).await;
                     metrics.bridge_confirmed_total.fetch_add(n, Ordering::Relaxed);
+                    metrics.bridge_unroutable_dropped_total.fetch_add(d, Ordering::Relaxed);
                     confirmed = Vec::with_capacity(window);
-                } else {
-                    failed_at.get_or_insert_with(Instant::now);
                 }
             }
             _ = spool.appended.notified(), if in_flight.len() < window => {}
@@ -236,41 +245,51 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// True for an ack of a message RabbitMQ routed; a nack or a return is a
-/// failure, counted, and logged at most once a second (with how many were
-/// not logged), so an exchange with no queue bound cannot flood the log.
-fn delivered(
+/// What became of one publish.
+enum Outcome {
+    /// RabbitMQ routed and acked it: confirm it in the spool.
+    Delivered,
+    /// Nacked, or returned and still within the unroutable policy: retry.
+    Failed,
+    /// Returned, and the unroutable policy gave up on it: confirm it in the
+    /// spool (it leaves) and count it dropped.
+    Dropped,
+}
+
+/// A nack is a failure, counted and logged at most once a second (with how
+/// many were not logged); a return goes to the unroutable policy, which
+/// logs once per routing key per minute, so an exchange with no queue bound
+/// cannot flood the log.
+fn outcome(
     metrics: &Metrics,
-    log: &mut RateLimit,
+    nack_log: &mut RateLimit,
+    unroutable: &mut Unroutable,
     id: u64,
+    appended_ms: u64,
     confirmation: lapin::Confirmation,
-) -> bool {
+) -> Outcome {
     let nack = confirmation.is_nack();
-    let returned = confirmation.take_message().is_some();
-    if !nack && !returned {
-        return true;
-    }
-    let suppressed = log.allow();
+    let returned = confirmation.take_message();
     if nack {
         Metrics::inc(&metrics.bridge_nacks_total);
-        if let Some(suppressed) = suppressed {
+        if let Some(suppressed) = nack_log.allow() {
             tracing::warn!(
                 record = id,
                 suppressed,
                 "RabbitMQ nacked a message; it stays spooled and will be retried"
             );
         }
-    } else {
-        Metrics::inc(&metrics.bridge_returns_total);
-        if let Some(suppressed) = suppressed {
-            tracing::warn!(
-                record = id,
-                suppressed,
-                "RabbitMQ returned a message as unroutable (no queue bound to its key); it stays spooled and will be retried"
-            );
-        }
+        return Outcome::Failed;
     }
-    false
+    let Some(returned) = returned else {
+        return Outcome::Delivered;
+    };
+    Metrics::inc(&metrics.bridge_returns_total);
+    let key = returned.delivery.routing_key.as_str();
+    match unroutable.on_return(id, appended_ms, key, now_ms(), Instant::now()) {
+        Verdict::Retry => Outcome::Failed,
+        Verdict::Drop => Outcome::Dropped,
+    }
 }
 
 /// The `package_status` queue exactly as the package-tracking consumers

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::bridge::unroutable::UnroutablePolicy;
 pub use crate::fanout::policy::WhenFull;
 
 /// Why a configuration could not be used.
@@ -308,6 +309,12 @@ pub struct BridgeConfig {
     pub reconnect_max_ms: u64,
     /// A returned (unroutable) or nacked record is retried after this long.
     pub retry_failed_ms: u64,
+    /// What happens to a record no queue is bound for (see
+    /// `bridge::unroutable`): `retry_then_drop` or `retry`.
+    pub unroutable: UnroutablePolicy,
+    /// With `retry_then_drop`: how old (since spooled) an unroutable record
+    /// may get before it is dropped.
+    pub unroutable_keep_s: u64,
     /// The spool: bounded on disk; when full the oldest positions go first.
     pub spool_max_bytes: u64,
     pub spool_segment_bytes: u64,
@@ -338,6 +345,8 @@ impl Default for BridgeConfig {
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
             retry_failed_ms: 5_000,
+            unroutable: UnroutablePolicy::RetryThenDrop,
+            unroutable_keep_s: 600,
             spool_max_bytes: 64 * 1024 * 1024,
             spool_segment_bytes: 4 * 1024 * 1024,
             spool_fsync: FsyncMode::Interval,
