@@ -142,15 +142,30 @@ pub struct Gateway {
     stop_http: Option<oneshot::Sender<()>>,
     /// Stop when told: the edge and the HTTP server.
     servers: Vec<JoinHandle<()>>,
-    /// Run until aborted: ingest, the fan-out's consumers, the bridge.
+    /// Drain when told, in this order: ingest (its queue), then the bridge
+    /// feeder (the fan-out, into the spool).
+    stop_ingest: Option<oneshot::Sender<()>>,
+    draining: Vec<JoinHandle<()>>,
+    /// Run until aborted: the republisher, the uplink, the stats.
     background: Vec<JoinHandle<()>>,
     /// The fleet's owner, for questions and package changes.
     pub fleet: ingest::FleetQueries,
     _broker: broker::Broker,
 }
 
+/// How long a shutdown waits for ingest and the bridge feeder to drain
+/// before it gives up on them (logged): a stuck disk must not hang a
+/// SIGTERM forever. What was not drained is what a SIGKILL would lose.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Gateway {
-    /// Stops accepting, closes every connection and waits for the tasks.
+    /// Stops in the order the data flows, so nothing acknowledged is lost:
+    /// the edge stops accepting and closes every connection (a publish not
+    /// yet acknowledged is resent by its client), the HTTP server stops;
+    /// ingest drains its queue into the fan-out; the bridge feeder drains
+    /// the fan-out into the spool and fsyncs it; then the rest is stopped.
+    /// The spool keeps what the uplink had not had confirmed; it is resent
+    /// after a restart.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop_edge.take() {
             let _ = stop.send(());
@@ -161,15 +176,34 @@ impl Gateway {
         for task in self.servers.drain(..) {
             let _ = task.await;
         }
+        if let Some(stop) = self.stop_ingest.take() {
+            let _ = stop.send(());
+        }
+        for task in self.draining.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err() {
+                tracing::error!(
+                    timeout_s = DRAIN_TIMEOUT.as_secs(),
+                    "shutdown: a drain did not finish in time; what it held is lost"
+                );
+                abort.abort();
+            }
+        }
         for task in self.background.drain(..) {
             task.abort();
         }
+        tracing::info!("gateway stopped");
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        for task in self.servers.iter().chain(&self.background) {
+        for task in self
+            .servers
+            .iter()
+            .chain(&self.draining)
+            .chain(&self.background)
+        {
             task.abort();
         }
     }
@@ -210,29 +244,32 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         broker.publisher.clone(),
         metrics.clone(),
     )?;
-    let (ingest_tx, fleet_queries, ingest_task) =
-        ingest::spawn(&config, metrics.clone(), broker.publisher.clone(), &fanout);
+    let ingest = ingest::spawn(&config, metrics.clone(), broker.publisher.clone(), &fanout);
+    let fleet_queries = ingest.queries.clone();
     let mailboxes = bridge::mailboxes::Mailboxes::new(
         config.bridge.mailbox_per_user.get(),
         config.bridge.max_mailboxes.get(),
         metrics.clone(),
     );
-    let mut background = vec![ingest_task, republisher];
+    let mut draining = vec![ingest.task];
+    let mut background = vec![republisher];
     if config.bridge.enabled {
-        background.extend(bridge::start(
+        let bridge = bridge::start(
             &config,
             &fanout,
             metrics.clone(),
             broker.publisher.clone(),
             mailboxes.clone(),
-        )?);
+        )?;
+        draining.push(bridge.feeder);
+        background.extend(bridge.others);
     }
 
     let ctx = Arc::new(edge::EdgeContext::new(
         &config.mqtt,
         &config.broker,
         metrics.clone(),
-        ingest_tx,
+        ingest.sender,
         broker.publisher.clone(),
         registry,
         broker.internal.clone(),
@@ -268,6 +305,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),
         servers: vec![edge_task, http_task],
+        stop_ingest: Some(ingest.stop),
+        draining,
         background,
         fleet: fleet_queries,
         _broker: broker,

@@ -410,11 +410,16 @@ async fn outage_mid_stream_loses_nothing_and_keeps_order_per_vehicle() {
         drive(gw.mqtt_addr, v, 51..=150).await;
     }
     await_metric(&gw, "fleetgate_bridge_records_spooled_total", 450).await;
-    assert_eq!(
-        metric(&gw, "fleetgate_bridge_connected").await,
-        0,
-        "the outage is seen"
-    );
+    // The outage is seen (the uplink notices a dropped socket at its next
+    // publish or health check, within a second).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while metric(&gw, "fleetgate_bridge_connected").await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outage is never seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     proxy.restore();
     expect_every_seq(&mut consumer, &vehicles, 150).await;
     assert!(
@@ -581,6 +586,30 @@ impl GatewayProcess {
     fn sigkill(mut self) {
         self.child.kill().unwrap(); // SIGKILL on Unix: no chance to flush anything
         self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, as systemd stops it; waits for a clean exit.
+    fn sigterm(mut self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "the gateway exits cleanly on SIGTERM: {status}"
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
@@ -785,4 +814,58 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Publishes positions `seqs` for `vid` at QoS 1 as fast as the socket
+/// takes them, then waits for every PUBACK: how a device drains its
+/// offline ring. Returns how many were acknowledged.
+async fn drive_pipelined(addr: SocketAddr, vid: &str, seqs: std::ops::RangeInclusive<u32>) -> u32 {
+    let mut c = RawClient::mqtt(addr, &format!("dev-{vid}"), 30).await;
+    let n = seqs.clone().count() as u32;
+    for seq in seqs {
+        let mut p = Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
+        p.pkid = (seq % 60_000 + 1) as u16;
+        c.send(Packet::Publish(p)).await;
+    }
+    let mut acked = 0;
+    while acked < n {
+        match c.recv().await {
+            Some(Packet::PubAck(_)) => acked += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_vehicles_publish_loses_nothing_acknowledged() {
+    let t = tag("sigterm");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(rabbit_addr()).await;
+    proxy.cut();
+    // fsync "always" makes the feeder slow, so at the SIGTERM much of what
+    // the edge acknowledged is still in ingest's queue and the fan-out.
+    let config = format!(
+        "gateway_id = \"gw-{t}\"\ndata_dir = {data:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [bridge]\nurl = {url:?}\nposition_interval_ms = 0\nspool_fsync = \"always\"\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\
+         package_queue = \"package_status-{t}\"\ncommand_queue = \"commands-{t}\"\nnotification_queue = \"notifications-{t}\"\n",
+        data = dir.path().join("data"),
+        url = proxy.url(),
+    );
+    let config_path = dir.path().join("fleetgate.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let (_conn, channel) = amqp().await;
+    let vehicle = format!("{t}-v1");
+    let mut consumer = topic_consumer(&channel, &[format!("fleet.{vehicle}.position")]).await;
+
+    let first = GatewayProcess::start(&config_path);
+    let acked = drive_pipelined(first.mqtt, &vehicle, 1..=3000).await;
+    assert_eq!(acked, 3000);
+    first.sigterm();
+
+    proxy.restore();
+    let second = GatewayProcess::start(&config_path);
+    expect_every_seq(&mut consumer, std::slice::from_ref(&vehicle), 3000).await;
+    drop(second);
 }

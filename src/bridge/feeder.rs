@@ -7,6 +7,10 @@
 //! `bridge_positions_downsampled_total`); statuses, events and package
 //! changes always go. Bound: one batch of records, and one timestamp per
 //! vehicle slot (`fleet.max_vehicles`).
+//!
+//! At shutdown it drains: once ingest has stopped and the fan-out's
+//! producer is gone, it appends what is left, fsyncs the spool and ends, so
+//! a SIGTERM loses nothing the edge acknowledged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +41,17 @@ pub async fn run(
     let mut dirty = false;
     loop {
         tokio::select! {
-            _ = subscription.recv(&mut batch) => {}
+            received = subscription.recv_until_closed(&mut batch) => {
+                if received.is_none() {
+                    // Ingest has stopped and everything it published is
+                    // appended: make it durable, and end.
+                    if let Some(Err(e)) = spool.with(|s| s.flush()).await {
+                        tracing::error!(error = %e, "spool fsync at shutdown failed");
+                    }
+                    tracing::info!("bridge feeder drained into the spool");
+                    return;
+                }
+            }
             _ = fsync_tick.tick(), if dirty && config.spool_fsync == FsyncMode::Interval => {
                 dirty = false;
                 if let Some(Err(e)) = spool.with(|s| s.flush()).await {

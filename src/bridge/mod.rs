@@ -92,6 +92,16 @@ impl SharedSpool {
     }
 }
 
+/// The bridge's running tasks.
+pub struct BridgeTasks {
+    /// Ends by itself after ingest stops, once the fan-out is drained into
+    /// the spool and fsynced: awaited at shutdown.
+    pub feeder: JoinHandle<()>,
+    /// Run until aborted: the uplink and the stats reporter. Whatever they
+    /// had in flight is unconfirmed, so it is resent after a restart.
+    pub others: Vec<JoinHandle<()>>,
+}
+
 /// Starts the bridge's tasks. Returns at once: the uplink connects (and
 /// reconnects) in the background, and the gateway serves meanwhile.
 pub fn start(
@@ -100,7 +110,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     broker: BrokerPublisher,
     mailboxes: Arc<Mailboxes>,
-) -> Result<Vec<JoinHandle<()>>, BridgeError> {
+) -> Result<BridgeTasks, BridgeError> {
     let bridge = &config.bridge;
     let spool_dir = config.data_dir.0.join("spool");
     let lock = lock_dir(&spool_dir)?;
@@ -128,14 +138,14 @@ pub fn start(
         capacity: bridge.feed_queue.get(),
         filter: Filter::All,
     })?;
-    let tasks = vec![
-        tokio::spawn(feeder::run(
-            subscription,
-            shared.clone(),
-            bridge.clone(),
-            config.fleet.max_vehicles.get(),
-            metrics.clone(),
-        )),
+    let feeder = tokio::spawn(feeder::run(
+        subscription,
+        shared.clone(),
+        bridge.clone(),
+        config.fleet.max_vehicles.get(),
+        metrics.clone(),
+    ));
+    let others = vec![
         tokio::spawn(uplink::run(
             shared.clone(),
             bridge.clone(),
@@ -150,7 +160,7 @@ pub fn start(
         )),
         tokio::spawn(report_stats(shared, metrics)),
     ];
-    Ok(tasks)
+    Ok(BridgeTasks { feeder, others })
 }
 
 /// An exclusive lock on `dir/LOCK`, released when the process ends.

@@ -73,6 +73,9 @@ pub struct Fanout {
 
 struct Inner {
     subscribers: Mutex<Vec<Arc<Shared>>>,
+    /// The producer's [`Publisher`] is gone: nothing more will come (the
+    /// gateway is stopping), so a draining consumer may end.
+    producer_gone: AtomicBool,
     max_subscribers: usize,
     max_vehicles: usize,
     events_capacity: usize,
@@ -101,6 +104,7 @@ impl Fanout {
         Fanout {
             inner: Arc::new(Inner {
                 subscribers: Mutex::new(Vec::with_capacity(max_subscribers)),
+                producer_gone: AtomicBool::new(false),
                 max_subscribers,
                 max_vehicles,
                 events_capacity: events_capacity.max(1),
@@ -239,6 +243,24 @@ impl Subscription {
         }
     }
 
+    /// [`recv`](Self::recv), or `None` once the producer is gone and
+    /// everything it published was taken: for a consumer that must drain
+    /// the fan-out at shutdown (the bridge feeder).
+    pub async fn recv_until_closed(&mut self, out: &mut Vec<Update>) -> Option<u64> {
+        loop {
+            let lagged = self.try_recv(out);
+            if lagged > 0 || !out.is_empty() {
+                return Some(lagged);
+            }
+            if self.inner.producer_gone.load(Ordering::Acquire) {
+                // What the producer published before it went.
+                let lagged = self.try_recv(out);
+                return (lagged > 0 || !out.is_empty()).then_some(lagged);
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+
     /// Moves whatever is queued into `out` without waiting; returns the lag.
     pub fn try_recv(&mut self, out: &mut Vec<Update>) -> u64 {
         let lagged = self.shared.queue.lock().drain_into(out);
@@ -250,6 +272,17 @@ impl Subscription {
 
     pub fn policy(&self) -> WhenFull {
         self.shared.policy
+    }
+}
+
+impl Drop for Publisher {
+    /// The producer is gone (ingest stopped): wake every consumer, so one
+    /// that drains ([`Subscription::recv_until_closed`]) sees the end.
+    fn drop(&mut self) {
+        self.inner.producer_gone.store(true, Ordering::Release);
+        for sub in self.inner.subscribers.lock().iter() {
+            sub.ready.notify_one();
+        }
     }
 }
 

@@ -5,6 +5,27 @@ use crate::fleet::{EventKind, FleetEvent, PositionUpdate, Presence};
 use crate::topics::VehicleId;
 use fleetgate_wire::Position;
 
+#[tokio::test]
+async fn a_draining_consumer_gets_everything_then_the_end() {
+    let fanout = Fanout::new(4, 16, 8, Arc::new(Metrics::default()));
+    let mut sub = fanout
+        .subscribe(SubscribeOptions {
+            name: "bridge",
+            policy: WhenFull::Block,
+            capacity: 8,
+            filter: Filter::All,
+        })
+        .unwrap();
+    let mut publisher = fanout.publisher();
+    publisher.publish(&[pos(1, 1), pos(2, 1)]).await;
+    drop(publisher);
+    let mut out = Vec::new();
+    assert_eq!(sub.recv_until_closed(&mut out).await, Some(0));
+    assert_eq!(out.len(), 2);
+    out.clear();
+    assert_eq!(sub.recv_until_closed(&mut out).await, None);
+}
+
 fn pos(slot: u32, seq: u32) -> Update {
     Update::Position(PositionUpdate {
         slot,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::broker::BrokerPublisher;
@@ -153,14 +153,29 @@ impl IngestSender {
 /// Publishes drained from the queue at once; one fan-out batch.
 pub const BATCH: usize = 256;
 
+/// The running ingest task and its handles.
+pub struct Ingest {
+    /// For the edge: publishes in.
+    pub sender: IngestSender,
+    /// For the API: questions and package changes.
+    pub queries: FleetQueries,
+    /// Tells the task to drain its queue and end (see [`Ingest::task`]).
+    pub stop: oneshot::Sender<()>,
+    /// Ends after `stop`, once every publish queued before it went through
+    /// the pipeline and into the fan-out; the fan-out's producer goes with
+    /// it, which ends the bridge feeder's drain.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
 /// Starts the ingest task, which owns the fleet state.
 pub fn spawn(
     config: &Config,
     metrics: Arc<Metrics>,
     mirror: BrokerPublisher,
     fanout: &Fanout,
-) -> (IngestSender, FleetQueries, tokio::task::JoinHandle<()>) {
+) -> Ingest {
     let (queue, mut rx) = mpsc::channel(config.ingest.queue.get());
+    let (stop, mut stopped) = oneshot::channel::<()>();
     let (queries, mut query_rx) = queries::channel();
     let mut pipeline = Pipeline::new(config, metrics.clone(), mirror);
     let mut publisher = fanout.publisher();
@@ -170,8 +185,15 @@ pub fn spawn(
         let mut updates = Vec::with_capacity(BATCH * 4);
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut draining = false;
         loop {
             tokio::select! {
+                // Stopping: take no more, but everything already queued (the
+                // edge has acknowledged it) still goes through.
+                _ = &mut stopped, if !draining => {
+                    draining = true;
+                    rx.close();
+                }
                 n = rx.recv_many(&mut inbox, BATCH) => {
                     if n == 0 {
                         break;
@@ -188,5 +210,10 @@ pub fn spawn(
             updates.clear();
         }
     });
-    (IngestSender { queue, metrics }, queries, task)
+    Ingest {
+        sender: IngestSender { queue, metrics },
+        queries,
+        stop,
+        task,
+    }
 }
