@@ -40,6 +40,8 @@
 //! - [`topics`]: the topic scheme, AMQP routing keys and vehicle ids.
 //! - [`views`]: the JSON shapes dashboards see.
 //! - [`metrics`]: every counter, rendered for `/metrics`.
+//! - [`acks`]: acknowledgements that mean "kept" — the third way back,
+//!   from the bridge feeder (spool appended) to the edge (PUBACK sent).
 //! - [`clock`]: wall-clock milliseconds.
 //! - [`log_limit`]: the log-line rate limiter.
 //!
@@ -55,6 +57,7 @@ pub mod fanout;
 pub mod fleet;
 pub mod ingest;
 
+pub mod acks;
 pub mod clock;
 pub mod config;
 pub mod log_limit;
@@ -244,7 +247,14 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         broker.publisher.clone(),
         metrics.clone(),
     )?;
-    let ingest = ingest::spawn(&config, metrics.clone(), broker.publisher.clone(), &fanout);
+    let durable = acks::Durable::new(config.mqtt.max_connections.get());
+    let ingest = ingest::spawn(
+        &config,
+        metrics.clone(),
+        broker.publisher.clone(),
+        &fanout,
+        durable.clone(),
+    );
     let fleet_queries = ingest.queries.clone();
     let mailboxes = bridge::mailboxes::Mailboxes::new(
         config.bridge.mailbox_per_user.get(),
@@ -260,6 +270,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
             metrics.clone(),
             broker.publisher.clone(),
             mailboxes.clone(),
+            durable,
         )?;
         draining.push(bridge.feeder);
         background.extend(bridge.others);

@@ -869,3 +869,36 @@ async fn sigterm_while_vehicles_publish_loses_nothing_acknowledged() {
     expect_every_seq(&mut consumer, std::slice::from_ref(&vehicle), 3000).await;
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_right_after_the_last_puback_loses_nothing_acknowledged() {
+    let t = tag("sigkill");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(rabbit_addr()).await;
+    proxy.cut();
+    // fsync "always": the feeder is slow, so without acknowledgements that
+    // wait for the spool much of what was acknowledged would still be queued
+    // in memory when the process dies.
+    let config = format!(
+        "gateway_id = \"gw-{t}\"\ndata_dir = {data:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [bridge]\nurl = {url:?}\nposition_interval_ms = 0\nspool_fsync = \"always\"\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\
+         package_queue = \"package_status-{t}\"\ncommand_queue = \"commands-{t}\"\nnotification_queue = \"notifications-{t}\"\n",
+        data = dir.path().join("data"),
+        url = proxy.url(),
+    );
+    let config_path = dir.path().join("fleetgate.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let (_conn, channel) = amqp().await;
+    let vehicle = format!("{t}-v1");
+    let mut consumer = topic_consumer(&channel, &[format!("fleet.{vehicle}.position")]).await;
+
+    let first = GatewayProcess::start(&config_path);
+    let acked = drive_pipelined(first.mqtt, &vehicle, 1..=3000).await;
+    assert_eq!(acked, 3000);
+    first.sigkill();
+
+    proxy.restore();
+    let second = GatewayProcess::start(&config_path);
+    expect_every_seq(&mut consumer, std::slice::from_ref(&vehicle), 3000).await;
+    drop(second);
+}

@@ -150,6 +150,8 @@ fn render(updates: &[Update], lagged: u64) -> Option<String> {
             Update::Status(s) => frame.statuses.push(StatusView::of(s)),
             Update::Event(e) => frame.events.push(EventView::of(e)),
             Update::Package(p) => frame.packages.push(&p.package),
+            // Never given to a WebSocket's queue (not `block`).
+            Update::Checkpoint(_) => {}
         }
     }
     serde_json::to_string(&frame).ok()

@@ -8,6 +8,10 @@
 //! changes always go. Bound: one batch of records, and one timestamp per
 //! vehicle slot (`fleet.max_vehicles`).
 //!
+//! Acknowledgements: after each append it advances the durable watermark
+//! to the last [`Update::Checkpoint`] appended (`crate::acks`), so the edge
+//! acknowledges a device's QoS 1/2 publish only once the spool has it.
+//!
 //! At shutdown it drains: once ingest has stopped and the fan-out's
 //! producer is gone, it appends what is left, fsyncs the spool and ends, so
 //! a SIGTERM loses nothing the edge acknowledged.
@@ -20,6 +24,7 @@ use serde::Serialize;
 use super::record::{Target, UplinkRecord};
 use super::spool::RecordClass;
 use super::SharedSpool;
+use crate::acks::Durable;
 use crate::config::{BridgeConfig, FsyncMode};
 use crate::fanout::Subscription;
 use crate::fleet::Update;
@@ -33,6 +38,7 @@ pub async fn run(
     config: BridgeConfig,
     max_vehicles: usize,
     metrics: Arc<Metrics>,
+    durable: Arc<Durable>,
 ) {
     let mut last_sent_ms = vec![None::<u64>; max_vehicles];
     let mut batch = Vec::new();
@@ -61,12 +67,20 @@ pub async fn run(
             }
         }
         let mut records = Vec::with_capacity(batch.len());
+        // The highest checkpoint in this batch: once what came before it is
+        // appended, the publishes up to it are kept.
+        let mut checkpoint = None;
         for update in batch.drain(..) {
-            if let Some(record) = to_record(&update, &config, &mut last_sent_ms, &metrics) {
+            if let Update::Checkpoint(ticket) = update {
+                checkpoint = Some(ticket);
+            } else if let Some(record) = to_record(&update, &config, &mut last_sent_ms, &metrics) {
                 records.push(record);
             }
         }
         if records.is_empty() {
+            if let Some(ticket) = checkpoint {
+                durable.advance(ticket);
+            }
             continue;
         }
         let always = config.spool_fsync == FsyncMode::Always;
@@ -105,6 +119,11 @@ pub async fn run(
                 spool.appended.notify_one();
             }
             None => tracing::error!("spool task failed"),
+        }
+        // Appended (in the page cache, or on disk with fsync "always"), or
+        // counted as lost: either way nothing more will come of them.
+        if let Some(ticket) = checkpoint {
+            durable.advance(ticket);
         }
     }
 }
@@ -152,6 +171,7 @@ fn to_record(
             e.time_ms,
             json(&EventView::of(e))?,
         ),
+        Update::Checkpoint(_) => return None,
         Update::Package(p) => (
             RecordClass::Package,
             Target::PackageQueue,

@@ -110,6 +110,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     broker: BrokerPublisher,
     mailboxes: Arc<Mailboxes>,
+    durable: Arc<crate::acks::Durable>,
 ) -> Result<BridgeTasks, BridgeError> {
     let bridge = &config.bridge;
     let spool_dir = config.data_dir.0.join("spool");
@@ -144,6 +145,7 @@ pub fn start(
         bridge.clone(),
         config.fleet.max_vehicles.get(),
         metrics.clone(),
+        durable,
     ));
     let others = vec![
         tokio::spawn(uplink::run(

@@ -54,6 +54,7 @@ pub fn spawn(
             }
             for update in batch.drain(..) {
                 let topic = match &update {
+                    Update::Checkpoint(_) => continue,
                     Update::Position(p) => dashboard_topic(&p.vehicle, DeviceTopicKind::Position),
                     Update::Status(s) => dashboard_topic(&s.vehicle, DeviceTopicKind::Status),
                     Update::Event(e) => event_topic(e.kind.topic_name()),
@@ -65,6 +66,7 @@ pub fn spawn(
                     Update::Status(s) => write_json(&mut json, &StatusView::of(s)),
                     Update::Event(e) => write_json(&mut json, &EventView::of(e)),
                     Update::Package(p) => write_json(&mut json, &p.package),
+                    Update::Checkpoint(_) => false,
                 };
                 if rendered && broker.publish(topic, Bytes::copy_from_slice(&json)) {
                     Metrics::inc(&metrics.messages_published_total);

@@ -138,6 +138,10 @@ pub struct MqttConfig {
     pub vehicle_command_queue: NonZeroUsize,
     /// QoS 2 publishes a vehicle may have awaiting PUBREL at once.
     pub max_qos2_inflight: NonZeroUsize,
+    /// QoS 1/2 publishes of one connection whose acknowledgement waits for
+    /// the spool; a connection with this many waiting is not read until
+    /// some go out (backpressure, as a full ingest queue does).
+    pub max_pending_acks: NonZeroUsize,
 }
 
 impl Default for MqttConfig {
@@ -149,6 +153,7 @@ impl Default for MqttConfig {
             max_packet_size_bytes: nz(16 * 1024),
             vehicle_command_queue: nz(8),
             max_qos2_inflight: nz(16),
+            max_pending_acks: nz(256),
         }
     }
 }

@@ -37,6 +37,7 @@
 //! with the edge sending PINGREQs on the client's behalf and swallowing the
 //! PINGRESPs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -52,7 +53,9 @@ use super::codec::{self, Frame, FrameError};
 use super::conformance::OwedAcks;
 use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
 use super::EdgeContext;
+use crate::acks::{Ack, PendingAcks};
 use crate::clock::now_ms;
+use crate::ingest::AckRequest;
 use crate::ingest::VehiclePublish;
 use crate::metrics::Metrics;
 use crate::topics::{command_topic, is_gateway_namespace, VehicleTopic};
@@ -113,6 +116,7 @@ pub async fn splice(
         pingresps_owed: 0,
         swallow_suback: handoff.command_subscription.as_ref().map(|_| REPLAY_PKID),
         owed: OwedAcks::default(),
+        acks: PendingAcks::new(),
     };
     let mut broker = broker;
     if let Some(vid) = &handoff.command_subscription {
@@ -209,6 +213,9 @@ struct Proxy<'a> {
     swallow_suback: Option<u16>,
     /// What the client must acknowledge, from rumqttd's frames to it.
     owed: OwedAcks,
+    /// The edge's own answers to this client's device publishes, waiting
+    /// for the spool.
+    acks: Arc<PendingAcks>,
 }
 
 /// What to do with one client packet.
@@ -243,9 +250,23 @@ impl Proxy<'_> {
         // What one pass forwards each way, written with one syscall per side.
         let mut to_broker = BytesMut::new();
         let mut to_client = BytesMut::new();
+        let acks = self.acks.clone();
         loop {
             to_broker.clear();
             to_client.clear();
+            // The edge's answers that came due (their publishes are kept).
+            let mut due = heapless::Vec::<Ack, 64>::new();
+            while acks.take_due(self.ctx.ingest.durable_through(), &mut due) > 0 {
+                for ack in due.drain(..) {
+                    let packet = match ack {
+                        Ack::PubAck(pkid) => Packet::PubAck(PubAck::new(pkid)),
+                        Ack::PubRec(pkid) => Packet::PubRec(PubRec::new(pkid)),
+                    };
+                    if codec::encode(&packet, &mut to_client).is_err() {
+                        return;
+                    }
+                }
+            }
             // Client → broker: every whole frame already buffered.
             loop {
                 let frame = match pending.take() {
@@ -316,6 +337,7 @@ impl Proxy<'_> {
                 r = fill_chunk(&mut broker_rd, &mut broker_buf) => if r.is_err() {
                     return;
                 },
+                _ = std::future::poll_fn(|cx| acks.poll_due(cx, self.ctx.ingest.durable_through())) => {}
                 _ = ping.tick(), if ping_for_client => {
                     if send(&mut broker_wr, &mut self.out, &Packet::PingReq).await.is_err() {
                         return;
@@ -390,10 +412,7 @@ impl Proxy<'_> {
                 QoS::AtLeastOnce | QoS::ExactlyOnce => {
                     let duplicate = publish.qos == QoS::ExactlyOnce
                         && self.edge_owned_qos2.contains(&publish.pkid);
-                    if !duplicate && self.ctx.ingest.deliver(item).await.is_err() {
-                        return Verdict::Close;
-                    }
-                    self.ack_here(publish)
+                    self.ack_here(publish, (!duplicate).then_some(item)).await
                 }
             };
         }
@@ -403,10 +422,7 @@ impl Proxy<'_> {
         if denied {
             Metrics::inc(&self.ctx.metrics.acl_denied_total);
             tracing::debug!(topic, "publish denied by the edge ACL");
-            return match publish.qos {
-                QoS::AtMostOnce => Verdict::Drop,
-                _ => self.ack_here(publish),
-            };
+            return self.ack_here(publish, None).await;
         }
         if publish.retain && !publish.payload.is_empty() && !self.ctx.retained.admit(topic) {
             Metrics::inc(&self.ctx.metrics.retained_refused_total);
@@ -421,11 +437,13 @@ impl Proxy<'_> {
         Verdict::Forward(raw)
     }
 
-    /// The edge answers a QoS 1/2 publish that never reaches rumqttd.
-    fn ack_here(&mut self, publish: &Publish) -> Verdict {
-        match publish.qos {
-            QoS::AtMostOnce => Verdict::Drop,
-            QoS::AtLeastOnce => Verdict::Reply(Packet::PubAck(PubAck::new(publish.pkid))),
+    /// The edge answers a QoS 1/2 publish that never reaches rumqttd: a
+    /// device publish (`item`), once the spool has it, or a denied one; both
+    /// through ingest's queue, so the answers keep the publishes' order.
+    async fn ack_here(&mut self, publish: &Publish, item: Option<VehiclePublish>) -> Verdict {
+        let ack = match publish.qos {
+            QoS::AtMostOnce => return Verdict::Drop,
+            QoS::AtLeastOnce => Ack::PubAck(publish.pkid),
             QoS::ExactlyOnce => {
                 if !self.edge_owned_qos2.contains(&publish.pkid) {
                     if self.edge_owned_qos2.len() >= self.ctx.mqtt.max_qos2_inflight.get() {
@@ -434,8 +452,16 @@ impl Proxy<'_> {
                     }
                     self.edge_owned_qos2.push(publish.pkid);
                 }
-                Verdict::Reply(Packet::PubRec(PubRec::new(publish.pkid)))
+                Ack::PubRec(publish.pkid)
             }
+        };
+        let request = AckRequest {
+            to: self.acks.clone(),
+            ack,
+        };
+        match self.ctx.ingest.deliver(item, request).await {
+            Ok(()) => Verdict::Drop,
+            Err(_) => Verdict::Close,
         }
     }
 

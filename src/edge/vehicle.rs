@@ -18,6 +18,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -32,8 +33,9 @@ use super::codec::{self, Frame, Reply};
 use super::conformance::Violation;
 use super::registry::Registration;
 use super::EdgeContext;
+use crate::acks::{Ack, PendingAcks};
 use crate::clock::now_ms;
-use crate::ingest::{IngestClosed, VehiclePublish};
+use crate::ingest::{AckRequest, IngestClosed, VehiclePublish};
 use crate::metrics::Metrics;
 use crate::topics::{command_topic, VehicleId, VehicleTopic};
 
@@ -108,8 +110,8 @@ type WaitForIngest<'a> = Pin<Box<dyn Future<Output = Result<(), IngestClosed>> +
 enum Step<'a> {
     Continue,
     Reply(Reply),
-    /// Wait for room in ingest, then reply.
-    Wait(WaitForIngest<'a>, Reply),
+    /// Wait for room in ingest (the acknowledgement follows when it is due).
+    Wait(WaitForIngest<'a>),
     End(End),
 }
 
@@ -117,8 +119,13 @@ enum Step<'a> {
 enum Wake {
     Readable(std::io::Result<()>),
     Command(Bytes),
+    /// Acknowledgements came due: the publishes they answer are kept.
+    Acks,
     Silent,
 }
+
+/// Acknowledgements written with one syscall at most.
+const ACKS_PER_WRITE: usize = 16;
 
 /// The session, from the CONNACK to its end.
 ///
@@ -148,7 +155,7 @@ pub fn serve<'a>(
         let mut session = Session {
             ctx,
             registration: None,
-            qos2_awaiting_release: Vec::new(),
+            acks: None,
         };
         // In ms since the edge started: 8 bytes in every task, not 16.
         let mut last_heard = ctx.clock_ms();
@@ -166,19 +173,36 @@ pub fn serve<'a>(
                     break End::Lost("malformed packet");
                 }
             };
-            if !ready {
+            // Too many acknowledgements waiting for the spool: read nothing
+            // more from this client until some go out.
+            let held_back = session.acks_full();
+            if !ready || held_back {
                 if buf.is_empty() && buf.capacity() > 0 {
                     // Idle again: hold no read buffer while waiting.
                     *buf = BytesMut::new();
                 }
-                let registration = &session.registration;
-                // Commands, then the socket, then the timer, each through
-                // its waker slot: no waiter state in this future.
-                let command = match poll_fn(|cx| {
-                    if let Some(Poll::Ready(command)) =
-                        registration.as_ref().map(|r| r.poll_command(cx))
+                let session_now = &session;
+                // Commands, acknowledgements, then the socket, then the
+                // timer, each through its waker slot: no waiter state in
+                // this future.
+                // A write the socket could not take at once: one await point
+                // for commands and acknowledgements alike keeps the task small.
+                let pending: WriteRest<'_> = match poll_fn(|cx| {
+                    if let Some(Poll::Ready(command)) = session_now
+                        .registration
+                        .as_ref()
+                        .map(|r| r.poll_command(cx))
                     {
                         return Poll::Ready(Wake::Command(command));
+                    }
+                    let through = session_now.ctx.ingest.durable_through();
+                    if let Some(Poll::Ready(())) =
+                        session_now.acks.as_ref().map(|a| a.poll_due(cx, through))
+                    {
+                        return Poll::Ready(Wake::Acks);
+                    }
+                    if session_now.acks_full() {
+                        return Poll::Pending;
                     }
                     if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
                         return Poll::Ready(Wake::Readable(ready));
@@ -201,7 +225,17 @@ pub fn serve<'a>(
                         }
                     }
                     Wake::Readable(Err(_)) => break End::Lost("socket error"),
-                    Wake::Command(command) => command,
+                    Wake::Acks => match session.write_due_acks(stream) {
+                        Ok(None) => continue,
+                        // Rare: the socket is full; the rest is boxed.
+                        Ok(Some(rest)) => rest,
+                        Err(_) => break End::Lost("write failed"),
+                    },
+                    // Rare: the whole write is boxed.
+                    Wake::Command(command) => match session.encode_command(command) {
+                        Some(out) => Box::pin(write_all_timed(stream, out)),
+                        None => continue,
+                    },
                     Wake::Silent => {
                         let deadline = keep_alive_deadline(ctx, last_heard, hello.keep_alive);
                         match (deadline, timer.as_mut().as_pin_mut()) {
@@ -216,11 +250,8 @@ pub fn serve<'a>(
                         }
                     }
                 };
-                // Rare: the whole write is boxed.
-                if let Some(out) = session.encode_command(command) {
-                    if Box::pin(write_all_timed(stream, out)).await.is_err() {
-                        break End::Lost("write failed");
-                    }
+                if pending.await.is_err() {
+                    break End::Lost("write failed");
                 }
                 continue;
             }
@@ -245,11 +276,11 @@ pub fn serve<'a>(
             let reply = match step {
                 Step::Continue => continue,
                 Step::Reply(reply) => reply,
-                Step::Wait(wait, reply) => {
+                Step::Wait(wait) => {
                     if wait.await.is_err() {
                         break End::Lost("gateway stopping");
                     }
-                    reply
+                    continue;
                 }
                 Step::End(end) => break end,
             };
@@ -281,7 +312,9 @@ pub fn serve<'a>(
 struct Session<'a> {
     ctx: &'a EdgeContext,
     registration: Option<Registration>,
-    qos2_awaiting_release: Vec<u16>,
+    /// Acknowledgements waiting for the spool; made at the first QoS 1/2
+    /// publish, so a QoS 0 vehicle holds none.
+    acks: Option<Arc<PendingAcks>>,
 }
 
 impl<'a> Session<'a> {
@@ -301,7 +334,9 @@ impl<'a> Session<'a> {
                 _ => Step::End(self.hand_off(frame)),
             },
             Packet::PubRel(rel) => {
-                self.qos2_awaiting_release.retain(|&id| id != rel.pkid);
+                if let Some(acks) = &self.acks {
+                    acks.qos2_release(rel.pkid);
+                }
                 Step::Reply(Reply::pubcomp(rel.pkid))
             }
             Packet::Subscribe(subscribe) => {
@@ -345,37 +380,87 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Takes a device publish into ingest and says what to answer.
+    /// Takes a device publish into ingest. A QoS 1/2 publish is answered
+    /// (PUBACK, PUBREC) once it is kept: when the spool has it.
     fn accept_publish(&mut self, publish: &Publish, item: VehiclePublish) -> Step<'a> {
-        let reply = match publish.qos {
+        let mut item = Some(item);
+        let ack = match publish.qos {
             QoS::AtMostOnce => {
-                self.ctx.ingest.offer(item);
+                if let Some(item) = item {
+                    self.ctx.ingest.offer(item);
+                }
                 return Step::Continue;
             }
-            QoS::AtLeastOnce => Reply::puback(publish.pkid),
+            QoS::AtLeastOnce => Ack::PubAck(publish.pkid),
             QoS::ExactlyOnce => {
                 // Deliver on PUBLISH, remember the id until PUBREL so a
-                // redelivery (DUP) is not ingested twice.
-                if self.qos2_awaiting_release.contains(&publish.pkid) {
-                    return Step::Reply(Reply::pubrec(publish.pkid));
+                // redelivery (DUP) is not ingested twice: it is answered
+                // again, behind the original's answer.
+                let acks = self.acks.get_or_insert_with(PendingAcks::new);
+                match acks.qos2_receive(publish.pkid, self.ctx.mqtt.max_qos2_inflight.get()) {
+                    Ok(true) => {}
+                    Ok(false) => item = None,
+                    Err(_) => {
+                        Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
+                        return Step::End(End::Lost("too many QoS 2 publishes awaiting PUBREL"));
+                    }
                 }
-                if self.qos2_awaiting_release.len() >= self.ctx.mqtt.max_qos2_inflight.get() {
-                    Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
-                    return Step::End(End::Lost("too many QoS 2 publishes awaiting PUBREL"));
-                }
-                // Remembered before it is queued: if queueing fails, the
-                // session ends anyway.
-                self.qos2_awaiting_release.push(publish.pkid);
-                Reply::pubrec(publish.pkid)
+                Ack::PubRec(publish.pkid)
             }
         };
-        match self.ctx.ingest.try_deliver(item) {
-            Ok(None) => Step::Reply(reply),
+        let to = self.acks.get_or_insert_with(PendingAcks::new).clone();
+        match self.ctx.ingest.try_deliver(item, AckRequest { to, ack }) {
+            Ok(None) => Step::Continue,
             Ok(Some(waiting)) => {
                 let ingest = &self.ctx.ingest;
-                Step::Wait(Box::pin(ingest.wait_deliver(waiting)), reply)
+                Step::Wait(Box::pin(ingest.wait_deliver(waiting)))
             }
             Err(_) => Step::End(End::Lost("gateway stopping")),
+        }
+    }
+
+    fn acks_full(&self) -> bool {
+        self.acks
+            .as_ref()
+            .is_some_and(|a| a.len() >= self.ctx.mqtt.max_pending_acks.get())
+    }
+
+    /// Writes every acknowledgement that is due, a few per syscall, from
+    /// the stack. Not async, so the connection's task holds none of it: if
+    /// the socket cannot take them all, the rest is returned as a boxed
+    /// write that owns its bytes (rare).
+    fn write_due_acks<'s>(
+        &self,
+        stream: &'s mut TcpStream,
+    ) -> std::io::Result<Option<WriteRest<'s>>> {
+        let Some(acks) = &self.acks else {
+            return Ok(None);
+        };
+        loop {
+            let mut due = heapless::Vec::<Ack, ACKS_PER_WRITE>::new();
+            if acks.take_due(self.ctx.ingest.durable_through(), &mut due) == 0 {
+                return Ok(None);
+            }
+            let mut bytes = [0u8; ACKS_PER_WRITE * 4];
+            let mut len = 0;
+            for ack in &due {
+                let reply = match *ack {
+                    Ack::PubAck(pkid) => Reply::puback(pkid),
+                    Ack::PubRec(pkid) => Reply::pubrec(pkid),
+                };
+                let encoded = reply.as_bytes();
+                bytes[len..len + encoded.len()].copy_from_slice(encoded);
+                len += encoded.len();
+            }
+            let written = match stream.try_write(&bytes[..len]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if written < len {
+                let rest = bytes[written..len].to_vec();
+                return Ok(Some(Box::pin(write_all_timed(stream, rest))));
+            }
         }
     }
 

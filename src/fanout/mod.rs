@@ -184,7 +184,11 @@ impl Publisher {
                 }
                 let mut queue = sub.queue.lock();
                 let before = queue.len();
-                for update in batch.iter().filter(|u| sub.filter.admits(u)) {
+                // Checkpoints are for consumers that keep what they get
+                // (`block`): to anyone else they mean nothing.
+                let wanted =
+                    |u: &&Update| !matches!(u, Update::Checkpoint(_)) && sub.filter.admits(u);
+                for update in batch.iter().filter(wanted) {
                     queue.push(update, metrics);
                 }
                 let added = queue.len() != before || queue.lagged > 0;

@@ -81,6 +81,11 @@ impl Filter {
     }
 
     pub(super) fn admits(&self, update: &Update) -> bool {
+        if let Update::Checkpoint(_) = update {
+            // Not about any vehicle; the publisher gives it to `block`
+            // subscribers only.
+            return true;
+        }
         match self {
             Filter::All => true,
             Filter::Vehicles(ids) => ids.iter().any(|id| id.as_str() == update.vehicle_id()),

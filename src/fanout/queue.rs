@@ -80,6 +80,8 @@ impl Queue {
                 Update::Event(_) | Update::Package(_) => self.push_drop_oldest(update, metrics),
                 Update::Position(p) if p.late => {}
                 Update::Position(_) | Update::Status(_) => self.conflate(update, metrics),
+                // Never given to a dropping subscriber (the publisher skips it).
+                Update::Checkpoint(_) => {}
             },
             WhenFull::DropOldest => self.push_drop_oldest(update, metrics),
             // `block` is handled by the publisher; this is only a fallback.

@@ -58,6 +58,11 @@ pub enum Update {
     Event(FleetEvent),
     /// Boxed: a package carries place names, and is rare next to positions.
     Package(Box<packages::PackageUpdate>),
+    /// Not a change: ingest's mark that every publish up to this ticket
+    /// has been handled (`crate::acks`). Only a consumer that keeps things
+    /// (the bridge feeder, policy `block`) receives it; it advances the
+    /// durable watermark once what came before it is in the spool.
+    Checkpoint(u64),
 }
 
 impl Update {
@@ -67,7 +72,7 @@ impl Update {
             Update::Position(p) => Some(p.slot),
             Update::Status(s) => Some(s.slot),
             Update::Event(e) => Some(e.slot),
-            Update::Package(_) => None,
+            Update::Package(_) | Update::Checkpoint(_) => None,
         }
     }
     pub fn vehicle_id(&self) -> &str {
@@ -76,6 +81,7 @@ impl Update {
             Update::Status(s) => s.vehicle.as_str(),
             Update::Event(e) => e.vehicle.as_str(),
             Update::Package(p) => &p.package.vehicle_id,
+            Update::Checkpoint(_) => "",
         }
     }
 }

@@ -37,10 +37,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::acks::{Ack, Durable, PendingAcks};
 use crate::broker::BrokerPublisher;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::fanout::Fanout;
+use crate::fleet::Update;
 use crate::metrics::Metrics;
 use crate::topics::{DeviceTopicKind, VehicleId};
 
@@ -60,15 +62,32 @@ pub struct VehiclePublish {
     pub received_ms: u64,
 }
 
+/// The acknowledgement a QoS 1/2 publish is owed, and where to send it once
+/// the publish is kept (`crate::acks`).
+pub struct AckRequest {
+    pub to: Arc<PendingAcks>,
+    pub ack: Ack,
+}
+
+/// One entry of ingest's queue: a publish (`None` when it was refused at
+/// the door, or for a QoS 2 redelivery ingest must not see twice), and the
+/// acknowledgement owed for it. Queued together so a connection's
+/// acknowledgements keep the order of its publishes.
+pub struct Queued {
+    publish: Option<VehiclePublish>,
+    ack: Option<AckRequest>,
+}
+
 /// The edge's handle on the ingest queue.
 #[derive(Clone)]
 pub struct IngestSender {
-    queue: mpsc::Sender<VehiclePublish>,
+    queue: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
+    durable: Arc<Durable>,
 }
 
 /// A publish counted and checked by ingest, waiting for room in its queue.
-pub struct Admitted(VehiclePublish);
+pub struct Admitted(Queued);
 
 /// Ingest has stopped (the gateway is shutting down).
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +107,23 @@ impl IngestSender {
     pub(crate) fn detached(
         capacity: usize,
         metrics: Arc<Metrics>,
-    ) -> (IngestSender, mpsc::Receiver<VehiclePublish>) {
+    ) -> (IngestSender, mpsc::Receiver<Queued>) {
         let (queue, rx) = mpsc::channel(capacity.max(1));
-        (IngestSender { queue, metrics }, rx)
+        let durable = Durable::new(1);
+        (
+            IngestSender {
+                queue,
+                metrics,
+                durable,
+            },
+            rx,
+        )
+    }
+
+    /// Every publish up to this ticket is kept: a connection may send the
+    /// acknowledgements due at it (`crate::acks`).
+    pub fn durable_through(&self) -> u64 {
+        self.durable.through()
     }
 
     /// For QoS 0: never waits; a full queue drops the publish (counted).
@@ -98,32 +131,47 @@ impl IngestSender {
         let Some(publish) = self.admit(publish) else {
             return;
         };
-        if self.queue.try_send(publish).is_err() {
+        let queued = Queued {
+            publish: Some(publish),
+            ack: None,
+        };
+        if self.queue.try_send(queued).is_err() {
             Metrics::inc(&self.metrics.ingest_dropped_total);
         }
     }
 
-    /// For QoS 1 and 2: waits for room, so the PUBACK means "ingest has it"
-    /// (or that it was refused as malformed, which is final too).
-    pub async fn deliver(&self, publish: VehiclePublish) -> Result<(), IngestClosed> {
-        match self.try_deliver(publish)? {
+    /// For QoS 1 and 2: waits for room. `ack` reaches its connection once
+    /// the publish is kept (in the spool, or handled when the bridge is
+    /// off), or once it was refused as malformed (which is final too).
+    pub async fn deliver(
+        &self,
+        publish: Option<VehiclePublish>,
+        ack: AckRequest,
+    ) -> Result<(), IngestClosed> {
+        match self.try_deliver(publish, ack)? {
             None => Ok(()),
             Some(waiting) => self.wait_deliver(waiting).await,
         }
     }
 
     /// [`deliver`](Self::deliver) without waiting: `None` when ingest took
-    /// the publish (or refused it as malformed), `Some` when the queue is
-    /// full; then [`wait_deliver`](Self::wait_deliver) finishes the job.
-    /// The edge uses the two steps so that the common case holds no
-    /// waiting state in its connection tasks.
-    pub fn try_deliver(&self, publish: VehiclePublish) -> Result<Option<Admitted>, IngestClosed> {
-        let Some(publish) = self.admit(publish) else {
-            return Ok(None);
+    /// it, `Some` when the queue is full; then
+    /// [`wait_deliver`](Self::wait_deliver) finishes the job. The edge uses
+    /// the two steps so that the common case holds no waiting state in its
+    /// connection tasks. `publish: None` queues the acknowledgement alone
+    /// (a QoS 2 redelivery), behind the connection's earlier ones.
+    pub fn try_deliver(
+        &self,
+        publish: Option<VehiclePublish>,
+        ack: AckRequest,
+    ) -> Result<Option<Admitted>, IngestClosed> {
+        let queued = Queued {
+            publish: publish.and_then(|p| self.admit(p)),
+            ack: Some(ack),
         };
-        match self.queue.try_send(publish) {
+        match self.queue.try_send(queued) {
             Ok(()) => Ok(None),
-            Err(mpsc::error::TrySendError::Full(publish)) => Ok(Some(Admitted(publish))),
+            Err(mpsc::error::TrySendError::Full(queued)) => Ok(Some(Admitted(queued))),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(IngestClosed),
         }
     }
@@ -173,19 +221,28 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     mirror: BrokerPublisher,
     fanout: &Fanout,
+    durable: Arc<Durable>,
 ) -> Ingest {
-    let (queue, mut rx) = mpsc::channel(config.ingest.queue.get());
+    // With the bridge on, a publish is kept once the feeder has appended it
+    // (it advances the watermark at each checkpoint); without, once handled.
+    let feeder_keeps = config.bridge.enabled;
+    let (queue, mut rx) = mpsc::channel::<Queued>(config.ingest.queue.get());
     let (stop, mut stopped) = oneshot::channel::<()>();
     let (queries, mut query_rx) = queries::channel();
     let mut pipeline = Pipeline::new(config, metrics.clone(), mirror);
     let mut publisher = fanout.publisher();
     let sweep_every = Duration::from_millis(config.fleet.sweep_interval_ms);
+    let sender_durable = durable.clone();
     let task = tokio::spawn(async move {
         let mut inbox = Vec::with_capacity(BATCH);
         let mut updates = Vec::with_capacity(BATCH * 4);
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining = false;
+        // Tickets handed out so far; the last one given to the fan-out or
+        // the watermark.
+        let mut ticket = 0u64;
+        let mut checkpointed = 0u64;
         loop {
             tokio::select! {
                 // Stopping: take no more, but everything already queued (the
@@ -199,19 +256,39 @@ pub fn spawn(
                         break;
                     }
                     let now = Instant::now();
-                    for publish in inbox.drain(..) {
-                        pipeline.handle(publish, now, &mut updates);
+                    for queued in inbox.drain(..) {
+                        if let Some(publish) = queued.publish {
+                            pipeline.handle(publish, now, &mut updates);
+                        }
+                        if let Some(AckRequest { to, ack }) = queued.ack {
+                            ticket += 1;
+                            to.push(ticket, ack, &durable);
+                        }
                     }
                 }
                 _ = sweep.tick() => pipeline.fleet.sweep(Instant::now(), now_ms(), &mut updates),
                 Some(query) = query_rx.recv() => query.answer(&mut pipeline, now_ms(), &mut updates),
             }
+            let checkpoint = ticket > checkpointed;
+            if checkpoint && feeder_keeps {
+                updates.push(Update::Checkpoint(ticket));
+            }
             publisher.publish(&updates).await;
             updates.clear();
+            if checkpoint {
+                checkpointed = ticket;
+                if !feeder_keeps {
+                    durable.advance(ticket);
+                }
+            }
         }
     });
     Ingest {
-        sender: IngestSender { queue, metrics },
+        sender: IngestSender {
+            queue,
+            metrics,
+            durable: sender_durable,
+        },
         queries,
         stop,
         task,
