@@ -1,0 +1,199 @@
+//! What a watch saw: [`WsWatchReport`], for people and as one JSON line.
+
+use std::time::Duration;
+
+use super::Histogram;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// End of the window, seconds after connecting.
+    pub end_s: f64,
+    pub frames: u64,
+    pub positions: u64,
+    pub positions_per_s: f64,
+    /// Freshness against `received_ms` within the window.
+    pub fresh_p99_ms: Option<u64>,
+    pub fresh_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WsWatchReport {
+    pub url: String,
+    pub stall: bool,
+    /// Unix ms when the handshake completed; for a stalled client also its last read.
+    pub connected_at_ms: u64,
+    pub handshake_ms: f64,
+    pub elapsed: Duration,
+    /// Text frames taken, the snapshot included.
+    pub frames: u64,
+    pub bytes: u64,
+    pub snapshot_vehicles: u64,
+    pub positions: u64,
+    pub statuses: u64,
+    pub events: u64,
+    /// Sum of the frames' `lagged` (updates the server's queue dropped for us).
+    pub lagged: u64,
+    pub lagged_frames: u64,
+    pub parse_errors: u64,
+    pub distinct_vehicles: usize,
+    /// now − received_ms of each position (ms).
+    pub fresh_received: Histogram,
+    /// now − time_ms of each position (ms).
+    pub fresh_fix: Histogram,
+    /// Positions stamped in the future (clock skew), counted as 0 ms.
+    pub negative_freshness: u64,
+    /// Longest time between two frames after the first position arrived.
+    pub max_frame_gap_ms: u64,
+    pub windows: Vec<Window>,
+    /// The server closed the connection (or it broke) before our deadline.
+    pub disconnected: bool,
+    pub disconnected_after_s: Option<f64>,
+    pub disconnect_reason: Option<String>,
+    /// Stalled client: the server had closed it when we finally read.
+    pub server_closed: Option<bool>,
+    /// Stalled client: frames still buffered when we read at the end.
+    pub drained_frames: u64,
+    /// Stalled client with `--metrics-url`: when the gateway's stalled
+    /// counter first rose above its value at our connect (unix ms).
+    pub stalled_counter_rose_at_ms: Option<u64>,
+    pub stalled_counter_before: Option<u64>,
+    pub stalled_counter_after: Option<u64>,
+}
+
+impl WsWatchReport {
+    pub fn frames_per_s(&self) -> f64 {
+        per_s(self.frames, self.elapsed)
+    }
+
+    pub fn positions_per_s(&self) -> f64 {
+        per_s(self.positions, self.elapsed)
+    }
+
+    /// Seconds from the stalled client's last read (its connect) to the
+    /// gateway counting a stalled disconnect.
+    pub fn stalled_disconnect_after_s(&self) -> Option<f64> {
+        self.stalled_counter_rose_at_ms
+            .map(|t| t.saturating_sub(self.connected_at_ms) as f64 / 1000.0)
+    }
+
+    pub fn to_json_line(&self) -> String {
+        let windows: Vec<_> = self
+            .windows
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "end_s": w.end_s,
+                    "frames": w.frames,
+                    "positions": w.positions,
+                    "positions_per_s": w.positions_per_s,
+                    "fresh_p99_ms": w.fresh_p99_ms,
+                    "fresh_max_ms": w.fresh_max_ms,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "mode": if self.stall { "stall" } else { "read" },
+            "url": self.url,
+            "connected_at_ms": self.connected_at_ms,
+            "handshake_ms": self.handshake_ms,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "frames": self.frames,
+            "frames_per_s": self.frames_per_s(),
+            "bytes": self.bytes,
+            "snapshot_vehicles": self.snapshot_vehicles,
+            "positions": self.positions,
+            "positions_per_s": self.positions_per_s(),
+            "statuses": self.statuses,
+            "events": self.events,
+            "lagged": self.lagged,
+            "lagged_frames": self.lagged_frames,
+            "parse_errors": self.parse_errors,
+            "distinct_vehicles": self.distinct_vehicles,
+            "fresh_received": self.fresh_received.to_json(),
+            "fresh_fix": self.fresh_fix.to_json(),
+            "negative_freshness": self.negative_freshness,
+            "max_frame_gap_ms": self.max_frame_gap_ms,
+            "windows": windows,
+            "disconnected": self.disconnected,
+            "disconnected_after_s": self.disconnected_after_s,
+            "disconnect_reason": self.disconnect_reason,
+            "server_closed": self.server_closed,
+            "drained_frames": self.drained_frames,
+            "stalled_counter_before": self.stalled_counter_before,
+            "stalled_counter_after": self.stalled_counter_after,
+            "stalled_counter_rose_at_ms": self.stalled_counter_rose_at_ms,
+            "stalled_disconnect_after_s": self.stalled_disconnect_after_s(),
+        })
+        .to_string()
+    }
+
+    /// A block for people.
+    pub fn to_human(&self) -> String {
+        let q = |h: &Histogram| {
+            format!(
+                "p50 {} / p99 {} / max {} ms",
+                opt(h.quantile(0.5)),
+                opt(h.quantile(0.99)),
+                opt(h.max())
+            )
+        };
+        let mut s = format!(
+            "ws-watch ({}) {}\n  elapsed              {:.1} s\n  frames               {} ({:.1}/s, {} bytes)\n  positions            {} ({:.0}/s), {} distinct vehicles\n  lagged               {} in {} frames\n  freshness (received) {}\n  freshness (fix)      {}\n  max frame gap        {} ms\n",
+            if self.stall { "stalled" } else { "reading" },
+            self.url,
+            self.elapsed.as_secs_f64(),
+            self.frames,
+            self.frames_per_s(),
+            self.bytes,
+            self.positions,
+            self.positions_per_s(),
+            self.distinct_vehicles,
+            self.lagged,
+            self.lagged_frames,
+            q(&self.fresh_received),
+            q(&self.fresh_fix),
+            self.max_frame_gap_ms,
+        );
+        match &self.disconnect_reason {
+            Some(reason) => {
+                s += &format!(
+                    "  disconnected         after {:.1} s: {reason}\n",
+                    self.disconnected_after_s.unwrap_or(0.0)
+                )
+            }
+            None => s += "  disconnected         no\n",
+        }
+        if self.stall {
+            s += &format!(
+                "  server closed it     {} ({} frames were still buffered)\n",
+                match self.server_closed {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                },
+                self.drained_frames
+            );
+            if let Some(after) = self.stalled_disconnect_after_s() {
+                s += &format!(
+                    "  stalled counter rose {after:.1} s after the last read ({} -> {})\n",
+                    opt(self.stalled_counter_before),
+                    opt(self.stalled_counter_after)
+                );
+            }
+        }
+        s
+    }
+}
+
+pub(super) fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+pub(super) fn per_s(n: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
