@@ -1,11 +1,23 @@
-//! Freshness in ms, in bounded memory.
+//! Freshness in ms, in bounded memory: an HDR histogram (the same crate the
+//! bench uses) that also keeps the exact maximum.
+//!
+//! In: one age in ms per position. Out: the count, the exact max, and
+//! quantiles exact to the ms below 32 768 ms (2-ms steps above, never above
+//! the max nor [`HISTOGRAM_MAX_MS`]). Bound: a fixed ~384 KiB of counts,
+//! however many samples.
 
 use super::HISTOGRAM_MAX_MS;
 
-/// Counts of milliseconds in 1-ms buckets, `0..=HISTOGRAM_MAX_MS`.
+/// Significant digits: 4 keeps every value below 2¹⁵ ms in a bucket of its own.
+const SIGNIFICANT_DIGITS: u8 = 4;
+
+/// Ages in ms; a sample above [`HISTOGRAM_MAX_MS`] is counted at the cap
+/// (its max is still exact).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
-    counts: Vec<u64>,
+    /// `None` only if the constant bounds were invalid, which
+    /// `histogram_quantiles_and_max` would catch (it checks exact quantiles).
+    counts: Option<hdrhistogram::Histogram<u64>>,
     n: u64,
     max: u64,
 }
@@ -13,7 +25,12 @@ pub struct Histogram {
 impl Default for Histogram {
     fn default() -> Self {
         Self {
-            counts: vec![0; HISTOGRAM_MAX_MS as usize + 1],
+            counts: hdrhistogram::Histogram::new_with_bounds(
+                1,
+                HISTOGRAM_MAX_MS,
+                SIGNIFICANT_DIGITS,
+            )
+            .ok(),
             n: 0,
             max: 0,
         }
@@ -22,9 +39,8 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn record(&mut self, ms: u64) {
-        let bucket = ms.min(HISTOGRAM_MAX_MS) as usize;
-        if let Some(c) = self.counts.get_mut(bucket) {
-            *c += 1;
+        if let Some(counts) = self.counts.as_mut() {
+            counts.saturating_record(ms.min(HISTOGRAM_MAX_MS));
         }
         self.n += 1;
         self.max = self.max.max(ms);
@@ -39,24 +55,22 @@ impl Histogram {
     }
 
     /// The smallest value with at least `q` of the samples at or below it
-    /// (`q` in 0..=1); the exact max for the last bucket.
+    /// (`q` in 0..=1), at most the exact max and [`HISTOGRAM_MAX_MS`].
     pub fn quantile(&self, q: f64) -> Option<u64> {
         if self.n == 0 {
             return None;
         }
-        let rank = ((q.clamp(0.0, 1.0) * self.n as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (ms, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some((ms as u64).min(self.max));
-            }
-        }
-        Some(self.max)
+        let at = self
+            .counts
+            .as_ref()
+            .map_or(self.max, |c| c.value_at_quantile(q.clamp(0.0, 1.0)));
+        Some(at.min(self.max).min(HISTOGRAM_MAX_MS))
     }
 
     pub fn clear(&mut self) {
-        self.counts.iter_mut().for_each(|c| *c = 0);
+        if let Some(counts) = self.counts.as_mut() {
+            counts.reset();
+        }
         self.n = 0;
         self.max = 0;
     }

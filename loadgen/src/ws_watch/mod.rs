@@ -17,8 +17,8 @@
 //! JSON line on stdout from the binary).
 //!
 //! Bound: one frame at a time (tungstenite's message size limit, set to
-//! [`MAX_MESSAGE_BYTES`]); two fixed histograms of 1-ms buckets up to
-//! [`HISTOGRAM_MAX_MS`] plus one per window; the set of distinct vehicle ids
+//! [`MAX_MESSAGE_BYTES`]); two fixed-size [`Histogram`]s (HDR, exact to the
+//! ms below 32 s, capped at [`HISTOGRAM_MAX_MS`]) plus one per window; the set of distinct vehicle ids
 //! is capped at [`MAX_DISTINCT_VEHICLES`]; one summary per window
 //! (duration / window entries). Nothing from the network is unwrapped: a
 //! frame that does not parse is counted in `parse_errors`.
@@ -47,7 +47,7 @@ pub use stalled::{fetch_metric, metric_value};
 
 /// Largest frame the watcher accepts (a snapshot of 10 000 vehicles is ~3 MB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-/// Freshness above this lands in the last bucket (its max is still exact).
+/// Freshness above this is counted at this value (its max is still exact).
 pub const HISTOGRAM_MAX_MS: u64 = 60_000;
 /// Distinct vehicle ids remembered; the gateway's own table is smaller.
 pub const MAX_DISTINCT_VEHICLES: usize = 1 << 20;
