@@ -33,7 +33,7 @@
 //! Bound: the output grows linearly with scenarios × brokers (a few hundred
 //! bytes per bar); nothing in the records can make it panic.
 
-use serde_json::Value;
+use crate::results::ResultLine;
 
 mod axes;
 mod format;
@@ -81,19 +81,15 @@ const INK: &str = "#1f2937";
 const MUTED: &str = "#6b7280";
 const GRID: &str = "#e5e7eb";
 
-/// The latency percentiles drawn as shaded bar segments: record key, legend
-/// label, fill opacity.
-const PERCENTILES: [(&str, &str, f64); 3] = [
-    ("p50", "p50", 1.0),
-    ("p99", "p99", 0.55),
-    ("p999", "p99.9", 0.25),
-];
+/// The latency percentiles drawn as shaded bar segments, p50, p99 and
+/// p99.9: legend label, fill opacity.
+const PERCENTILES: [(&str, f64); 3] = [("p50", 1.0), ("p99", 0.55), ("p99.9", 0.25)];
 
 /// One SVG document with two panels, throughput and latency, comparing the
 /// brokers in `runs` per scenario (see the module docs for the record format
 /// and the layout). Always a well-formed document: with nothing to draw it
 /// says "no data". It starts with `<svg` and ends with `</svg>` and a newline.
-pub fn render_svg(runs: &[Value], title: &str) -> String {
+pub fn render_svg(runs: &[ResultLine], title: &str) -> String {
     let table = Table::from_runs(runs);
     let colors = broker_colors(&table.brokers);
     let throughput = table.throughput_rows();

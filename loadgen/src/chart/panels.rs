@@ -259,7 +259,7 @@ pub(super) fn latency_row(
     tooltip: &str,
 ) {
     let mut start = PLOT_LEFT;
-    for (value, (_, _, opacity)) in latency.percentiles.iter().zip(PERCENTILES) {
+    for (value, (_, opacity)) in latency.percentiles.iter().zip(PERCENTILES) {
         let Some(value) = value else { continue };
         // A value below the axis still shows as a sliver.
         let end = axis.x(*value).max(PLOT_LEFT + 2.0);
@@ -306,7 +306,7 @@ pub(super) fn latency_text(latency: &Latency) -> String {
 /// the header of the values column.
 pub(super) fn percentile_legend(svg: &mut Svg, y: f64) {
     let mut x = MARGIN_LEFT;
-    for (_, label, opacity) in PERCENTILES {
+    for (label, opacity) in PERCENTILES {
         svg.rect(
             x,
             y - 10.0,

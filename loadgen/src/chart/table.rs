@@ -1,26 +1,22 @@
 //! The records as a scenario × broker grid: what the chart draws, read
 //! leniently (a missing or odd value is left out, never a panic).
 
-use serde_json::Value;
-
-use super::PERCENTILES;
+use crate::results::{LatencyLine, ResultLine};
 
 /// Latencies of one run, µs; only values above zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct Latency {
-    /// p50, p99, p99.9, in the order of [`PERCENTILES`].
+    /// p50, p99, p99.9, in the order of [`PERCENTILES`](super::PERCENTILES).
     pub(super) percentiles: [Option<f64>; 3],
     pub(super) max: Option<f64>,
 }
 
 impl Latency {
-    /// The `latency_us` object of a record, if it has any usable value.
-    pub(super) fn from_json(value: &Value) -> Option<Self> {
-        let object = value.as_object()?;
-        let get = |key: &str| object.get(key).and_then(positive);
+    /// The `latency_us` of a record, if it has any usable value.
+    pub(super) fn from_line(line: &LatencyLine) -> Option<Self> {
         let latency = Latency {
-            percentiles: PERCENTILES.map(|(key, _, _)| get(key)),
-            max: get("max"),
+            percentiles: [line.p50, line.p99, line.p999].map(positive),
+            max: positive(line.max),
         };
         let any = latency.values().next().is_some();
         any.then_some(latency)
@@ -61,27 +57,28 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub(super) fn from_runs(runs: &[Value]) -> Self {
+    pub(super) fn from_runs(runs: &[ResultLine]) -> Self {
         let mut table = Table::default();
         for run in runs {
-            let name = |key: &str| {
-                run.get(key)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.trim().is_empty())
-            };
-            let (Some(scenario), Some(broker)) = (name("scenario"), name("broker")) else {
+            let (Some(scenario), Some(broker)) = (named(run.scenario()), named(run.broker()))
+            else {
                 continue;
             };
-            let throughput = run
-                .get("max_sustained_per_s")
-                .and_then(non_negative)
-                .or_else(|| run.get("received_per_s").and_then(non_negative));
-            // A search's overall latency includes the steps that failed:
-            // show the latency at its max sustained rate, as the throughput does.
-            let latency = run
-                .get("max_sustained_latency_us")
-                .and_then(Latency::from_json)
-                .or_else(|| run.get("latency_us").and_then(Latency::from_json));
+            // Only bench lines have throughput and latency; the others
+            // still name their scenario and broker.
+            let (throughput, latency) = match run {
+                ResultLine::Bench(line) => (
+                    non_negative(line.max_sustained_per_s)
+                        .or_else(|| non_negative(line.received_per_s)),
+                    // A search's overall latency includes the steps that failed:
+                    // show the latency at its max sustained rate, as the throughput does.
+                    line.max_sustained_latency_us
+                        .as_ref()
+                        .and_then(Latency::from_line)
+                        .or_else(|| line.latency_us.as_ref().and_then(Latency::from_line)),
+                ),
+                _ => (None, None),
+            };
 
             let s = table.scenario_index(scenario);
             let b = table.broker_index(broker);
@@ -142,12 +139,17 @@ impl Table {
     }
 }
 
-/// A finite number ≥ 0.
-pub(super) fn non_negative(value: &Value) -> Option<f64> {
-    value.as_f64().filter(|v| v.is_finite() && *v >= 0.0)
+/// A name that is not blank.
+fn named(name: Option<&str>) -> Option<&str> {
+    name.filter(|s| !s.trim().is_empty())
 }
 
-/// A finite number > 0 (drawable on a log axis).
-pub(super) fn positive(value: &Value) -> Option<f64> {
-    value.as_f64().filter(|v| v.is_finite() && *v > 0.0)
+/// A finite number ≥ 0.
+fn non_negative(value: Option<f64>) -> Option<f64> {
+    value.filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// A number > 0 (drawable on a log axis).
+fn positive(value: Option<u64>) -> Option<f64> {
+    value.filter(|v| *v > 0).map(|v| v as f64)
 }

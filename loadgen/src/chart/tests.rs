@@ -2,8 +2,17 @@ use super::axes::{nice_step, LinearAxis, LogAxis};
 use super::format::{format_count, format_micros, format_rate};
 use super::panels::broker_colors;
 use super::svg::escape;
+use super::table::Table;
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// The records as a results file holds them; what is not one is skipped.
+fn lines(values: &[Value]) -> Vec<ResultLine> {
+    values
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect()
+}
 
 /// Checks the shape of the document: one `<svg>` root, every tag closed
 /// in order, no stray `<` or `&` in text.
@@ -76,7 +85,7 @@ fn sample() -> Vec<Value> {
 
 #[test]
 fn renders_every_scenario_and_broker_in_a_well_formed_document() {
-    let svg = render_svg(&sample(), "fleetgate vs mosquitto");
+    let svg = render_svg(&lines(&sample()), "fleetgate vs mosquitto");
     assert_well_formed(&svg);
     for name in [
         "fan-in",
@@ -103,7 +112,7 @@ fn renders_every_scenario_and_broker_in_a_well_formed_document() {
 fn escapes_names_and_title() {
     let runs = [json!({"scenario": "a<b&c", "broker": "\"q\" 'b' >x",
                        "received_per_s": 5.0})];
-    let svg = render_svg(&runs, "<script>&");
+    let svg = render_svg(&lines(&runs), "<script>&");
     assert_well_formed(&svg);
     assert!(svg.contains("a&lt;b&amp;c"));
     assert!(!svg.contains("a<b"));
@@ -126,7 +135,7 @@ fn no_data_is_a_valid_document_saying_so() {
                     "latency_us": {"p50": 0, "p99": -3, "max": "slow"}}),
         ],
     ] {
-        let svg = render_svg(&runs, "empty");
+        let svg = render_svg(&lines(&runs), "empty");
         assert_well_formed(&svg);
         assert!(svg.contains(">no data<"), "{svg}");
         assert!(!svg.contains("Throughput"));
@@ -143,7 +152,7 @@ fn odd_values_are_skipped_or_drawn_without_panicking() {
         json!({"scenario": "huge", "broker": "only", "max_sustained_per_s": 1e300,
                "latency_us": {"p50": 1e-3, "p99": 1e300}}),
     ];
-    let svg = render_svg(&runs, "single broker");
+    let svg = render_svg(&lines(&runs), "single broker");
     assert_well_formed(&svg);
     assert!(svg.contains(">0/s<"));
     // A scenario without any value is left out of the panel.
@@ -154,7 +163,7 @@ fn odd_values_are_skipped_or_drawn_without_panicking() {
 #[test]
 fn one_panel_without_data_says_so() {
     let runs = [json!({"scenario": "s", "broker": "b", "received_per_s": 10.0})];
-    let svg = render_svg(&runs, "t");
+    let svg = render_svg(&lines(&runs), "t");
     assert_well_formed(&svg);
     assert!(svg.contains(">10/s<"));
     assert_eq!(svg.matches(">no data<").count(), 1, "latency panel: {svg}");
@@ -181,7 +190,7 @@ fn brokers_get_distinct_colours_in_order_of_appearance() {
         .iter()
         .map(|b| json!({"scenario": "s", "broker": b, "received_per_s": 1.0}))
         .collect();
-    let svg = render_svg(&runs, "many");
+    let svg = render_svg(&lines(&runs), "many");
     assert_well_formed(&svg);
     let emqx = svg.find(">emqx<");
     let fleetgate = svg.find(">Fleetgate-edge<");
@@ -196,7 +205,7 @@ fn later_records_override_earlier_values() {
         json!({"scenario": "s", "broker": "b", "received_per_s": 20.0,
                "latency_us": {"p50": 200}}),
     ];
-    let table = Table::from_runs(&runs);
+    let table = Table::from_runs(&lines(&runs));
     let cell = table.cells.first().and_then(|r| r.first()).copied();
     let cell = cell.unwrap_or_default();
     assert_eq!(cell.throughput, Some(20.0));

@@ -7,6 +7,7 @@
 //! however many samples.
 
 use super::HISTOGRAM_MAX_MS;
+use crate::results::FreshnessLine;
 
 /// Significant digits: 4 keeps every value below 2¹⁵ ms in a bucket of its own.
 const SIGNIFICANT_DIGITS: u8 = 4;
@@ -75,12 +76,13 @@ impl Histogram {
         self.max = 0;
     }
 
-    pub(super) fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "n": self.n,
-            "p50_ms": self.quantile(0.50),
-            "p99_ms": self.quantile(0.99),
-            "max_ms": self.max(),
-        })
+    /// Count, p50, p99 and max, as the result line has them.
+    pub fn to_line(&self) -> FreshnessLine {
+        FreshnessLine {
+            n: self.n,
+            p50_ms: self.quantile(0.50),
+            p99_ms: self.quantile(0.99),
+            max_ms: self.max(),
+        }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Histogram;
+use crate::results::{to_line, WsWatchLine, WsWindowLine};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -76,55 +77,58 @@ impl WsWatchReport {
             .map(|t| t.saturating_sub(self.connected_at_ms) as f64 / 1000.0)
     }
 
-    pub fn to_json_line(&self) -> String {
-        let windows: Vec<_> = self
+    /// The result line ([`WsWatchLine`]).
+    pub fn to_line(&self) -> WsWatchLine {
+        let windows = self
             .windows
             .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "end_s": w.end_s,
-                    "frames": w.frames,
-                    "positions": w.positions,
-                    "positions_per_s": w.positions_per_s,
-                    "fresh_p99_ms": w.fresh_p99_ms,
-                    "fresh_max_ms": w.fresh_max_ms,
-                })
+            .map(|w| WsWindowLine {
+                end_s: w.end_s,
+                frames: w.frames,
+                positions: w.positions,
+                positions_per_s: w.positions_per_s,
+                fresh_p99_ms: w.fresh_p99_ms,
+                fresh_max_ms: w.fresh_max_ms,
             })
             .collect();
-        serde_json::json!({
-            "mode": if self.stall { "stall" } else { "read" },
-            "url": self.url,
-            "connected_at_ms": self.connected_at_ms,
-            "handshake_ms": self.handshake_ms,
-            "elapsed_s": self.elapsed.as_secs_f64(),
-            "frames": self.frames,
-            "frames_per_s": self.frames_per_s(),
-            "bytes": self.bytes,
-            "snapshot_vehicles": self.snapshot_vehicles,
-            "positions": self.positions,
-            "positions_per_s": self.positions_per_s(),
-            "statuses": self.statuses,
-            "events": self.events,
-            "lagged": self.lagged,
-            "lagged_frames": self.lagged_frames,
-            "parse_errors": self.parse_errors,
-            "distinct_vehicles": self.distinct_vehicles,
-            "fresh_received": self.fresh_received.to_json(),
-            "fresh_fix": self.fresh_fix.to_json(),
-            "negative_freshness": self.negative_freshness,
-            "max_frame_gap_ms": self.max_frame_gap_ms,
-            "windows": windows,
-            "disconnected": self.disconnected,
-            "disconnected_after_s": self.disconnected_after_s,
-            "disconnect_reason": self.disconnect_reason,
-            "server_closed": self.server_closed,
-            "drained_frames": self.drained_frames,
-            "stalled_counter_before": self.stalled_counter_before,
-            "stalled_counter_after": self.stalled_counter_after,
-            "stalled_counter_rose_at_ms": self.stalled_counter_rose_at_ms,
-            "stalled_disconnect_after_s": self.stalled_disconnect_after_s(),
-        })
-        .to_string()
+        WsWatchLine {
+            mode: if self.stall { "stall" } else { "read" }.to_owned(),
+            url: self.url.clone(),
+            connected_at_ms: self.connected_at_ms,
+            handshake_ms: self.handshake_ms,
+            elapsed_s: self.elapsed.as_secs_f64(),
+            frames: self.frames,
+            frames_per_s: self.frames_per_s(),
+            bytes: self.bytes,
+            snapshot_vehicles: self.snapshot_vehicles,
+            positions: self.positions,
+            positions_per_s: Some(self.positions_per_s()),
+            statuses: self.statuses,
+            events: self.events,
+            lagged: Some(self.lagged),
+            lagged_frames: self.lagged_frames,
+            parse_errors: self.parse_errors,
+            distinct_vehicles: self.distinct_vehicles,
+            fresh_received: Some(self.fresh_received.to_line()),
+            fresh_fix: Some(self.fresh_fix.to_line()),
+            negative_freshness: self.negative_freshness,
+            max_frame_gap_ms: self.max_frame_gap_ms,
+            windows,
+            disconnected: self.disconnected,
+            disconnected_after_s: self.disconnected_after_s,
+            disconnect_reason: self.disconnect_reason.clone(),
+            server_closed: self.server_closed,
+            drained_frames: self.drained_frames,
+            stalled_counter_before: self.stalled_counter_before,
+            stalled_counter_after: self.stalled_counter_after,
+            stalled_counter_rose_at_ms: self.stalled_counter_rose_at_ms,
+            stalled_disconnect_after_s: self.stalled_disconnect_after_s(),
+        }
+    }
+
+    /// The result line as one line of JSON with sorted keys.
+    pub fn to_json_line(&self) -> String {
+        to_line(&self.to_line())
     }
 
     /// A block for people.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use fleetgate::metrics::Metrics;
-use serde_json::json;
+use loadgen::results::CpuSplitLine;
 
 /// What the consumer received of this run's messages.
 #[derive(Default)]
@@ -145,21 +145,23 @@ pub(super) fn cpu_now(rabbit: &Option<String>) -> Cpu {
 }
 
 /// CPU use between two readings over `secs` of wall time, in % of one core.
-pub(super) fn cpu_split(a: &Cpu, b: &Cpu, secs: f64) -> serde_json::Value {
+pub(super) fn cpu_split(a: &Cpu, b: &Cpu, secs: f64) -> CpuSplitLine {
     let pct = |x: f64| (x / secs * 1000.0).round() / 10.0;
-    let mut groups = serde_json::Map::new();
+    let mut groups = BTreeMap::new();
     for (g, v) in &b.groups {
         let d = v - a.groups.get(g).copied().unwrap_or(0.0);
         if d > 0.005 * secs {
-            groups.insert(g.clone(), json!(pct(d)));
+            groups.insert(g.clone(), pct(d));
         }
     }
     let total = b.machine_total - a.machine_total;
-    json!({
-        "threads_pct_of_core": groups,
-        "rabbitmq_pct_of_core": pct(b.rabbit - a.rabbit),
-        "machine_busy_pct": if total > 0.0 {
+    CpuSplitLine {
+        threads_pct_of_core: groups,
+        rabbitmq_pct_of_core: pct(b.rabbit - a.rabbit),
+        machine_busy_pct: if total > 0.0 {
             ((b.machine_busy - a.machine_busy) / total * 1000.0).round() / 10.0
-        } else { 0.0 },
-    })
+        } else {
+            0.0
+        },
+    }
 }

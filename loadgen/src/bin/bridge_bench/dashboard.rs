@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use firmware_sim::clock::now_ms;
 use futures_util::StreamExt;
-use serde_json::json;
+use loadgen::results::DrainLatencyLine;
 
 #[derive(Default)]
 pub(super) struct Dashboard {
@@ -59,7 +59,7 @@ pub(super) async fn watch_ws(
 
 /// p50, p99, max and count of the latencies received in `[from, to)` (ms),
 /// the percentiles from an HDR histogram (exact below 2 048 ms).
-pub(super) fn latency(dash: &Dashboard, from: u64, to: u64) -> serde_json::Value {
+pub(super) fn latency(dash: &Dashboard, from: u64, to: u64) -> DrainLatencyLine {
     let samples = dash
         .samples
         .lock()
@@ -79,5 +79,10 @@ pub(super) fn latency(dash: &Dashboard, from: u64, to: u64) -> serde_json::Value
             .filter(|h| !h.is_empty())
             .map(|h| h.value_at_quantile(q))
     };
-    json!({"p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": max, "count": count})
+    DrainLatencyLine {
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: max,
+        count,
+    }
 }

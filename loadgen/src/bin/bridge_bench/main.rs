@@ -36,7 +36,8 @@
 //! auto-ack; only messages naming this run's vehicles are counted. The
 //! queue and the gateway's per-run queues are deleted at the end.
 //!
-//! Prints a table and one `RESULT {json}` line. Loopback only; every wait
+//! Prints a table and one `RESULT {json}` line
+//! ([`loadgen::results::BridgeBenchLine`]). Loopback only; every wait
 //! is bounded (`--timeout-s`), so it stops by itself.
 //!
 //! # Layout
@@ -62,7 +63,7 @@ use firmware_sim::clock::now_ms;
 use fleetgate::Config;
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
-use serde_json::json;
+use loadgen::results::{to_line, BridgeBenchConfigLine, MachineLine};
 
 mod args;
 mod counters;
@@ -180,22 +181,28 @@ async fn run(args: Args, gateway_rt: tokio::runtime::Handle) -> anyhow::Result<(
     drop(dir);
 
     let (table, mut result) = outcome?;
-    result["machine"] = machine();
-    result["command"] = json!(std::env::args().collect::<Vec<_>>().join(" "));
-    result["config"] = json!({
-        "sustained": args.sustained, "vehicles": args.vehicles,
-        "connections": args.connections, "window": args.window,
-        "backlog": args.backlog, "live_rate": args.live_rate,
-        "live_vehicles": args.live_vehicles, "durable_queue": args.durable_queue, "no_consume": args.no_consume,
-        "confirm_window": confirm_window, "spool_max_bytes": args.spool_max_bytes,
-    });
-    result["foreign_messages"] = json!(received.foreign.load(Ordering::Relaxed));
+    result.machine = machine();
+    result.command = std::env::args().collect::<Vec<_>>().join(" ");
+    result.config = BridgeBenchConfigLine {
+        sustained: args.sustained,
+        vehicles: args.vehicles,
+        connections: args.connections,
+        window: args.window,
+        backlog: args.backlog,
+        live_rate: args.live_rate,
+        live_vehicles: args.live_vehicles,
+        durable_queue: args.durable_queue,
+        no_consume: args.no_consume,
+        confirm_window,
+        spool_max_bytes: args.spool_max_bytes,
+    };
+    result.foreign_messages = received.foreign.load(Ordering::Relaxed);
     println!("{table}");
-    println!("RESULT {result}");
+    println!("RESULT {}", to_line(&result));
     Ok(())
 }
 
-fn machine() -> serde_json::Value {
+fn machine() -> MachineLine {
     let rustc = std::process::Command::new("rustc")
         .arg("-V")
         .output()
@@ -207,11 +214,16 @@ fn machine() -> serde_json::Value {
             .and_then(|l| l.split(':').nth(1))
             .map(|s| s.trim().to_string())
     });
-    json!({
-        "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "cpu": model,
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
-        "rustc": rustc,
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_string()),
-    })
+    let read_trimmed = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    MachineLine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: model,
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        rustc,
+        loadavg_at_start: read_trimmed("/proc/loadavg"),
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firmware_sim::clock::now_ms;
-use serde_json::json;
+use loadgen::results::{to_line, BridgeBenchLine, DrainLatencyLine, PhaseALine, PhaseBLine};
 
 use crate::args::Args;
 use crate::counters::{cpu_now, cpu_split, rate_10_90, sample, Received};
@@ -21,11 +21,14 @@ pub(super) async fn phases(
     proxy: &Proxy,
     received: &Arc<Received>,
     rabbit: &Option<String>,
-) -> anyhow::Result<(String, serde_json::Value)> {
+) -> anyhow::Result<(String, BridgeBenchLine)> {
     let timeout = Duration::from_secs(args.timeout_s);
     let m = &*gw.metrics;
     let mut table = String::new();
-    let mut result = json!({"tag": tag});
+    let mut result = BridgeBenchLine {
+        tag: tag.to_owned(),
+        ..BridgeBenchLine::default()
+    };
     let fmt_rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.0}", r));
 
     if args.phases.contains('a') {
@@ -74,6 +77,7 @@ pub(super) async fn phases(
         let r_received = rate_10_90(&samples, total, |s| s.received);
         let overall = confirmed as f64 / secs;
         let cpu = cpu_split(&cpu0, &cpu1, secs);
+        let cpu_shown = to_line(&cpu);
         let verdict = match r_confirmed {
             Some(r) if r >= 20_000.0 => "met",
             _ => "NOT met",
@@ -87,7 +91,7 @@ pub(super) async fn phases(
              | received by the consumer | {} |\n\
              | confirmed, first push → last confirm | {:.0} |\n\
              target ≥ 20 000 confirmed/s: {verdict}{}\n\
-             CPU (% of one core): {cpu}\n\n",
+             CPU (% of one core): {cpu_shown}\n\n",
             args.vehicles,
             args.connections,
             r_ingest,
@@ -97,18 +101,18 @@ pub(super) async fn phases(
             overall,
             if timed_out { " (TIMED OUT)" } else { "" },
         );
-        result["phase_a"] = json!({
-            "positions": acked,
-            "records_confirmed": confirmed,
-            "ingest_per_s": r_ingest.round(),
-            "spooled_per_s": r_spooled.map(f64::round),
-            "confirmed_per_s": r_confirmed.map(f64::round),
-            "received_per_s": r_received.map(f64::round),
-            "confirmed_per_s_overall": overall.round(),
-            "seconds": round1(secs),
-            "target_20000_met": verdict == "met",
-            "timed_out": timed_out,
-            "cpu": cpu,
+        result.phase_a = Some(PhaseALine {
+            positions: acked,
+            records_confirmed: confirmed,
+            ingest_per_s: r_ingest.round(),
+            spooled_per_s: r_spooled.map(f64::round),
+            confirmed_per_s: r_confirmed.map(f64::round),
+            received_per_s: r_received.map(f64::round),
+            confirmed_per_s_overall: overall.round(),
+            seconds: round1(secs),
+            target_20000_met: verdict == "met",
+            timed_out,
+            cpu,
         });
     }
 
@@ -240,9 +244,12 @@ pub(super) async fn phases(
         let lat_after = latency(&dash, drained_ms, after_to);
         let cpu_before = cpu_split(&cpu_before0, &cpu_before1, args.before_s);
         let cpu_drain = cpu_split(&cpu_drain0, &cpu_drain1, from_restore);
+        let (cpu_before_shown, cpu_drain_shown) = (to_line(&cpu_before), to_line(&cpu_drain));
         let ratio_met = ratio.is_some_and(|r| r >= 5.0) && !timed_out;
-        let p99 = |v: &serde_json::Value| v["p99_ms"].as_u64();
-        let p50 = |v: &serde_json::Value| v["p50_ms"].as_u64();
+        let p99 = |v: &DrainLatencyLine| v.p99_ms;
+        let p50 = |v: &DrainLatencyLine| v.p50_ms;
+        // The max as JSON has it: "null" when there were no samples.
+        let max = |v: &DrainLatencyLine| to_line(&v.max_ms);
         let show = |v: Option<u64>| v.map_or("-".into(), |x| x.to_string());
         table += &format!(
             "Phase B: drain of a {backlog_spooled}-record backlog under live traffic ({} positions/s from {} vehicles)\n\
@@ -262,8 +269,8 @@ pub(super) async fn phases(
              | dashboard latency p50 / p99 / max, after | {} / {} / {} ms ({} samples) |\n\
              | WebSocket lagged (dropped updates) | {} |\n\
              target drain ≥ 5 × live: {}{}\n\
-             CPU before (% of one core): {cpu_before}\n\
-             CPU during drain (% of one core): {cpu_drain}\n",
+             CPU before (% of one core): {cpu_before_shown}\n\
+             CPU during drain (% of one core): {cpu_drain_shown}\n",
             args.live_rate,
             args.live_vehicles,
             backlog_push.as_secs_f64(),
@@ -277,36 +284,38 @@ pub(super) async fn phases(
             live_rate_before,
             live_rate_drain,
             ratio.map_or("-".into(), |r| format!("{r:.1}")),
-            show(p50(&lat_before)), show(p99(&lat_before)), lat_before["max_ms"], lat_before["count"],
-            show(p50(&lat_drain)), show(p99(&lat_drain)), lat_drain["max_ms"], lat_drain["count"],
-            show(p50(&lat_after)), show(p99(&lat_after)), lat_after["max_ms"], lat_after["count"],
+            show(p50(&lat_before)), show(p99(&lat_before)), max(&lat_before), lat_before.count,
+            show(p50(&lat_drain)), show(p99(&lat_drain)), max(&lat_drain), lat_drain.count,
+            show(p50(&lat_after)), show(p99(&lat_after)), max(&lat_after), lat_after.count,
             dash.lagged.load(Ordering::Relaxed),
             if ratio_met { "met" } else { "NOT met" },
             if timed_out { " (TIMED OUT)" } else { "" },
         );
-        result["phase_b"] = json!({
-            "backlog_records": backlog_spooled,
-            "backlog_push_s": round1(backlog_push.as_secs_f64()),
-            "spool_records_at_restore": at_restore.spooled - at_restore.confirmed,
-            "reconnect_s": connected_at.map(|c| round2(c.duration_since(at_restore.at).as_secs_f64())),
-            "drain_s_from_connect": from_connect.map(round2),
-            "drain_s_from_restore": round2(from_restore),
-            "spool_gauge_low_s": gauge_low_at.map(|g| round1(g.duration_since(at_restore.at).as_secs_f64())),
-            "drain_per_s": drain_rate.map(f64::round),
-            "drain_per_s_from_restore": drain_rate_restore.round(),
-            "live_per_s_before": live_rate_before.round(),
-            "live_per_s_during_drain": live_rate_drain.round(),
-            "drain_over_live": ratio.map(|r| (r * 10.0).round() / 10.0),
-            "latency_before": lat_before,
-            "latency_during_drain": lat_drain,
-            "latency_after": lat_after,
-            "ws_lagged": dash.lagged.load(Ordering::Relaxed),
-            "ws_frames": dash.frames.load(Ordering::Relaxed),
-            "target_5x_met": ratio_met,
-            "timed_out": timed_out,
-            "live_traffic_error": live_result.err().map(|e| e.to_string()),
-            "cpu_before": cpu_before,
-            "cpu_during_drain": cpu_drain,
+        result.phase_b = Some(PhaseBLine {
+            backlog_records: Some(backlog_spooled),
+            backlog_push_s: round1(backlog_push.as_secs_f64()),
+            spool_records_at_restore: at_restore.spooled - at_restore.confirmed,
+            reconnect_s: connected_at
+                .map(|c| round2(c.duration_since(at_restore.at).as_secs_f64())),
+            drain_s_from_connect: from_connect.map(round2),
+            drain_s_from_restore: Some(round2(from_restore)),
+            spool_gauge_low_s: gauge_low_at
+                .map(|g| round1(g.duration_since(at_restore.at).as_secs_f64())),
+            drain_per_s: drain_rate.map(f64::round),
+            drain_per_s_from_restore: drain_rate_restore.round(),
+            live_per_s_before: live_rate_before.round(),
+            live_per_s_during_drain: live_rate_drain.round(),
+            drain_over_live: ratio.map(|r| (r * 10.0).round() / 10.0),
+            latency_before: Some(lat_before),
+            latency_during_drain: Some(lat_drain),
+            latency_after: lat_after,
+            ws_lagged: dash.lagged.load(Ordering::Relaxed),
+            ws_frames: dash.frames.load(Ordering::Relaxed),
+            target_5x_met: ratio_met,
+            timed_out,
+            live_traffic_error: live_result.err().map(|e| e.to_string()),
+            cpu_before,
+            cpu_during_drain: cpu_drain,
         });
     }
     Ok((table, result))
