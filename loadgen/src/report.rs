@@ -1,13 +1,17 @@
-//! `firmware-sim bench-report`: the side-by-side table of a comparison run.
+//! `loadgen bench-report`: the side-by-side table of a comparison run.
 //!
-//! In: the JSON lines `benches/compare.sh` collected: `firmware-sim bench`
-//! results, `firmware-sim idle-conn` results, and wrapped records
-//! (`{"scenario", "broker", "ws": …}` from `ws-watch`, `{"scenario",
-//! "broker", "bridge_bench": …}` from the bridge benchmark). Lines that are
-//! not JSON objects with a `scenario` and a `broker` are skipped. Out: a
-//! Markdown table (metric, one column per broker in order of appearance,
-//! and the ratio of the second broker to the first when there are two) and,
-//! through [`crate::chart`], an SVG chart. Bound: the records given.
+//! In: the [`ResultLine`]s `benches/compare.sh` collected ([`parse_lines`]
+//! reads them; their schema is [`crate::results`]): `loadgen bench` and
+//! `loadgen idle-conn` results, and the records it wraps (`{"scenario",
+//! "broker", "ws": …}` from `ws-watch`, `{"scenario", "broker",
+//! "bridge_bench": …}` from the bridge benchmark). Lines that are not JSON
+//! objects are skipped, and so are lines without a `scenario` and a
+//! `broker`; a value a line lacks is a "–".
+//!
+//! Out: a Markdown table (metric, one column per broker in order of
+//! appearance, and the ratio of the second broker to the first when there
+//! are two) and, through [`crate::chart`], an SVG chart. Bound: the lines
+//! given; the table has a fixed number of rows per scenario.
 
 pub use crate::results::parse_lines;
 use crate::results::{

@@ -16,9 +16,9 @@
 //! goes to the offline ring like any unsent one.
 //!
 //! Bound: per vehicle, rumqttc's request queue ([`REQUEST_QUEUE`] entries),
-//! its packet buffers (max packet [`MAX_PACKET_BYTES`]), a [`BoundedRing`] of
-//! at most `ring_capacity` positions (allocated only as it fills), and two
-//! small tasks. Nothing grows with the number of messages; the only
+//! its packet buffers (max packet [`MAX_PACKET_BYTES`]), a [`BoundedRing`]
+//! of at most `ring_capacity` positions (allocated only as it fills), and
+//! two small tasks. Nothing grows with the number of messages; the only
 //! per-message allocations are the owned topic and payload that rumqttc's
 //! `try_publish` takes (JSON mode adds the JSON text).
 //!
@@ -35,6 +35,10 @@
 //! - `uplink`: the MQTT client as a device [`Uplink`](crate::Uplink), and
 //!   the payloads it sends;
 //! - `counters`: the fleet's live totals behind the [`Summary`].
+//!
+//! [`Device`]: crate::Device
+//! [`RouteSim`]: crate::route::RouteSim
+//! [`BoundedRing`]: crate::device::BoundedRing
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,14 +1,17 @@
-//! Broker comparison charts (feature `runner`): benchmark results in, one
-//! SVG document out.
+//! The chart of a comparison (`loadgen bench-report --svg`): result lines
+//! in, one SVG document out.
 //!
-//! In: benchmark result records as JSON objects, one per run of a scenario
-//! against a broker: `scenario` and `broker` (strings), `max_sustained_per_s`
-//! and `received_per_s` (messages/s) and `latency_us` (an object with `p50`,
-//! `p99`, `p999` and `max`, in µs). Any field may be missing or null; a
-//! record without a `scenario` or `broker` string is ignored, and so is a
-//! value that is not a finite number (a rate below zero, a latency at or
-//! below zero). Several records for the same scenario and broker merge: the
-//! later one's values win where it has them.
+//! In: the [`ResultLine`]s of a results file, one per run of a scenario
+//! against a broker (their schema: [`crate::results`]). Every line's
+//! `scenario` and `broker` count (for the order of scenarios and the
+//! brokers' colours); only bench lines ([`crate::results::BenchLine`]) are
+//! drawn: `max_sustained_per_s` and `received_per_s` (messages/s), and
+//! `max_sustained_latency_us` or `latency_us` (`p50`, `p99`, `p999` and
+//! `max`, in µs). Any field may be missing or null; a line without a
+//! non-blank `scenario` or `broker` is ignored, and so is a value that
+//! cannot be drawn (a rate that is not a finite number ≥ 0, a latency that
+//! is not above zero). Several lines for the same scenario and broker
+//! merge: the later one's values win where it has them.
 //!
 //! Out: [`render_svg`], a self-contained SVG document (UTF-8 text, no
 //! external fonts, CSS or scripts; `font-family="sans-serif"`), 900 px wide,
@@ -32,6 +35,15 @@
 //!
 //! Bound: the output grows linearly with scenarios × brokers (a few hundred
 //! bytes per bar); nothing in the records can make it panic.
+//!
+//! # Layout
+//!
+//! - this file: [`render_svg`], the layout's constants and colours;
+//! - `table`: the lines as a scenario × broker grid of what can be drawn;
+//! - `panels`: the legend and the throughput and latency panels;
+//! - `axes`: the linear and log10 axes;
+//! - `format`: numbers for people ("9.95 k/s", "1.8 ms");
+//! - `svg`: the elements of the document, XML escaping, shortened names.
 
 use crate::results::ResultLine;
 

@@ -1,5 +1,5 @@
-//! `firmware-sim ws-watch` (feature `runner`): a client of the gateway's
-//! live WebSocket feed (`GET /ws`), for load runs.
+//! `loadgen ws-watch`: a client of the gateway's live WebSocket feed
+//! (`GET /ws`), for load runs.
 //!
 //! In: a `ws://` URL, a duration and a mode. A **reading** client takes
 //! every frame and measures what it gets: frames/s, positions/s, distinct
@@ -14,14 +14,23 @@
 //! `fleetgate_ws_stalled_disconnects_total` go up while it sleeps.
 //!
 //! Out: a progress line per window on stderr and a [`WsWatchReport`] (one
-//! JSON line on stdout from the binary).
+//! JSON line on stdout from the binary: [`crate::results::WsWatchLine`]).
 //!
 //! Bound: one frame at a time (tungstenite's message size limit, set to
 //! [`MAX_MESSAGE_BYTES`]); two fixed-size [`Histogram`]s (HDR, exact to the
-//! ms below 32 s, capped at [`HISTOGRAM_MAX_MS`]) plus one per window; the set of distinct vehicle ids
-//! is capped at [`MAX_DISTINCT_VEHICLES`]; one summary per window
-//! (duration / window entries). Nothing from the network is unwrapped: a
-//! frame that does not parse is counted in `parse_errors`.
+//! ms below 32 s, capped at [`HISTOGRAM_MAX_MS`]) plus one per window; the
+//! set of distinct vehicle ids is capped at [`MAX_DISTINCT_VEHICLES`]; one
+//! summary per window (duration / window entries). Nothing from the
+//! network is unwrapped: a frame that does not parse is counted in
+//! `parse_errors`.
+//!
+//! # Layout
+//!
+//! - this file: the configuration, the arguments and [`ws_watch`];
+//! - `reading`: the reading client and the frames it parses;
+//! - `stalled`: the stalled client and the gateway counter it polls;
+//! - `histogram`: freshness in bounded memory;
+//! - `report`: [`WsWatchReport`], for people and as a result line.
 
 use std::time::Duration;
 
@@ -92,8 +101,8 @@ impl Default for WsWatchConfig {
     }
 }
 
-/// The arguments of `firmware-sim ws-watch` (here, not in `cli`, so the
-/// subcommand stays in one file).
+/// The arguments of `loadgen ws-watch` (here, not in `main.rs`, so the
+/// subcommand stays in its module).
 #[derive(Debug, clap::Args)]
 pub struct WsWatchArgs {
     /// The gateway's feed, e.g. ws://127.0.0.1:8080/ws (query ?vehicles= or ?bbox= allowed).
