@@ -114,6 +114,20 @@ pub struct StepLine {
     pub failed_because: Option<String>,
 }
 
+/// The clients of a bench run: asked for, connected, and closed during it
+/// (part of [`BenchLine`], its keys beside the others).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BenchClientsLine {
+    pub publishers: usize,
+    pub publishers_connected: usize,
+    pub subscribers: usize,
+    pub subscribers_connected: usize,
+    /// Connections the broker (or the tool) closed during the run.
+    pub publishers_lost: usize,
+    pub subscribers_lost: usize,
+}
+
 /// One `loadgen bench` result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -133,10 +147,8 @@ pub struct BenchLine {
     pub payload: String,
     pub payload_bytes: usize,
     pub qos: u8,
-    pub publishers: usize,
-    pub publishers_connected: usize,
-    pub subscribers: usize,
-    pub subscribers_connected: usize,
+    #[serde(flatten)]
+    pub clients: BenchClientsLine,
     #[serde(deserialize_with = "lenient")]
     pub slow_subscribers: Option<usize>,
     pub share_group: Option<String>,
@@ -163,8 +175,6 @@ pub struct BenchLine {
     pub tool_cpu_pct: Option<f64>,
     #[serde(deserialize_with = "lenient")]
     pub rss_kib: Option<RssLine>,
-    pub publishers_lost: usize,
-    pub subscribers_lost: usize,
     pub first_error: Option<String>,
     pub warmup: StepLine,
     #[serde(deserialize_with = "lenient")]
@@ -187,12 +197,34 @@ pub struct FreshnessLine {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WsWindowLine {
+    /// End of the window, seconds after connecting.
     pub end_s: f64,
     pub frames: u64,
     pub positions: u64,
     pub positions_per_s: f64,
+    /// Freshness against `received_ms` within the window.
     pub fresh_p99_ms: Option<u64>,
     pub fresh_max_ms: Option<u64>,
+}
+
+/// How a ws-watch connection ended, and what a stalled client learnt of it
+/// (part of [`WsWatchLine`], its keys beside the others).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WsEndLine {
+    /// The server closed the connection (or it broke) before our deadline.
+    pub disconnected: bool,
+    pub disconnected_after_s: Option<f64>,
+    pub disconnect_reason: Option<String>,
+    /// Stalled client: the server had closed it when we finally read.
+    pub server_closed: Option<bool>,
+    /// Stalled client: frames still buffered when we read at the end.
+    pub drained_frames: u64,
+    /// Stalled client with `--metrics-url`: when the gateway's stalled
+    /// counter first rose above its value at our connect (unix ms).
+    pub stalled_counter_rose_at_ms: Option<u64>,
+    pub stalled_counter_before: Option<u64>,
+    pub stalled_counter_after: Option<u64>,
 }
 
 /// One `loadgen ws-watch` result.
@@ -226,14 +258,8 @@ pub struct WsWatchLine {
     pub negative_freshness: u64,
     pub max_frame_gap_ms: u64,
     pub windows: Vec<WsWindowLine>,
-    pub disconnected: bool,
-    pub disconnected_after_s: Option<f64>,
-    pub disconnect_reason: Option<String>,
-    pub server_closed: Option<bool>,
-    pub drained_frames: u64,
-    pub stalled_counter_before: Option<u64>,
-    pub stalled_counter_after: Option<u64>,
-    pub stalled_counter_rose_at_ms: Option<u64>,
+    #[serde(flatten)]
+    pub end: WsEndLine,
     pub stalled_disconnect_after_s: Option<f64>,
 }
 

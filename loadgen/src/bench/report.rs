@@ -8,7 +8,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::results::{to_line, BenchLine, LatencyLine, RssLine, StepLine};
+use crate::results::{to_line, BenchClientsLine, BenchLine, LatencyLine, RssLine, StepLine};
 
 /// Latencies are recorded in µs up to this; longer ones are clamped.
 pub(super) const MAX_LATENCY_US: u64 = 120_000_000;
@@ -114,10 +114,8 @@ pub struct BenchReport {
     pub payload: &'static str,
     pub payload_bytes: usize,
     pub qos: u8,
-    pub publishers: usize,
-    pub publishers_connected: usize,
-    pub subscribers: usize,
-    pub subscribers_connected: usize,
+    /// Publishers and subscribers, asked for, connected and lost.
+    pub clients: BenchClientsLine,
     pub slow_subscribers: usize,
     pub share_group: Option<String>,
     pub connects_per_s: f64,
@@ -132,9 +130,6 @@ pub struct BenchReport {
     pub rss_before_kib: Option<u64>,
     pub rss_max_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
-    /// Connections the broker (or the tool) closed during the run.
-    pub publishers_lost: usize,
-    pub subscribers_lost: usize,
     pub first_error: Option<String>,
 }
 
@@ -150,10 +145,7 @@ impl BenchReport {
             payload: self.payload.to_owned(),
             payload_bytes: self.payload_bytes,
             qos: self.qos,
-            publishers: self.publishers,
-            publishers_connected: self.publishers_connected,
-            subscribers: self.subscribers,
-            subscribers_connected: self.subscribers_connected,
+            clients: self.clients.clone(),
             slow_subscribers: Some(self.slow_subscribers),
             share_group: self.share_group.clone(),
             connects_per_s: Some(self.connects_per_s),
@@ -178,8 +170,6 @@ impl BenchReport {
                 max: self.rss_max_kib,
                 end: self.rss_end_kib,
             }),
-            publishers_lost: self.publishers_lost,
-            subscribers_lost: self.subscribers_lost,
             first_error: self.first_error.clone(),
             warmup: self.warmup.to_line(),
             steps: Some(self.steps.iter().map(StepReport::to_line).collect()),
@@ -200,11 +190,11 @@ impl BenchReport {
             self.scenario,
             self.label,
             self.broker,
-            self.publishers,
-            self.publishers_connected,
+            self.clients.publishers,
+            self.clients.publishers_connected,
             self.connects_per_s,
-            self.subscribers,
-            self.subscribers_connected,
+            self.clients.subscribers,
+            self.clients.subscribers_connected,
             if self.slow_subscribers > 0 { format!(", {} slow", self.slow_subscribers) } else { String::new() },
             self.qos,
             self.payload,
@@ -290,11 +280,11 @@ impl BenchReport {
             opt(self.rss_end_kib),
             self.total.tool_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}")),
         );
-        if self.publishers_lost + self.subscribers_lost > 0 {
+        if self.clients.publishers_lost + self.clients.subscribers_lost > 0 {
             let _ = writeln!(
                 s,
                 "connections closed during the run: {} publishers, {} subscribers",
-                self.publishers_lost, self.subscribers_lost
+                self.clients.publishers_lost, self.clients.subscribers_lost
             );
         }
         if let Some(e) = &self.first_error {

@@ -50,8 +50,10 @@ mod stalled;
 #[cfg(test)]
 mod tests;
 
+/// What one window of a reading client saw.
+pub use crate::results::WsWindowLine as Window;
 pub use histogram::Histogram;
-pub use report::{Window, WsWatchReport};
+pub use report::WsWatchReport;
 pub use stalled::{fetch_metric, metric_value};
 
 /// Largest frame the watcher accepts (a snapshot of 10 000 vehicles is ~3 MB).

@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use firmware_sim::clock::now_ms;
 
-use super::report::{opt, Window};
+use super::report::opt;
+use super::Window;
 use super::{Histogram, Ws, WsWatchConfig, WsWatchReport, MAX_DISTINCT_VEHICLES};
 
 /// The parts of a feed frame the watcher reads; everything else is skipped.
@@ -183,14 +184,14 @@ pub(super) async fn read(
     }
     report.elapsed = connected.elapsed();
     report.distinct_vehicles = vehicles.len();
-    if !report.disconnected {
+    if !report.end.disconnected {
         // Say goodbye, but do not wait long for the server's echo.
         let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
     }
 }
 
 pub(super) fn disconnected(report: &mut WsWatchReport, connected: Instant, why: String) {
-    report.disconnected = true;
-    report.disconnected_after_s = Some(connected.elapsed().as_secs_f64());
-    report.disconnect_reason = Some(why);
+    report.end.disconnected = true;
+    report.end.disconnected_after_s = Some(connected.elapsed().as_secs_f64());
+    report.end.disconnect_reason = Some(why);
 }

@@ -3,19 +3,8 @@
 use std::time::Duration;
 
 use super::Histogram;
-use crate::results::{to_line, WsWatchLine, WsWindowLine};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Window {
-    /// End of the window, seconds after connecting.
-    pub end_s: f64,
-    pub frames: u64,
-    pub positions: u64,
-    pub positions_per_s: f64,
-    /// Freshness against `received_ms` within the window.
-    pub fresh_p99_ms: Option<u64>,
-    pub fresh_max_ms: Option<u64>,
-}
+use super::Window;
+use crate::results::{to_line, WsEndLine, WsWatchLine};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WsWatchReport {
@@ -46,19 +35,8 @@ pub struct WsWatchReport {
     /// Longest time between two frames after the first position arrived.
     pub max_frame_gap_ms: u64,
     pub windows: Vec<Window>,
-    /// The server closed the connection (or it broke) before our deadline.
-    pub disconnected: bool,
-    pub disconnected_after_s: Option<f64>,
-    pub disconnect_reason: Option<String>,
-    /// Stalled client: the server had closed it when we finally read.
-    pub server_closed: Option<bool>,
-    /// Stalled client: frames still buffered when we read at the end.
-    pub drained_frames: u64,
-    /// Stalled client with `--metrics-url`: when the gateway's stalled
-    /// counter first rose above its value at our connect (unix ms).
-    pub stalled_counter_rose_at_ms: Option<u64>,
-    pub stalled_counter_before: Option<u64>,
-    pub stalled_counter_after: Option<u64>,
+    /// How the connection ended (as the result line has it).
+    pub end: WsEndLine,
 }
 
 impl WsWatchReport {
@@ -73,24 +51,13 @@ impl WsWatchReport {
     /// Seconds from the stalled client's last read (its connect) to the
     /// gateway counting a stalled disconnect.
     pub fn stalled_disconnect_after_s(&self) -> Option<f64> {
-        self.stalled_counter_rose_at_ms
+        self.end
+            .stalled_counter_rose_at_ms
             .map(|t| t.saturating_sub(self.connected_at_ms) as f64 / 1000.0)
     }
 
     /// The result line ([`WsWatchLine`]).
     pub fn to_line(&self) -> WsWatchLine {
-        let windows = self
-            .windows
-            .iter()
-            .map(|w| WsWindowLine {
-                end_s: w.end_s,
-                frames: w.frames,
-                positions: w.positions,
-                positions_per_s: w.positions_per_s,
-                fresh_p99_ms: w.fresh_p99_ms,
-                fresh_max_ms: w.fresh_max_ms,
-            })
-            .collect();
         WsWatchLine {
             mode: if self.stall { "stall" } else { "read" }.to_owned(),
             url: self.url.clone(),
@@ -113,15 +80,8 @@ impl WsWatchReport {
             fresh_fix: Some(self.fresh_fix.to_line()),
             negative_freshness: self.negative_freshness,
             max_frame_gap_ms: self.max_frame_gap_ms,
-            windows,
-            disconnected: self.disconnected,
-            disconnected_after_s: self.disconnected_after_s,
-            disconnect_reason: self.disconnect_reason.clone(),
-            server_closed: self.server_closed,
-            drained_frames: self.drained_frames,
-            stalled_counter_before: self.stalled_counter_before,
-            stalled_counter_after: self.stalled_counter_after,
-            stalled_counter_rose_at_ms: self.stalled_counter_rose_at_ms,
+            windows: self.windows.clone(),
+            end: self.end.clone(),
             stalled_disconnect_after_s: self.stalled_disconnect_after_s(),
         }
     }
@@ -158,11 +118,11 @@ impl WsWatchReport {
             q(&self.fresh_fix),
             self.max_frame_gap_ms,
         );
-        match &self.disconnect_reason {
+        match &self.end.disconnect_reason {
             Some(reason) => {
                 s += &format!(
                     "  disconnected         after {:.1} s: {reason}\n",
-                    self.disconnected_after_s.unwrap_or(0.0)
+                    self.end.disconnected_after_s.unwrap_or(0.0)
                 )
             }
             None => s += "  disconnected         no\n",
@@ -170,18 +130,18 @@ impl WsWatchReport {
         if self.stall {
             s += &format!(
                 "  server closed it     {} ({} frames were still buffered)\n",
-                match self.server_closed {
+                match self.end.server_closed {
                     Some(true) => "yes",
                     Some(false) => "no",
                     None => "unknown",
                 },
-                self.drained_frames
+                self.end.drained_frames
             );
             if let Some(after) = self.stalled_disconnect_after_s() {
                 s += &format!(
                     "  stalled counter rose {after:.1} s after the last read ({} -> {})\n",
-                    opt(self.stalled_counter_before),
-                    opt(self.stalled_counter_after)
+                    opt(self.end.stalled_counter_before),
+                    opt(self.end.stalled_counter_after)
                 );
             }
         }

@@ -16,7 +16,7 @@ pub(super) async fn stall(
 ) {
     // Never read until the deadline; meanwhile, maybe watch the gateway count us.
     if let Some(url) = &cfg.metrics_url {
-        report.stalled_counter_before = fetch_metric(url, STALLED_SERIES).await;
+        report.end.stalled_counter_before = fetch_metric(url, STALLED_SERIES).await;
         let mut poll = tokio::time::interval(METRICS_POLL);
         loop {
             tokio::select! {
@@ -26,18 +26,19 @@ pub(super) async fn stall(
             let Some(now) = fetch_metric(url, STALLED_SERIES).await else {
                 continue;
             };
-            report.stalled_counter_after = Some(now);
-            if report.stalled_counter_rose_at_ms.is_none()
+            report.end.stalled_counter_after = Some(now);
+            if report.end.stalled_counter_rose_at_ms.is_none()
                 && report
+                    .end
                     .stalled_counter_before
                     .is_some_and(|before| now > before)
             {
-                report.stalled_counter_rose_at_ms = Some(now_ms());
+                report.end.stalled_counter_rose_at_ms = Some(now_ms());
                 if cfg.progress {
                     eprintln!(
                         "[{:>6.1}s] ws-watch --stall: the gateway counted a stalled disconnect ({STALLED_SERIES} {} -> {now})",
                         connected.elapsed().as_secs_f64(),
-                        opt(report.stalled_counter_before),
+                        opt(report.end.stalled_counter_before),
                     );
                 }
             }
@@ -55,26 +56,26 @@ pub(super) async fn stall(
         };
         match message {
             Some(Ok(Message::Text(text))) => {
-                report.drained_frames += 1;
+                report.end.drained_frames += 1;
                 report.bytes += text.len() as u64;
             }
             Some(Ok(Message::Close(_))) => {
-                report.disconnect_reason = Some("close frame".to_owned());
+                report.end.disconnect_reason = Some("close frame".to_owned());
                 break true;
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
-                report.disconnect_reason = Some(format!("error: {e}"));
+                report.end.disconnect_reason = Some(format!("error: {e}"));
                 break true;
             }
             None => {
-                report.disconnect_reason = Some("connection closed".to_owned());
+                report.end.disconnect_reason = Some("connection closed".to_owned());
                 break true;
             }
         }
     };
-    report.server_closed = Some(closed);
-    report.disconnected = closed;
+    report.end.server_closed = Some(closed);
+    report.end.disconnected = closed;
     if !closed {
         let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
     }
