@@ -11,20 +11,26 @@
 //!
 //! # Layout
 //!
-//! - [`bench`]: the broker load tool behind `benches/compare.sh`
-//!   (`loadgen bench`).
+//! - [`bench`](mod@bench) (a folder: configuration, payloads, publishers, subscribers,
+//!   measured steps, report): the broker load tool behind
+//!   `benches/compare.sh` (`loadgen bench`).
 //! - [`idle_conn`]: many idle MQTT connections, the broker's memory per
 //!   connection and its connect rate (`loadgen idle-conn`).
-//! - [`ws_watch`]: a reading or stalled client of the gateway's WebSocket
-//!   feed (`loadgen ws-watch`).
-//! - [`report`] and [`chart`]: the side-by-side table and SVG chart of a
-//!   comparison run (`loadgen bench-report`).
+//! - [`ws_watch`] (a folder: reading and stalled clients, histogram,
+//!   report): a client of the gateway's WebSocket feed (`loadgen ws-watch`).
+//! - [`report`] and [`chart`] (a folder: grid, panels, axes, formatting,
+//!   SVG writing): the side-by-side table and SVG chart of a comparison run
+//!   (`loadgen bench-report`).
 //! - [`results`]: the serde schema of every result line the tools write and
-//!   the report reads.
+//!   the report and chart read ([`results::ResultLine`]).
 //! - [`mqtt`]: hand-written MQTT 3.1.1 packets for the raw-socket clients.
 //! - [`procfs`]: a process's RSS and CPU time from `/proc`.
-//! - `bin/bridge_bench`: the AMQP bridge's two figures against a real
+//! - `bin/bridge_bench/` (a binary: arguments, rig, load, dashboard,
+//!   counters, phases): the AMQP bridge's two figures against a real
 //!   RabbitMQ, with the gateway in-process (`bridge_bench`).
+//! - `main.rs`: the `loadgen` command line over these modules.
+//! - `tests/bench_report.rs`: golden tests of the table and the chart of
+//!   `benches/results/2026-11-22.jsonl`.
 #![forbid(unsafe_code)]
 
 pub mod bench;

@@ -17,7 +17,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// utime + stime of `pid` in clock ticks, from /proc/<pid>/stat.
+/// utime + stime of `pid` in clock ticks, from `/proc/<pid>/stat`.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     stat_ticks(&format!("/proc/{pid}/stat")).map(|(_, ticks)| ticks)
 }

@@ -1,15 +1,23 @@
-//! `firmware-sim bench-report`: the side-by-side table of a comparison run.
+//! `loadgen bench-report`: the side-by-side table of a comparison run.
 //!
-//! In: the JSON lines `benches/compare.sh` collected: `firmware-sim bench`
-//! results, `firmware-sim idle-conn` results, and wrapped records
-//! (`{"scenario", "broker", "ws": …}` from `ws-watch`, `{"scenario",
-//! "broker", "bridge_bench": …}` from the bridge benchmark). Lines that are
-//! not JSON objects with a `scenario` and a `broker` are skipped. Out: a
-//! Markdown table (metric, one column per broker in order of appearance,
-//! and the ratio of the second broker to the first when there are two) and,
-//! through [`crate::chart`], an SVG chart. Bound: the records given.
+//! In: the [`ResultLine`]s `benches/compare.sh` collected ([`parse_lines`]
+//! reads them; their schema is [`crate::results`]): `loadgen bench` and
+//! `loadgen idle-conn` results, and the records it wraps (`{"scenario",
+//! "broker", "ws": …}` from `ws-watch`, `{"scenario", "broker",
+//! "bridge_bench": …}` from the bridge benchmark). Lines that are not JSON
+//! objects are skipped, and so are lines without a `scenario` and a
+//! `broker`; a value a line lacks is a "–".
+//!
+//! Out: a Markdown table (metric, one column per broker in order of
+//! appearance, and the ratio of the second broker to the first when there
+//! are two) and, through [`crate::chart`], an SVG chart. Bound: the lines
+//! given; the table has a fixed number of rows per scenario.
 
-use serde_json::Value;
+pub use crate::results::parse_lines;
+use crate::results::{
+    BenchLine, DrainLatencyLine, IdleConnLine, LatencyLine, PhaseBLine, ResultLine, StepLine,
+    WsWatchLine,
+};
 
 /// Whether a bigger value of a metric is better (for the reader, shown in its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +50,18 @@ pub enum Unit {
     Seconds,
 }
 
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut at = v;
-    for key in path {
-        at = at.get(key)?;
-    }
-    at.as_f64().filter(|x| x.is_finite())
+/// A finite value (a missing one, or NaN, is none).
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
+/// A count or an integer figure as a number for the table.
+fn int<T: Into<u64>>(v: Option<T>) -> Option<f64> {
+    v.map(|x| x.into() as f64)
+}
+
+fn kib_to_mib(v: Option<u64>) -> Option<f64> {
+    int(v).map(|k| k / 1024.0)
 }
 
 fn metric(name: impl Into<String>, better: Better, unit: Unit, value: Option<f64>) -> Metric {
@@ -60,255 +74,251 @@ fn metric(name: impl Into<String>, better: Better, unit: Unit, value: Option<f64
 }
 
 /// The rows one record contributes, by the kind of record it is.
-pub fn metrics_of(run: &Value) -> Vec<Metric> {
-    use Better::{Higher, Lower, Neither};
-    let mut rows = Vec::new();
-    if let Some(ws) = run.get("ws") {
-        rows.push(metric(
+pub fn metrics_of(run: &ResultLine) -> Vec<Metric> {
+    match run {
+        ResultLine::Ws(record) => ws_metrics(record.ws.as_ref()),
+        ResultLine::BridgeBench(record) => drain_metrics(record.bridge_bench.phase_b.as_ref()),
+        ResultLine::IdleConn(line) => idle_metrics(line),
+        ResultLine::Bench(line) => bench_metrics(line),
+        ResultLine::Other(_) => bench_metrics(&BenchLine::default()),
+    }
+}
+
+fn ws_metrics(ws: Option<&WsWatchLine>) -> Vec<Metric> {
+    use Better::Lower;
+    let received = ws.and_then(|w| w.fresh_received.as_ref());
+    let fix = ws.and_then(|w| w.fresh_fix.as_ref());
+    vec![
+        metric(
             "WebSocket positions/s",
-            Higher,
+            Better::Higher,
             Unit::PerSecond,
-            num(ws, &["positions_per_s"]),
-        ));
-        rows.push(metric(
+            finite(ws.and_then(|w| w.positions_per_s)),
+        ),
+        metric(
             "WebSocket freshness p50 (now − received_ms)",
             Lower,
             Unit::Millis,
-            num(ws, &["fresh_received", "p50_ms"]),
-        ));
-        rows.push(metric(
+            int(received.and_then(|f| f.p50_ms)),
+        ),
+        metric(
             "WebSocket freshness p99",
             Lower,
             Unit::Millis,
-            num(ws, &["fresh_received", "p99_ms"]),
-        ));
-        rows.push(metric(
+            int(received.and_then(|f| f.p99_ms)),
+        ),
+        metric(
             "WebSocket device → browser p99 (now − time_ms)",
             Lower,
             Unit::Millis,
-            num(ws, &["fresh_fix", "p99_ms"]),
-        ));
-        rows.push(metric(
+            int(fix.and_then(|f| f.p99_ms)),
+        ),
+        metric(
             "WebSocket frames lagged",
             Lower,
             Unit::Count,
-            num(ws, &["lagged"]),
-        ));
-        return rows;
-    }
-    if let Some(b) = run.get("bridge_bench").and_then(|b| b.get("phase_b")) {
-        rows.push(metric(
+            int(ws.and_then(|w| w.lagged)),
+        ),
+    ]
+}
+
+fn drain_metrics(b: Option<&PhaseBLine>) -> Vec<Metric> {
+    use Better::{Higher, Lower, Neither};
+    let p99 = |l: Option<&DrainLatencyLine>| int(l.and_then(|l| l.p99_ms));
+    vec![
+        metric(
             "backlog records",
             Neither,
             Unit::Count,
-            num(b, &["backlog_records"]),
-        ));
-        rows.push(metric(
+            int(b.and_then(|b| b.backlog_records)),
+        ),
+        metric(
             "drain rate, records/s",
             Higher,
             Unit::PerSecond,
-            num(b, &["drain_per_s"]),
-        ));
-        rows.push(metric(
+            finite(b.and_then(|b| b.drain_per_s)),
+        ),
+        metric(
             "drain time from restore",
             Lower,
             Unit::Seconds,
-            num(b, &["drain_s_from_restore"]),
-        ));
-        rows.push(metric(
+            finite(b.and_then(|b| b.drain_s_from_restore)),
+        ),
+        metric(
             "drain rate ÷ live rate",
             Higher,
             Unit::Ratio,
-            num(b, &["drain_over_live"]),
-        ));
-        rows.push(metric(
+            finite(b.and_then(|b| b.drain_over_live)),
+        ),
+        metric(
             "dashboard p99 before the outage ends",
             Lower,
             Unit::Millis,
-            num(b, &["latency_before", "p99_ms"]),
-        ));
-        rows.push(metric(
+            p99(b.and_then(|b| b.latency_before.as_ref())),
+        ),
+        metric(
             "dashboard p99 during the drain",
             Lower,
             Unit::Millis,
-            num(b, &["latency_during_drain", "p99_ms"]),
-        ));
-        return rows;
-    }
-    if run.get("kib_per_connection").is_some() {
-        let connected = num(run, &["connected"]);
-        rows.push(metric("connections held", Neither, Unit::Count, connected));
-        rows.push(metric(
+            p99(b.and_then(|b| b.latency_during_drain.as_ref())),
+        ),
+    ]
+}
+
+fn idle_metrics(run: &IdleConnLine) -> Vec<Metric> {
+    use Better::{Higher, Lower, Neither};
+    vec![
+        metric(
+            "connections held",
+            Neither,
+            Unit::Count,
+            run.connected.map(|c| c as f64),
+        ),
+        metric(
             "RSS per idle connection",
             Lower,
             Unit::KiB,
-            num(run, &["kib_per_connection"]),
-        ));
-        rows.push(metric(
+            finite(run.kib_per_connection),
+        ),
+        metric(
             "connects/s",
             Higher,
             Unit::PerSecond,
-            num(run, &["connects_per_s"]),
-        ));
-        rows.push(metric(
-            "RSS idle",
-            Lower,
-            Unit::MiB,
-            num(run, &["rss_before_kib"]).map(|k| k / 1024.0),
-        ));
-        rows.push(metric(
+            finite(run.connects_per_s),
+        ),
+        metric("RSS idle", Lower, Unit::MiB, kib_to_mib(run.rss_before_kib)),
+        metric(
             "RSS with the connections",
             Lower,
             Unit::MiB,
-            num(run, &["rss_after_kib"]).map(|k| k / 1024.0),
-        ));
-        return rows;
+            kib_to_mib(run.rss_after_kib),
+        ),
+    ]
+}
+
+fn bench_metrics(run: &BenchLine) -> Vec<Metric> {
+    use Better::{Higher, Lower, Neither};
+    let steps: &[StepLine] = run.steps.as_deref().unwrap_or_default();
+    let rss = run.rss_kib.as_ref();
+    let rss_max = kib_to_mib(rss.and_then(|r| r.max));
+    let latency =
+        |l: Option<&LatencyLine>, pick: fn(&LatencyLine) -> Option<u64>| int(l.and_then(pick));
+    if run.mode.as_deref() == Some("search") {
+        let at_max = run.max_sustained_latency_us.as_ref();
+        return vec![
+            metric(
+                "max sustained msg/s delivered (no loss, p99 under the limit)",
+                Higher,
+                Unit::PerSecond,
+                finite(run.max_sustained_per_s),
+            ),
+            metric(
+                "p50 at max sustained",
+                Lower,
+                Unit::Micros,
+                latency(at_max, |l| l.p50),
+            ),
+            metric(
+                "p99 at max sustained",
+                Lower,
+                Unit::Micros,
+                latency(at_max, |l| l.p99),
+            ),
+            metric(
+                "p99.9 at max sustained",
+                Lower,
+                Unit::Micros,
+                latency(at_max, |l| l.p999),
+            ),
+            metric(
+                "messages lost over the whole search",
+                Lower,
+                Unit::Count,
+                int(run.lost),
+            ),
+            metric(
+                "broker CPU over the search (100 = a core)",
+                Neither,
+                Unit::Percent,
+                finite(run.cpu_pct),
+            ),
+            metric("broker RSS max", Lower, Unit::MiB, rss_max),
+        ];
     }
-    let steps: Vec<&Value> = run
-        .get("steps")
-        .and_then(Value::as_array)
-        .map(|s| s.iter().collect())
-        .unwrap_or_default();
-    let mode = run.get("mode").and_then(Value::as_str).unwrap_or("");
-    let rss_max = num(run, &["rss_kib", "max"]).map(|k| k / 1024.0);
-    if mode == "search" {
-        rows.push(metric(
-            "max sustained msg/s delivered (no loss, p99 under the limit)",
-            Higher,
-            Unit::PerSecond,
-            num(run, &["max_sustained_per_s"]),
-        ));
-        rows.push(metric(
-            "p50 at max sustained",
-            Lower,
-            Unit::Micros,
-            num(run, &["max_sustained_latency_us", "p50"]),
-        ));
-        rows.push(metric(
-            "p99 at max sustained",
-            Lower,
-            Unit::Micros,
-            num(run, &["max_sustained_latency_us", "p99"]),
-        ));
-        rows.push(metric(
-            "p99.9 at max sustained",
-            Lower,
-            Unit::Micros,
-            num(run, &["max_sustained_latency_us", "p999"]),
-        ));
-        rows.push(metric(
-            "messages lost over the whole search",
-            Lower,
-            Unit::Count,
-            num(run, &["lost"]),
-        ));
-        rows.push(metric(
-            "broker CPU over the search (100 = a core)",
-            Neither,
-            Unit::Percent,
-            num(run, &["cpu_pct"]),
-        ));
-        rows.push(metric("broker RSS max", Lower, Unit::MiB, rss_max));
-        return rows;
+    let slow = run.slow_subscribers.unwrap_or(0) > 0;
+    if let (true, [first, .., last]) = (slow, steps) {
+        return vec![
+            metric(
+                "readers' p99 before the stall",
+                Lower,
+                Unit::Micros,
+                latency(first.latency_us.as_ref(), |l| l.p99),
+            ),
+            metric(
+                "readers' p99 while one subscriber stalls",
+                Lower,
+                Unit::Micros,
+                latency(last.latency_us.as_ref(), |l| l.p99),
+            ),
+            metric("readers' messages lost", Lower, Unit::Count, int(run.lost)),
+            metric(
+                "broker RSS before the stall",
+                Lower,
+                Unit::MiB,
+                kib_to_mib(first.rss_max_kib),
+            ),
+            metric(
+                "broker RSS max while stalled",
+                Lower,
+                Unit::MiB,
+                kib_to_mib(last.rss_max_kib),
+            ),
+            metric(
+                "delivered msg/s",
+                Higher,
+                Unit::PerSecond,
+                finite(run.received_per_s),
+            ),
+        ];
     }
-    let slow = num(run, &["slow_subscribers"]).unwrap_or(0.0) > 0.0;
-    if slow && steps.len() >= 2 {
-        rows.push(metric(
-            "readers' p99 before the stall",
-            Lower,
-            Unit::Micros,
-            num(steps[0], &["latency_us", "p99"]),
-        ));
-        rows.push(metric(
-            "readers' p99 while one subscriber stalls",
-            Lower,
-            Unit::Micros,
-            num(steps[steps.len() - 1], &["latency_us", "p99"]),
-        ));
-        rows.push(metric(
-            "readers' messages lost",
-            Lower,
-            Unit::Count,
-            num(run, &["lost"]),
-        ));
-        let before = num(steps[0], &["rss_max_kib"]);
-        let during = num(steps[steps.len() - 1], &["rss_max_kib"]);
-        rows.push(metric(
-            "broker RSS before the stall",
-            Lower,
-            Unit::MiB,
-            before.map(|k| k / 1024.0),
-        ));
-        rows.push(metric(
-            "broker RSS max while stalled",
-            Lower,
-            Unit::MiB,
-            during.map(|k| k / 1024.0),
-        ));
-        rows.push(metric(
+    let all = run.latency_us.as_ref();
+    vec![
+        metric(
             "delivered msg/s",
             Higher,
             Unit::PerSecond,
-            num(run, &["received_per_s"]),
-        ));
-        return rows;
-    }
-    rows.push(metric(
-        "delivered msg/s",
-        Higher,
-        Unit::PerSecond,
-        num(run, &["received_per_s"]),
-    ));
-    rows.push(metric(
-        "latency p50",
-        Lower,
-        Unit::Micros,
-        num(run, &["latency_us", "p50"]),
-    ));
-    rows.push(metric(
-        "latency p99",
-        Lower,
-        Unit::Micros,
-        num(run, &["latency_us", "p99"]),
-    ));
-    rows.push(metric(
-        "latency p99.9",
-        Lower,
-        Unit::Micros,
-        num(run, &["latency_us", "p999"]),
-    ));
-    rows.push(metric(
-        "latency max",
-        Lower,
-        Unit::Micros,
-        num(run, &["latency_us", "max"]),
-    ));
-    rows.push(metric(
-        "messages lost",
-        Lower,
-        Unit::Count,
-        num(run, &["lost"]),
-    ));
-    rows.push(metric(
-        "publisher connects/s",
-        Higher,
-        Unit::PerSecond,
-        num(run, &["connects_per_s"]),
-    ));
-    rows.push(metric(
-        "broker CPU (100 = a core)",
-        Lower,
-        Unit::Percent,
-        num(run, &["cpu_pct"]),
-    ));
-    rows.push(metric(
-        "broker RSS idle, before the run",
-        Lower,
-        Unit::MiB,
-        num(run, &["rss_kib", "before"]).map(|k| k / 1024.0),
-    ));
-    rows.push(metric("broker RSS max", Lower, Unit::MiB, rss_max));
-    rows
+            finite(run.received_per_s),
+        ),
+        metric("latency p50", Lower, Unit::Micros, latency(all, |l| l.p50)),
+        metric("latency p99", Lower, Unit::Micros, latency(all, |l| l.p99)),
+        metric(
+            "latency p99.9",
+            Lower,
+            Unit::Micros,
+            latency(all, |l| l.p999),
+        ),
+        metric("latency max", Lower, Unit::Micros, latency(all, |l| l.max)),
+        metric("messages lost", Lower, Unit::Count, int(run.lost)),
+        metric(
+            "publisher connects/s",
+            Higher,
+            Unit::PerSecond,
+            finite(run.connects_per_s),
+        ),
+        metric(
+            "broker CPU (100 = a core)",
+            Lower,
+            Unit::Percent,
+            finite(run.cpu_pct),
+        ),
+        metric(
+            "broker RSS idle, before the run",
+            Lower,
+            Unit::MiB,
+            kib_to_mib(rss.and_then(|r| r.before)),
+        ),
+        metric("broker RSS max", Lower, Unit::MiB, rss_max),
+    ]
 }
 
 /// A value for people: 12 345/s, 1.8 ms, 4.56 KiB …
@@ -344,14 +354,11 @@ fn group_thousands(v: f64) -> String {
 }
 
 /// The Markdown table of every scenario, brokers side by side.
-pub fn comparison_table(runs: &[Value]) -> String {
+pub fn comparison_table(runs: &[ResultLine]) -> String {
     let mut brokers: Vec<String> = Vec::new();
     let mut scenarios: Vec<String> = Vec::new();
     for run in runs {
-        let (Some(s), Some(b)) = (
-            run.get("scenario").and_then(Value::as_str),
-            run.get("broker").and_then(Value::as_str),
-        ) else {
+        let (Some(s), Some(b)) = (run.scenario(), run.broker()) else {
             continue;
         };
         if !scenarios.iter().any(|x| x == s) {
@@ -387,10 +394,7 @@ pub fn comparison_table(runs: &[Value]) -> String {
             .map(|b| {
                 runs.iter()
                     .rev()
-                    .find(|r| {
-                        r.get("scenario").and_then(Value::as_str) == Some(scenario)
-                            && r.get("broker").and_then(Value::as_str) == Some(b)
-                    })
+                    .find(|r| r.scenario() == Some(scenario) && r.broker() == Some(b))
                     .map(metrics_of)
             })
             .collect();
@@ -433,8 +437,8 @@ pub fn comparison_table(runs: &[Value]) -> String {
         .iter()
         .filter_map(|r| {
             let why = search_end(r)?;
-            let scenario = r.get("scenario").and_then(Value::as_str)?;
-            let broker = r.get("broker").and_then(Value::as_str)?;
+            let scenario = r.scenario()?;
+            let broker = r.broker()?;
             Some(format!("- {scenario}, {broker}: {why}\n"))
         })
         .collect();
@@ -446,14 +450,17 @@ pub fn comparison_table(runs: &[Value]) -> String {
 }
 
 /// Why a search run stopped: its failing step's reason, or that it ran out of steps.
-pub fn search_end(run: &Value) -> Option<String> {
-    if run.get("mode").and_then(Value::as_str) != Some("search") {
+pub fn search_end(run: &ResultLine) -> Option<String> {
+    let ResultLine::Bench(run) = run else {
+        return None;
+    };
+    if run.mode.as_deref() != Some("search") {
         return None;
     }
-    let steps = run.get("steps").and_then(Value::as_array)?;
+    let steps = run.steps.as_ref()?;
     let failed = steps.iter().find_map(|s| {
-        let why = s.get("failed_because").and_then(Value::as_str)?;
-        let offered = num(s, &["offered_per_s"]).unwrap_or(0.0);
+        let why = s.failed_because.as_deref()?;
+        let offered = finite(s.offered_per_s).unwrap_or(0.0);
         Some(format!(
             "at {} offered, {why}",
             format_value(offered, Unit::PerSecond)
@@ -465,17 +472,18 @@ pub fn search_end(run: &Value) -> Option<String> {
     )
 }
 
-/// Parses JSON lines, skipping blanks and anything that is not an object.
-pub fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .filter(Value::is_object)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// The records as a results file holds them; what is not one is skipped.
+    fn lines(values: Vec<Value>) -> Vec<ResultLine> {
+        values
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect()
+    }
 
     fn fan_in(broker: &str, rate: f64, p99: u64) -> Value {
         serde_json::json!({"scenario": "fan-in", "broker": broker, "mode": "fixed", "received_per_s": rate,
@@ -484,12 +492,12 @@ mod tests {
 
     #[test]
     fn table_puts_brokers_side_by_side_with_the_ratio() {
-        let runs = vec![
+        let runs = lines(vec![
             fan_in("mosquitto", 10_000.0, 2_000),
             fan_in("fleetgate", 25_000.0, 1_000),
             serde_json::json!({"scenario": "idle-conn", "broker": "fleetgate", "connected": 100, "kib_per_connection": 0.9, "connects_per_s": 5000.0}),
             serde_json::json!("not a record"),
-        ];
+        ]);
         let table = comparison_table(&runs);
         assert!(
             table.starts_with(
@@ -519,10 +527,11 @@ mod tests {
         let run = serde_json::json!({"scenario": "fan-out", "broker": "b", "mode": "search", "max_sustained_per_s": 75_000.0,
             "max_sustained_latency_us": {"p50": 900, "p99": 11_000, "p999": 13_000, "max": 16_000},
             "steps": [{"failed_because": null}, {"failed_because": "p99 above 50 ms"}]});
-        let rows = metrics_of(&run);
+        let runs = lines(vec![run]);
+        let rows = runs.first().map(metrics_of).unwrap_or_default();
         assert_eq!(rows[0].value, Some(75_000.0));
         assert!(rows.iter().all(|r| !r.name.contains("ended")));
-        let table = comparison_table(&[run]);
+        let table = comparison_table(&runs);
         assert!(
             table.contains("- fan-out, b: at 0/s offered, p99 above 50 ms"),
             "{table}"

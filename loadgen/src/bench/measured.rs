@@ -18,6 +18,7 @@ use super::shared::Shared;
 use super::subscriber::SubscriberStats;
 use super::{Ramp, Timeline, SAMPLE_EVERY};
 use crate::procfs::{cpu_ticks, rss_kib, TICKS_PER_S};
+use crate::results::BenchClientsLine;
 
 /// One /proc sample.
 #[derive(Debug, Clone, Copy)]
@@ -182,10 +183,14 @@ impl Measured<'_> {
                 PayloadKind::Vehicle => TYPICAL_POSITION_BYTES,
             },
             qos: cfg.qos,
-            publishers: cfg.publishers,
-            publishers_connected: self.ramp.connected,
-            subscribers: cfg.subscribers,
-            subscribers_connected: self.subscribers_connected,
+            clients: BenchClientsLine {
+                publishers: cfg.publishers,
+                publishers_connected: self.ramp.connected,
+                subscribers: cfg.subscribers,
+                subscribers_connected: self.subscribers_connected,
+                publishers_lost: self.shared.publishers_lost.load(Relaxed),
+                subscribers_lost: self.shared.subscribers_lost.load(Relaxed),
+            },
             slow_subscribers: cfg.slow_subscribers,
             share_group: cfg.share_group.clone(),
             connects_per_s: self.ramp.connects_per_s,
@@ -197,8 +202,6 @@ impl Measured<'_> {
             rss_before_kib: self.rss_before_kib,
             rss_max_kib: self.samples.iter().filter_map(|s| s.rss_kib).max(),
             rss_end_kib: self.rss_end_kib,
-            publishers_lost: self.shared.publishers_lost.load(Relaxed),
-            subscribers_lost: self.shared.subscribers_lost.load(Relaxed),
             first_error: self.shared.first_error(),
         }
     }

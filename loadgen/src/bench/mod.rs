@@ -5,13 +5,13 @@
 //! (hand-written MQTT, so the tool costs little beside the broker it
 //! measures), what they send and how fast, and optionally the pid of the
 //! broker to sample. Out: one [`BenchReport`], printed as a human summary
-//! and one JSON line.
+//! and one JSON line ([`crate::results::BenchLine`]).
 //!
 //! What is measured:
 //! - latency from a timestamp carried in each payload to its arrival at a
 //!   subscriber (p50, p99, p99.9, max, from an HDR histogram). `bench`
 //!   payloads carry nanoseconds; `vehicle` payloads are real postcard
-//!   [`Position`]s whose `time_ms` is milliseconds, so their latencies read
+//!   [`Position`](fleetgate_wire::Position)s whose `time_ms` is milliseconds, so their latencies read
 //!   up to 1 ms high;
 //! - throughput sent and received, and losses by per-publisher sequence
 //!   number (a gap is a loss unless the message arrives later; a repeat is

@@ -8,6 +8,8 @@
 
 use hdrhistogram::Histogram;
 
+use crate::results::{to_line, BenchClientsLine, BenchLine, LatencyLine, RssLine, StepLine};
+
 /// Latencies are recorded in µs up to this; longer ones are clamped.
 pub(super) const MAX_LATENCY_US: u64 = 120_000_000;
 
@@ -31,11 +33,15 @@ impl Latency {
             max: h.max(),
         }
     }
-    pub(super) fn to_json(self) -> serde_json::Value {
-        if self.n == 0 {
-            return serde_json::Value::Null;
-        }
-        serde_json::json!({"n": self.n, "p50": self.p50, "p99": self.p99, "p999": self.p999, "max": self.max})
+    /// The result line's percentiles; none (`null`) where nothing was measured.
+    pub(super) fn to_line(self) -> Option<LatencyLine> {
+        (self.n > 0).then_some(LatencyLine {
+            n: self.n,
+            p50: Some(self.p50),
+            p99: Some(self.p99),
+            p999: Some(self.p999),
+            max: Some(self.max),
+        })
     }
 }
 
@@ -70,24 +76,24 @@ impl StepReport {
     pub fn received_per_s(&self) -> f64 {
         per_s(self.received, self.duration_s)
     }
-    pub(super) fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "step": self.step,
-            "offered_per_s": self.offered_per_s,
-            "duration_s": self.duration_s,
-            "sent": self.sent,
-            "expected": self.expected,
-            "received": self.received,
-            "lost": self.lost,
-            "sent_per_s": self.sent_per_s(),
-            "received_per_s": self.received_per_s(),
-            "latency_us": self.latency.to_json(),
-            "rss_max_kib": self.rss_max_kib,
-            "cpu_pct": self.cpu_pct,
-            "tool_cpu_pct": self.tool_cpu_pct,
-            "passed": self.passed,
-            "failed_because": self.failed_because,
-        })
+    pub(super) fn to_line(&self) -> StepLine {
+        StepLine {
+            step: self.step,
+            offered_per_s: Some(self.offered_per_s),
+            duration_s: self.duration_s,
+            sent: self.sent,
+            expected: self.expected,
+            received: self.received,
+            lost: self.lost,
+            sent_per_s: self.sent_per_s(),
+            received_per_s: self.received_per_s(),
+            latency_us: self.latency.to_line(),
+            rss_max_kib: self.rss_max_kib,
+            cpu_pct: self.cpu_pct,
+            tool_cpu_pct: self.tool_cpu_pct,
+            passed: self.passed,
+            failed_because: self.failed_because.clone(),
+        }
     }
 }
 
@@ -108,10 +114,8 @@ pub struct BenchReport {
     pub payload: &'static str,
     pub payload_bytes: usize,
     pub qos: u8,
-    pub publishers: usize,
-    pub publishers_connected: usize,
-    pub subscribers: usize,
-    pub subscribers_connected: usize,
+    /// Publishers and subscribers, asked for, connected and lost.
+    pub clients: BenchClientsLine,
     pub slow_subscribers: usize,
     pub share_group: Option<String>,
     pub connects_per_s: f64,
@@ -126,51 +130,55 @@ pub struct BenchReport {
     pub rss_before_kib: Option<u64>,
     pub rss_max_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
-    /// Connections the broker (or the tool) closed during the run.
-    pub publishers_lost: usize,
-    pub subscribers_lost: usize,
     pub first_error: Option<String>,
 }
 
 impl BenchReport {
+    /// The result line ([`BenchLine`]).
+    pub fn to_line(&self) -> BenchLine {
+        BenchLine {
+            tool: "firmware-sim bench".to_owned(),
+            scenario: Some(self.scenario.clone()),
+            broker: Some(self.label.clone()),
+            target: self.broker.clone(),
+            mode: Some(self.mode.to_owned()),
+            payload: self.payload.to_owned(),
+            payload_bytes: self.payload_bytes,
+            qos: self.qos,
+            clients: self.clients.clone(),
+            slow_subscribers: Some(self.slow_subscribers),
+            share_group: self.share_group.clone(),
+            connects_per_s: Some(self.connects_per_s),
+            measured_s: self.total.duration_s,
+            sent: self.total.sent,
+            expected: self.total.expected,
+            received: self.total.received,
+            lost: Some(self.total.lost),
+            duplicates: self.duplicates,
+            sent_per_s: self.total.sent_per_s(),
+            received_per_s: Some(self.total.received_per_s()),
+            latency_us: self.total.latency.to_line(),
+            max_sustained_per_s: self.max_sustained.as_ref().map(StepReport::received_per_s),
+            max_sustained_latency_us: self
+                .max_sustained
+                .as_ref()
+                .and_then(|s| s.latency.to_line()),
+            cpu_pct: self.total.cpu_pct,
+            tool_cpu_pct: self.total.tool_cpu_pct,
+            rss_kib: Some(RssLine {
+                before: self.rss_before_kib,
+                max: self.rss_max_kib,
+                end: self.rss_end_kib,
+            }),
+            first_error: self.first_error.clone(),
+            warmup: self.warmup.to_line(),
+            steps: Some(self.steps.iter().map(StepReport::to_line).collect()),
+        }
+    }
+
+    /// The result line as one line of JSON with sorted keys.
     pub fn to_json_line(&self) -> String {
-        serde_json::json!({
-            "tool": "firmware-sim bench",
-            "scenario": self.scenario,
-            "broker": self.label,
-            "target": self.broker,
-            "mode": self.mode,
-            "payload": self.payload,
-            "payload_bytes": self.payload_bytes,
-            "qos": self.qos,
-            "publishers": self.publishers,
-            "publishers_connected": self.publishers_connected,
-            "subscribers": self.subscribers,
-            "subscribers_connected": self.subscribers_connected,
-            "slow_subscribers": self.slow_subscribers,
-            "share_group": self.share_group,
-            "connects_per_s": self.connects_per_s,
-            "measured_s": self.total.duration_s,
-            "sent": self.total.sent,
-            "expected": self.total.expected,
-            "received": self.total.received,
-            "lost": self.total.lost,
-            "duplicates": self.duplicates,
-            "sent_per_s": self.total.sent_per_s(),
-            "received_per_s": self.total.received_per_s(),
-            "latency_us": self.total.latency.to_json(),
-            "max_sustained_per_s": self.max_sustained.as_ref().map(StepReport::received_per_s),
-            "max_sustained_latency_us": self.max_sustained.as_ref().map(|s| s.latency.to_json()),
-            "cpu_pct": self.total.cpu_pct,
-            "tool_cpu_pct": self.total.tool_cpu_pct,
-            "rss_kib": {"before": self.rss_before_kib, "max": self.rss_max_kib, "end": self.rss_end_kib},
-            "publishers_lost": self.publishers_lost,
-            "subscribers_lost": self.subscribers_lost,
-            "first_error": self.first_error,
-            "warmup": self.warmup.to_json(),
-            "steps": self.steps.iter().map(StepReport::to_json).collect::<Vec<_>>(),
-        })
-        .to_string()
+        to_line(&self.to_line())
     }
 
     pub fn to_human(&self) -> String {
@@ -182,11 +190,11 @@ impl BenchReport {
             self.scenario,
             self.label,
             self.broker,
-            self.publishers,
-            self.publishers_connected,
+            self.clients.publishers,
+            self.clients.publishers_connected,
             self.connects_per_s,
-            self.subscribers,
-            self.subscribers_connected,
+            self.clients.subscribers,
+            self.clients.subscribers_connected,
             if self.slow_subscribers > 0 { format!(", {} slow", self.slow_subscribers) } else { String::new() },
             self.qos,
             self.payload,
@@ -272,11 +280,11 @@ impl BenchReport {
             opt(self.rss_end_kib),
             self.total.tool_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}")),
         );
-        if self.publishers_lost + self.subscribers_lost > 0 {
+        if self.clients.publishers_lost + self.clients.subscribers_lost > 0 {
             let _ = writeln!(
                 s,
                 "connections closed during the run: {} publishers, {} subscribers",
-                self.publishers_lost, self.subscribers_lost
+                self.clients.publishers_lost, self.clients.subscribers_lost
             );
         }
         if let Some(e) = &self.first_error {
