@@ -10,7 +10,12 @@
 //! in memory a summary per segment and at most [`MAX_CONFIRMED_AHEAD`]
 //! out-of-order confirms (see *Memory* below). The API is synchronous and
 //! `std` only: the bridge calls it from a blocking thread. One process per
-//! directory (not enforced by a lock).
+//! directory: `Spool::open` takes no lock itself, but the bridge takes an
+//! exclusive lock on `<dir>/LOCK` (`File::try_lock`, in `bridge::lock_dir`)
+//! before it opens the spool and holds it while the spool is open, so a
+//! second gateway on the same directory fails to start
+//! (`BridgeError::InUse`). The kernel releases the lock when the process
+//! ends, however it ends.
 //!
 //! This comment is the spool's design document (as vector's `disk_v2`
 //! keeps its own); change it with the code.
@@ -22,6 +27,7 @@
 //! <dir>/00000000000000004097.seg    20 digits so lexical order = numeric order
 //! <dir>/state                       watermark and id reservation (two slots)
 //! <dir>/*.seg.tmp                   a compaction in progress (removed at open)
+//! <dir>/LOCK                        the bridge's lock file (empty; the spool ignores it)
 //! ```
 //!
 //! Segments cover disjoint, ascending id ranges; the last one is the
@@ -115,9 +121,10 @@
 //! - [`FsyncPolicy::Always`]: the segment is fsynced (`fdatasync`) before
 //!   `append` returns. A power cut loses nothing `append` acknowledged.
 //! - [`FsyncPolicy::IntervalMs`]`(n)`: `append` fsyncs when the last fsync
-//!   is older than n ms; the bridge calls [`Spool::flush`] every n ms while
-//!   idle and at shutdown. A power cut loses up to n ms of appends (the
-//!   torn tail is cut at open, see below).
+//!   is older than n ms, and the bridge's feeder calls [`Spool::flush`] on
+//!   an n-ms timer whenever it appended since the last flush. A power cut
+//!   loses up to n ms of appends (the torn tail is cut at open, see below).
+//!   Nothing flushes at shutdown (see *Shutdown*).
 //!
 //! The watermark is written into the state file (page cache) on every
 //! confirm that moves it, so a process kill resends nothing confirmed in
@@ -127,6 +134,34 @@
 //! last watermark moves: those records are published again (at least once,
 //! same id). Out-of-order confirms live only in memory: after a restart,
 //! records above W are resent even if they had been confirmed out of order.
+//!
+//! # Shutdown
+//!
+//! The spool has no close: dropping it closes its files and fsyncs nothing.
+//! Today a SIGTERM (or Ctrl-C) makes `Gateway::shutdown` stop the edge and
+//! the HTTP server and then *abort* the bridge's tasks; it neither drains the
+//! bridge's fan-out queue nor flushes the spool (a later issue makes
+//! shutdown drain). A spool call already running on its blocking thread (an
+//! append batch, a flush) completes, since the runtime waits for blocking
+//! threads as the process exits; nothing runs after it. So, on SIGTERM:
+//!
+//! - every record `append` returned is kept: it is in the page cache, and
+//!   the next start sends it. Under `IntervalMs(n)` the last n ms of appends
+//!   may not be fsynced yet, so a power cut soon after the stop loses them,
+//!   the same window as while running;
+//! - updates not yet appended are lost: those waiting in the bridge's
+//!   fan-out queue (`bridge.feed_queue`) and the batch the feeder took from
+//!   it but had not handed to a blocking thread;
+//! - records published but not yet confirmed, and those confirmed out of
+//!   order, are sent again at the next start (same id, so same
+//!   `message_id`); records confirmed in order are not, since each move of
+//!   W reached the state file's page cache as it happened.
+//!
+//! A SIGKILL (or a panic that ends the process, or the OOM killer) loses and
+//! resends exactly the same, because the abort path does nothing the spool
+//! relies on; killed mid-compaction it leaves a `.tmp` file, removed at the
+//! next open. Only a power cut (or a kernel crash) reaches past the page
+//! cache: see *Fsync policy and loss windows*.
 //!
 //! # Recovery
 //!
@@ -208,8 +243,9 @@ pub enum FsyncPolicy {
     /// fsync before `append` returns: a power cut loses nothing that
     /// `append` acknowledged. Costs one fsync per record.
     Always,
-    /// fsync at most every n ms (in `append`, and in [`Spool::flush`] which
-    /// the caller runs on an n-ms timer): a power cut loses up to n ms of
+    /// fsync at most every n ms (in `append`, and in [`Spool::flush`], which
+    /// the bridge's feeder calls on an n-ms timer after appends; nothing
+    /// flushes at shutdown): a power cut loses up to n ms of
     /// appends. A process kill loses nothing, since every append reaches the
     /// page cache at once.
     IntervalMs(u64),
