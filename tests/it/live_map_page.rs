@@ -14,13 +14,11 @@
 //! Chromium is required, never stubbed: without it this test fails and says
 //! to run `bash scripts/test.sh`, which installs it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use serde_json::{json, Value};

@@ -1,9 +1,7 @@
 //! The edge under misbehaving clients: every failure stays with the
 //! connection that caused it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fleetgate_wire::{encode, MAX_ENCODED_LEN};
 use rumqttc::mqttbytes::v4::{
     ConnectReturnCode, LastWill, Packet, Publish, Subscribe, SubscribeReasonCode,

@@ -1,13 +1,11 @@
 //! The dashboards' side of the fan-out, end to end: the WebSocket live feed
 //! and the REST API against a simulated fleet on the in-process gateway.
 
-mod common;
-
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use firmware_sim::runner::{run_fleet, FleetConfig};
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;

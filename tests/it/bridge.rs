@@ -6,9 +6,7 @@
 //! outage is a TCP proxy between the gateway and RabbitMQ that the test cuts
 //! and restores; RabbitMQ itself and other tests are untouched.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fleetgate::ingest::PackageChange;
 use fleetgate::topics::VehicleId;
 use fleetgate_wire::Command;
