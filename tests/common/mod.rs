@@ -1,13 +1,33 @@
-//! Shared helpers for the integration tests: start the gateway in-process on
-//! loopback port 0, talk HTTP and raw MQTT to it, await conditions.
+//! Shared helpers for the integration tests, a small library: each test
+//! file keeps its tests and the helpers only it needs; what two files share
+//! lives here.
+//!
+//! - this file: start the gateway in-process on loopback port 0, HTTP
+//!   requests, `/metrics`, awaiting conditions;
+//! - [`mqtt`]: a raw MQTT 3.1.1 client and a device that publishes fixes;
+//! - [`amqp`]: RabbitMQ (URL, bridge config, consumers, an outage proxy);
+//! - [`ws`]: WebSocket clients of the gateway's feeds;
+//! - [`process`]: the gateway binary as a child process, command-line tools;
+//! - [`fixtures`]: the one position fixture every test builds on.
+//!
+//! Every helper fails the test with a message that says what to do, and
+//! every wait is bounded by [`DEADLINE`].
 #![allow(dead_code)]
+
+pub mod amqp;
+pub mod fixtures;
+pub mod mqtt;
+pub mod process;
+pub mod ws;
+
+// Each test file uses a few of these: the rest is unused there.
+#[allow(unused_imports)]
+pub use {amqp::*, fixtures::*, mqtt::*, process::*, ws::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use fleetgate::{Config, Gateway, Listeners};
-use rumqttc::mqttbytes::v4::{Connect, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -61,16 +81,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of one series in `/metrics`, e.g. `fleetgate_messages_malformed_total`.
-pub async fn metric(gw: &Gateway, series: &str) -> u64 {
-    let (_, body) = http_get(gw.http_addr, "/metrics").await;
+/// The value of one series in the `/metrics` served at `http`, or `None`
+/// when the page does not have it.
+pub async fn metric_at(http: SocketAddr, series: &str) -> Option<u64> {
+    let (_, body) = http_get(http, "/metrics").await;
+    series_value(&body, series)
+}
+
+fn series_value(body: &str, series: &str) -> Option<u64> {
     body.lines()
         .find_map(|l| {
             l.strip_prefix(series)
                 .and_then(|rest| rest.strip_prefix(' '))
         })
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{body}"))
+}
+
+/// The value of one series in `/metrics`, e.g. `fleetgate_messages_malformed_total`.
+pub async fn metric(gw: &Gateway, series: &str) -> u64 {
+    let (_, body) = http_get(gw.http_addr, "/metrics").await;
+    series_value(&body, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{body}"))
 }
 
 /// Polls `/metrics` until `series` reaches `at_least`; fails after [`DEADLINE`].
@@ -87,93 +117,4 @@ pub async fn await_metric(gw: &Gateway, series: &str, at_least: u64) -> u64 {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A raw MQTT 3.1.1 client: exactly the bytes a test chooses.
-pub struct RawClient {
-    pub stream: TcpStream,
-    buf: BytesMut,
-    /// The last packet id [`RawClient::send`] chose.
-    last_pkid: u16,
-}
-
-impl RawClient {
-    pub async fn connect(addr: SocketAddr) -> RawClient {
-        RawClient {
-            stream: TcpStream::connect(addr).await.expect("tcp connect"),
-            buf: BytesMut::new(),
-            last_pkid: 0,
-        }
-    }
-
-    /// TCP connect, CONNECT with `keep_alive`, expect a successful CONNACK.
-    pub async fn mqtt(addr: SocketAddr, client_id: &str, keep_alive: u16) -> RawClient {
-        let mut c = RawClient::connect(addr).await;
-        let mut connect = Connect::new(client_id);
-        connect.keep_alive = keep_alive;
-        c.send(Packet::Connect(connect)).await;
-        match c.recv().await {
-            Some(Packet::ConnAck(ack)) => {
-                assert_eq!(ack.code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success)
-            }
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        c
-    }
-
-    /// Sends `packet` as a client library would: a SUBSCRIBE, UNSUBSCRIBE
-    /// or QoS 1/2 PUBLISH left with packet id 0 (rumqttc's constructors'
-    /// default, which MQTT 3.1.1 forbids) gets the next free one.
-    pub async fn send(&mut self, mut packet: Packet) {
-        let pkid = match &mut packet {
-            Packet::Subscribe(s) => Some(&mut s.pkid),
-            Packet::Unsubscribe(u) => Some(&mut u.pkid),
-            Packet::Publish(p) if p.qos != rumqttc::mqttbytes::QoS::AtMostOnce => Some(&mut p.pkid),
-            _ => None,
-        };
-        if let Some(pkid) = pkid.filter(|id| **id == 0) {
-            self.last_pkid = self.last_pkid % 60_000 + 1;
-            *pkid = self.last_pkid;
-        }
-        let mut out = BytesMut::new();
-        packet.write(&mut out, usize::MAX).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    /// The next packet, or `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Option<Packet> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                match Packet::read(&mut self.buf, 1 << 20) {
-                    Ok(p) => return Some(p),
-                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                    Err(e) => panic!("server sent a malformed packet: {e:?}"),
-                }
-                match self.stream.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .expect("no packet and no close before the deadline")
-    }
-}
-
-/// Fails with a clear message when a command-line tool the test needs is
-/// missing: these tests use the real tools, never a stand-in.
-pub fn require_tool(name: &str) {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed: run `bash scripts/test.sh`, which installs it (Debian: mosquitto-clients)"
-    );
 }

@@ -14,15 +14,11 @@
 //! Chromium is required, never stubbed: without it this test fails and says
 //! to run `bash scripts/test.sh`, which installs it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::*;
-use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
+use crate::common::*;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use serde_json::{json, Value};
@@ -43,21 +39,6 @@ const LATE: (&str, i32, i32) = ("truck-104", 52_366_000, 4_900_000);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The page's canvas colour for an online vehicle (`canvasColors.online`).
 const ONLINE_RGB: [u8; 3] = [0x3d, 0xdc, 0x84];
-
-fn position(seq: u32, lat_e6: i32, lon_e6: i32) -> Bytes {
-    let p = Position {
-        seq,
-        time_ms: 1_795_000_000_000,
-        lat_e6,
-        lon_e6,
-        speed_cm_s: 1_389,
-        heading: 64,
-        flags: flags::FIX_VALID | flags::IGNITION,
-        odometer_m: None,
-    };
-    let mut buf = [0u8; MAX_ENCODED_LEN];
-    Bytes::copy_from_slice(encode(&p, &mut buf).unwrap())
-}
 
 /// The browser to use: `FLEETGATE_TEST_CHROMIUM` (set by scripts/test.sh),
 /// else /usr/bin/chromium. Panics, saying what to do, when there is none.
@@ -254,7 +235,7 @@ async fn live_map_page_shows_the_fleet_in_headless_chromium() {
             .send(Packet::Publish(Publish::new(
                 format!("v/{id}/pos"),
                 QoS::AtMostOnce,
-                position(seq as u32 + 1, *lat, *lon),
+                position_at(seq as u32 + 1, *lat, *lon),
             )))
             .await;
         devices.push(device);
@@ -348,7 +329,7 @@ async fn live_map_page_shows_the_fleet_in_headless_chromium() {
     late.send(Packet::Publish(Publish::new(
         format!("v/{id}/pos"),
         QoS::AtMostOnce,
-        position(1, lat, lon),
+        position_at(1, lat, lon),
     )))
     .await;
     devices.push(late);

@@ -1,13 +1,11 @@
 //! The walking skeleton, as a person would drive it: the real
 //! `mosquitto_pub` and `mosquitto_sub` against the in-process gateway.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use common::*;
+use crate::common::*;
 
 /// `mosquitto_sub -d` on the gateway; lines arrive on the channel.
 struct Sub {

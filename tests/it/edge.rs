@@ -1,30 +1,12 @@
 //! The edge under misbehaving clients: every failure stays with the
 //! connection that caused it.
 
-mod common;
-
-use bytes::Bytes;
-use common::*;
-use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
+use crate::common::*;
+use fleetgate_wire::{encode, MAX_ENCODED_LEN};
 use rumqttc::mqttbytes::v4::{
     ConnectReturnCode, LastWill, Packet, Publish, Subscribe, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::QoS;
-
-fn position(seq: u32) -> Bytes {
-    let p = Position {
-        seq,
-        time_ms: 1_795_000_000_000,
-        lat_e6: 52_373_100,
-        lon_e6: 4_892_200,
-        speed_cm_s: 1_389,
-        heading: 64,
-        flags: flags::FIX_VALID | flags::IGNITION,
-        odometer_m: None,
-    };
-    let mut buf = [0u8; MAX_ENCODED_LEN];
-    Bytes::copy_from_slice(encode(&p, &mut buf).unwrap())
-}
 
 #[tokio::test]
 async fn keep_alive_zero_is_accepted_and_never_times_out() {

@@ -6,223 +6,30 @@
 //! outage is a TCP proxy between the gateway and RabbitMQ that the test cuts
 //! and restores; RabbitMQ itself and other tests are untouched.
 
-mod common;
-
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use bytes::Bytes;
-use common::*;
+use crate::common::*;
 use fleetgate::ingest::PackageChange;
 use fleetgate::topics::VehicleId;
-use fleetgate::Config;
-use fleetgate_wire::{encode, flags, Command, Position, MAX_ENCODED_LEN};
+use fleetgate_wire::Command;
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::BasicProperties;
 use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-
-fn amqp_url() -> String {
-    std::env::var("FLEETGATE_TEST_AMQP_URL").unwrap_or_else(|_| {
-        panic!("FLEETGATE_TEST_AMQP_URL is not set: run `bash scripts/test.sh`, which starts RabbitMQ on loopback")
-    })
-}
-
-/// A short unique tag for this test's names.
-fn tag(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}{}", nanos % 1_000_000_000)
-}
-
-fn bridge_config(tag: &str, url: &str, data_dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.gateway_id.0 = format!("gw-{tag}");
-    config.data_dir.0 = data_dir.to_path_buf();
-    config.bridge.url = url.into();
-    config.bridge.package_queue = format!("package_status-{tag}");
-    config.bridge.command_queue = format!("commands-{tag}");
-    config.bridge.notification_queue = format!("notifications-{tag}");
-    config.bridge.position_interval_ms = 0;
-    config.bridge.reconnect_min_ms = 50;
-    config.bridge.reconnect_max_ms = 500;
-    config.bridge.retry_failed_ms = 200;
-    config
-}
-
-async fn amqp() -> (Connection, Channel) {
-    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ answers on loopback");
-    let channel = conn.create_channel().await.unwrap();
-    (conn, channel)
-}
-
-/// An exclusive queue bound to `amq.topic` with each of `bindings`.
-async fn topic_consumer(channel: &Channel, bindings: &[String]) -> Consumer {
-    let q = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    for binding in bindings {
-        channel
-            .queue_bind(
-                q.name().clone(),
-                "amq.topic".into(),
-                binding.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-    }
-    channel
-        .basic_consume(
-            q.name().clone(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-}
-
-struct Received {
-    routing_key: String,
-    properties: BasicProperties,
-    body: serde_json::Value,
-}
-
-async fn next(consumer: &mut Consumer) -> Received {
-    let delivery = tokio::time::timeout(DEADLINE, consumer.next())
-        .await
-        .expect("a message from RabbitMQ in time")
-        .expect("consumer open")
-        .expect("delivery");
-    delivery.ack(BasicAckOptions::default()).await.unwrap();
-    Received {
-        routing_key: delivery.routing_key.to_string(),
-        properties: delivery.properties.clone(),
-        body: serde_json::from_slice(&delivery.data).expect("JSON body"),
-    }
-}
-
-fn position(seq: u32) -> Bytes {
-    let p = Position {
-        seq,
-        time_ms: 1_795_000_000_000 + u64::from(seq) * 1000,
-        lat_e6: 52_370_000 + seq as i32,
-        lon_e6: 4_890_000,
-        speed_cm_s: 1000,
-        heading: 0,
-        flags: flags::FIX_VALID | flags::IGNITION,
-        odometer_m: None,
-    };
-    let mut buf = [0u8; MAX_ENCODED_LEN];
-    Bytes::copy_from_slice(encode(&p, &mut buf).unwrap())
-}
-
-/// Publishes positions `seqs` for `vid` at QoS 1 (acked = ingest has them).
-async fn drive(addr: SocketAddr, vid: &str, seqs: std::ops::RangeInclusive<u32>) {
-    let mut c = RawClient::mqtt(addr, &format!("dev-{vid}"), 30).await;
-    for seq in seqs {
-        let mut p = Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
-        p.pkid = (seq % 60_000 + 1) as u16;
-        c.send(Packet::Publish(p)).await;
-        assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
-    }
-    c.send(Packet::Disconnect).await;
-}
-
-/// A TCP proxy the test can cut (every connection dropped, new ones refused)
-/// and restore.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: Arc<Notify>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(Notify::new());
-        let (up2, cut2) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: refused while cut
-                }
-                let cut = cut2.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.notified() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, up, cut }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.notify_waiters();
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-
-    /// `amqp://…@<proxy>/…` from the real URL.
-    fn url(&self) -> String {
-        let url = amqp_url();
-        let at = url
-            .rfind('@')
-            .map_or(url.find("://").unwrap() + 3, |i| i + 1);
-        let rest = &url[at..];
-        let path = rest.find('/').map_or("", |i| &rest[i..]);
-        format!("{}{}{}", &url[..at], self.addr, path)
-    }
-}
-
-fn rabbit_addr() -> SocketAddr {
-    let url = amqp_url();
-    let at = url
-        .rfind('@')
-        .map_or(url.find("://").unwrap() + 3, |i| i + 1);
-    let host_port = url[at..].split('/').next().unwrap();
-    host_port
-        .parse()
-        .expect("FLEETGATE_TEST_AMQP_URL host:port is an IP address")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_statuses_and_events_arrive_with_the_contracted_properties() {
     let t = tag("flow");
     let dir = tempfile::tempdir().unwrap();
     let (_conn, channel) = amqp().await;
-    let mut consumer = topic_consumer(&channel, &[format!("fleet.{t}-truck.#")]).await;
-    let gw = gateway_with(bridge_config(&t, &amqp_url(), dir.path())).await;
+    // An exchange of the test's own, so whether its event is returned does
+    // not depend on the queues other tests bind to amq.topic.
+    let exchange = format!("fleet-{t}");
+    own_exchange(&channel, &exchange).await;
+    let mut consumer = consumer_on(&channel, &exchange, &[format!("fleet.{t}-truck.#")]).await;
+    let mut config = bridge_config(&t, &amqp_url(), dir.path());
+    config.bridge.exchange = exchange.clone();
+    let gw = gateway_with(config).await;
     await_metric(&gw, "fleetgate_bridge_connected", 1).await;
 
     drive(gw.mqtt_addr, &format!("{t}-truck"), 1..=3).await;
@@ -252,7 +59,12 @@ async fn positions_statuses_and_events_arrive_with_the_contracted_properties() {
     // no queue was bound to: returned, counted, kept in the spool. Once a
     // consumer binds, the retry delivers it: nothing was lost.
     await_metric(&gw, "fleetgate_bridge_returns_total", 1).await;
-    let mut events = topic_consumer(&channel, &["fleet.events.status_changed".to_string()]).await;
+    let mut events = consumer_on(
+        &channel,
+        &exchange,
+        &["fleet.events.status_changed".to_string()],
+    )
+    .await;
     loop {
         let m = next(&mut events).await;
         if m.body["vehicle_id"] == format!("{t}-truck") {
@@ -352,41 +164,6 @@ async fn package_changes_reach_a_consumer_written_like_the_package_tracking_cont
     assert_eq!(mine[1]["status"], "delivered");
 }
 
-/// Reads until every seq in `1..=n` of each vehicle was seen; checks that
-/// first occurrences come in order per vehicle and that a duplicate carries
-/// the message_id of its first copy.
-async fn expect_every_seq(consumer: &mut Consumer, vehicles: &[String], n: u64) {
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
-    let mut ids: HashMap<(String, u64), String> = HashMap::new();
-    let done = |seen: &HashMap<String, Vec<u64>>| {
-        vehicles
-            .iter()
-            .all(|v| seen.get(v).is_some_and(|s| s.len() as u64 == n))
-    };
-    while !done(&seen) {
-        let m = next(consumer).await;
-        let vid = m.body["vehicle_id"].as_str().unwrap().to_string();
-        let seq = m.body["seq"].as_u64().unwrap();
-        let message_id = m.properties.message_id().as_ref().unwrap().to_string();
-        match ids.get(&(vid.clone(), seq)) {
-            Some(first) => assert_eq!(
-                first, &message_id,
-                "a duplicate carries the same message_id"
-            ),
-            None => {
-                ids.insert((vid.clone(), seq), message_id);
-                let s = seen.entry(vid.clone()).or_default();
-                assert_eq!(
-                    s.last().map_or(1, |l| l + 1),
-                    seq,
-                    "{vid}: first copies arrive in order, no gap"
-                );
-                s.push(seq);
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_mid_stream_loses_nothing_and_keeps_order_per_vehicle() {
     let t = tag("outage");
@@ -480,26 +257,6 @@ async fn commands_from_rabbitmq_reach_a_device_subscribed_at_the_edge() {
     await_metric(&gw, "fleetgate_bridge_downlink_rejected_total", 1).await;
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// The next text frame; pings (the gateway's liveness check) are skipped,
-/// as any WebSocket client does.
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("a frame in time")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => return t.to_string(),
-            Some(Ok(
-                tokio_tungstenite::tungstenite::Message::Ping(_)
-                | tokio_tungstenite::tungstenite::Message::Pong(_),
-            )) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_reach_the_users_websockets_also_when_they_connect_later() {
     let t = tag("note");
@@ -531,9 +288,8 @@ async fn notifications_reach_the_users_websockets_also_when_they_connect_later()
     // Sent while nobody is connected: waits in the mailbox.
     send("ana", "your parcel is on its way").await;
     await_metric(&gw, "fleetgate_bridge_notifications_total", 1).await;
-    let url = format!("ws://{}/notification?userId=ana", gw.http_addr);
-    let (mut ana, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
-    let (mut ana2, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ana = ws_connect(gw.http_addr, "/notification?userId=ana").await;
+    let mut ana2 = ws_connect(gw.http_addr, "/notification?userId=ana").await;
     assert_eq!(next_text(&mut ana).await, "your parcel is on its way");
     await_metric(&gw, "fleetgate_notification_clients", 2).await;
 
@@ -541,91 +297,6 @@ async fn notifications_reach_the_users_websockets_also_when_they_connect_later()
     send("ana", "delivered").await;
     assert_eq!(next_text(&mut ana).await, "delivered");
     assert_eq!(next_text(&mut ana2).await, "delivered");
-}
-
-/// The gateway binary as a child process, so a test can SIGKILL it.
-struct GatewayProcess {
-    child: std::process::Child,
-    mqtt: SocketAddr,
-    http: SocketAddr,
-}
-
-impl GatewayProcess {
-    fn start(config_path: &std::path::Path) -> GatewayProcess {
-        use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-            .args(["--config", config_path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the gateway binary");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("fleetgate serving") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("the gateway says where it serves");
-        let addr = |key: &str| -> SocketAddr {
-            let rest = &line[line.find(key).unwrap() + key.len()..];
-            rest.split_whitespace().next().unwrap().parse().unwrap()
-        };
-        GatewayProcess {
-            child,
-            mqtt: addr("mqtt_addr="),
-            http: addr("http_addr="),
-        }
-    }
-
-    fn sigkill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix: no chance to flush anything
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, as systemd stops it; waits for a clean exit.
-    fn sigterm(mut self) {
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "the gateway exits cleanly on SIGTERM: {status}"
-                );
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn http_metric(http: SocketAddr, series: &str) -> u64 {
-    let (_, body) = http_get(http, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,7 +329,11 @@ async fn gateway_killed_during_an_outage_resends_everything_after_restart() {
     // Every position is in the spool (the default fsync policy is an
     // interval: a process kill loses nothing, the page cache has it).
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while http_metric(first.http, "fleetgate_bridge_records_spooled_total").await < 400 {
+    while metric_at(first.http, "fleetgate_bridge_records_spooled_total")
+        .await
+        .unwrap_or(0)
+        < 400
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "positions were not spooled"
@@ -792,9 +467,15 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
     let t = tag("unroutable");
     let dir = tempfile::tempdir().unwrap();
     let (_conn, channel) = amqp().await;
-    // Positions have a consumer; the events (status_changed) have none.
-    let mut positions = topic_consumer(&channel, &[format!("fleet.{t}-truck.position")]).await;
+    // Positions have a consumer; the events (status_changed) have none. On
+    // an exchange of the test's own: on amq.topic another test's queue for
+    // events could route them.
+    let exchange = format!("fleet-{t}");
+    own_exchange(&channel, &exchange).await;
+    let positions_key = format!("fleet.{t}-truck.position");
+    let mut positions = consumer_on(&channel, &exchange, &[positions_key]).await;
     let mut config = bridge_config(&t, &amqp_url(), dir.path());
+    config.bridge.exchange = exchange.clone();
     config.bridge.unroutable_keep_s = 1;
     let gw = gateway_with(config).await;
     await_metric(&gw, "fleetgate_bridge_connected", 1).await;
@@ -806,7 +487,7 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
     // second old; nothing stays in the spool.
     await_metric(&gw, "fleetgate_bridge_returns_total", 1).await;
     await_metric(&gw, "fleetgate_bridge_unroutable_dropped_total", 1).await;
-    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     while metric(&gw, "fleetgate_bridge_spool_records").await > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -814,28 +495,6 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-}
-
-/// Publishes positions `seqs` for `vid` at QoS 1 as fast as the socket
-/// takes them, then waits for every PUBACK: how a device drains its
-/// offline ring. Returns how many were acknowledged.
-async fn drive_pipelined(addr: SocketAddr, vid: &str, seqs: std::ops::RangeInclusive<u32>) -> u32 {
-    let mut c = RawClient::mqtt(addr, &format!("dev-{vid}"), 30).await;
-    let n = seqs.clone().count() as u32;
-    for seq in seqs {
-        let mut p = Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
-        p.pkid = (seq % 60_000 + 1) as u16;
-        c.send(Packet::Publish(p)).await;
-    }
-    let mut acked = 0;
-    while acked < n {
-        match c.recv().await {
-            Some(Packet::PubAck(_)) => acked += 1,
-            Some(_) => {}
-            None => break,
-        }
-    }
-    acked
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,11 @@
 //! A simulated fleet (firmware-sim's runner, the reference device) against
 //! the in-process gateway: every sequence number arrives at a dashboard.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use firmware_sim::runner::{run_fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 

@@ -3,9 +3,7 @@
 //! and for a client handed to rumqttd alike, and is counted by rule; the
 //! clients around it keep being served.
 
-mod common;
-
-use common::{await_metric, gateway, metric, RawClient};
+use crate::common::{await_metric, gateway, metric, RawClient};
 use fleetgate::Gateway;
 use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;

@@ -1,45 +1,14 @@
 //! The dashboards' side of the fan-out, end to end: the WebSocket live feed
 //! and the REST API against a simulated fleet on the in-process gateway.
 
-mod common;
-
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::*;
+use crate::common::*;
 use firmware_sim::runner::{run_fleet, FleetConfig};
-use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
-use futures_util::StreamExt;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws(gw: &fleetgate::Gateway, query: &str) -> Ws {
-    let url = format!("ws://{}/ws{query}", gw.http_addr);
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connects")
-        .0
-}
-
-/// The next text frame as JSON.
-async fn frame(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        match tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("a frame in time")
-        {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("frame is JSON"),
-            Some(Ok(_)) => {}
-            other => panic!("feed ended: {other:?}"),
-        }
-    }
-}
 
 /// The `vehicle_id`s of a frame's `positions` or `vehicles` array, in order.
 fn vehicle_ids(frame: &serde_json::Value, key: &str) -> Vec<String> {
@@ -51,21 +20,6 @@ fn vehicle_ids(frame: &serde_json::Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn position(seq: u32, lat_e6: i32) -> Bytes {
-    let p = Position {
-        seq,
-        time_ms: 1_795_000_000_000 + u64::from(seq),
-        lat_e6,
-        lon_e6: 4_892_200,
-        speed_cm_s: 500,
-        heading: 0,
-        flags: flags::FIX_VALID,
-        odometer_m: None,
-    };
-    let mut buf = [0u8; MAX_ENCODED_LEN];
-    Bytes::copy_from_slice(encode(&p, &mut buf).unwrap())
-}
-
 async fn publish_positions(gw: &fleetgate::Gateway, fixes: &[(&str, u32, i32)]) {
     let mut v = RawClient::mqtt(gw.mqtt_addr, "publisher", 30).await;
     let before = metric(gw, "fleetgate_messages_decoded_total{kind=\"position\"}").await;
@@ -73,7 +27,7 @@ async fn publish_positions(gw: &fleetgate::Gateway, fixes: &[(&str, u32, i32)]) 
         v.send(Packet::Publish(Publish::from_bytes(
             format!("v/{vid}/pos"),
             QoS::AtMostOnce,
-            position(*seq, *lat),
+            position_at(*seq, *lat, HOME_E6.1),
         )))
         .await;
     }
@@ -94,9 +48,9 @@ async fn reading_client_sees_every_vehicles_latest_position_while_a_stalled_one_
 
     // Connected first, then never read again: its queue conflates, the
     // gateway pings it, and it never answers.
-    let _stalled = ws(&gw, "").await;
-    let mut reader = ws(&gw, "").await;
-    assert_eq!(frame(&mut reader).await["snapshot"], true);
+    let _stalled = ws_connect(gw.http_addr, "/ws").await;
+    let mut reader = ws_connect(gw.http_addr, "/ws").await;
+    assert_eq!(next_json(&mut reader).await["snapshot"], true);
 
     let fleet = FleetConfig {
         broker: gw.mqtt_addr.to_string(),
@@ -122,7 +76,7 @@ async fn reading_client_sees_every_vehicles_latest_position_while_a_stalled_one_
     };
     while !fleet.is_finished() {
         tokio::select! {
-            f = frame(&mut reader) => collect(&f, &mut seen),
+            f = next_json(&mut reader) => collect(&f, &mut seen),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
@@ -149,7 +103,7 @@ async fn reading_client_sees_every_vehicles_latest_position_while_a_stalled_one_
             tokio::time::Instant::now() < deadline,
             "reader is missing latest positions"
         );
-        let f = frame(&mut reader).await;
+        let f = next_json(&mut reader).await;
         collect(&f, &mut seen);
     }
 
@@ -161,8 +115,8 @@ async fn reading_client_sees_every_vehicles_latest_position_while_a_stalled_one_
 #[tokio::test]
 async fn feed_narrowed_to_vehicle_ids_streams_only_those() {
     let gw = gateway().await;
-    let mut only_b = ws(&gw, "?vehicles=b").await;
-    assert_eq!(frame(&mut only_b).await["snapshot"], true);
+    let mut only_b = ws_connect(gw.http_addr, "/ws?vehicles=b").await;
+    assert_eq!(next_json(&mut only_b).await["snapshot"], true);
     publish_positions(
         &gw,
         &[
@@ -172,7 +126,7 @@ async fn feed_narrowed_to_vehicle_ids_streams_only_those() {
         ],
     )
     .await;
-    let f = frame(&mut only_b).await;
+    let f = next_json(&mut only_b).await;
     let ids = vehicle_ids(&f, "positions");
     assert_eq!(ids, vec!["b"], "{f}");
 }
@@ -180,20 +134,20 @@ async fn feed_narrowed_to_vehicle_ids_streams_only_those() {
 #[tokio::test]
 async fn feed_narrowed_to_a_bounding_box_streams_positions_inside_it() {
     let gw = gateway().await;
-    let mut amsterdam = ws(&gw, "?bbox=4.7,52.2,5.1,52.5").await;
-    assert_eq!(frame(&mut amsterdam).await["snapshot"], true);
+    let mut amsterdam = ws_connect(gw.http_addr, "/ws?bbox=4.7,52.2,5.1,52.5").await;
+    assert_eq!(next_json(&mut amsterdam).await["snapshot"], true);
     publish_positions(
         &gw,
         &[("inside", 1, 52_370_000), ("outside", 1, 48_850_000)],
     )
     .await;
-    let f = frame(&mut amsterdam).await;
+    let f = next_json(&mut amsterdam).await;
     let ids = vehicle_ids(&f, "positions");
     assert_eq!(ids, vec!["inside"], "{f}");
 
     // A client connecting later gets the same view as its snapshot.
-    let mut late = ws(&gw, "?bbox=4.7,52.2,5.1,52.5").await;
-    let snapshot = frame(&mut late).await;
+    let mut late = ws_connect(gw.http_addr, "/ws?bbox=4.7,52.2,5.1,52.5").await;
+    let snapshot = next_json(&mut late).await;
     let ids = vehicle_ids(&snapshot, "vehicles");
     assert_eq!(ids, vec!["inside"], "{snapshot}");
 }
@@ -224,8 +178,8 @@ async fn one_client_past_max_subscribers_gets_503_and_others_keep_their_feed() {
     // One place goes to the MQTT republisher.
     config.fanout.max_subscribers = NonZeroUsize::new(2).unwrap();
     let gw = gateway_with(config).await;
-    let mut first = ws(&gw, "").await;
-    assert_eq!(frame(&mut first).await["snapshot"], true);
+    let mut first = ws_connect(gw.http_addr, "/ws").await;
+    assert_eq!(next_json(&mut first).await["snapshot"], true);
     match tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
         other => panic!("expected 503, got {other:?}"),
@@ -235,7 +189,10 @@ async fn one_client_past_max_subscribers_gets_503_and_others_keep_their_feed() {
         1
     );
     publish_positions(&gw, &[("a", 1, 1)]).await;
-    assert_eq!(frame(&mut first).await["positions"][0]["vehicle_id"], "a");
+    assert_eq!(
+        next_json(&mut first).await["positions"][0]["vehicle_id"],
+        "a"
+    );
 }
 
 #[tokio::test]

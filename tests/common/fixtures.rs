@@ -1,0 +1,43 @@
+//! The one position fixture: a valid fix that tests vary by sequence
+//! number and, where a place matters, by coordinates.
+
+use bytes::Bytes;
+use fleetgate_wire::{encode, flags, Position, MAX_ENCODED_LEN};
+
+/// Where a fixture vehicle is unless a test places it: Amsterdam, by the
+/// Dam (latitude, longitude in millionths of a degree).
+pub const HOME_E6: (i32, i32) = (52_373_100, 4_892_200);
+/// The time of fix 0, ms since the Unix epoch; fix n is n seconds later.
+pub const T0_MS: u64 = 1_795_000_000_000;
+
+/// A valid fix: sequence number `seq`, at `(lat_e6, lon_e6)`, 50 km/h
+/// (1 389 cm/s) heading 64, fix valid, ignition on, `seq` seconds after
+/// [`T0_MS`].
+pub fn fix(seq: u32, (lat_e6, lon_e6): (i32, i32)) -> Position {
+    Position {
+        seq,
+        time_ms: T0_MS + u64::from(seq) * 1000,
+        lat_e6,
+        lon_e6,
+        speed_cm_s: 1_389,
+        heading: 64,
+        flags: flags::FIX_VALID | flags::IGNITION,
+        odometer_m: None,
+    }
+}
+
+/// `p` as the postcard payload a device publishes on `v/<vid>/pos`.
+pub fn encoded(p: &Position) -> Bytes {
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    Bytes::copy_from_slice(encode(p, &mut buf).expect("a fixture position encodes"))
+}
+
+/// Fix `seq` at [`HOME_E6`], encoded.
+pub fn position(seq: u32) -> Bytes {
+    encoded(&fix(seq, HOME_E6))
+}
+
+/// Fix `seq` at `(lat_e6, lon_e6)`, encoded.
+pub fn position_at(seq: u32, lat_e6: i32, lon_e6: i32) -> Bytes {
+    encoded(&fix(seq, (lat_e6, lon_e6)))
+}

@@ -1,0 +1,20 @@
+//! The gateway's integration tests, one module per subject, linked into
+//! one test binary: each separate file under `tests/` is its own binary
+//! that links the whole gateway, and on a 2-core machine the links
+//! dominated a rebuild (see the commit that made this file for the numbers).
+//! A test's name is its module and function: `bridge::outage_mid_stream_…`.
+//!
+//! Two tests stay binaries of their own: `tests/alloc_free.rs` installs a
+//! counting global allocator, and `tests/spool_crash.rs` re-executes its
+//! own binary as the child it kills.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bridge;
+mod conformance;
+mod edge;
+mod fleet;
+mod live_feed;
+mod live_map_page;
+mod mosquitto_interop;
