@@ -31,6 +31,11 @@
 //! `Bytes`, as `IngestSender::admit` does) and draining the detached broker
 //! queue (the broker thread's work).
 
+// Test code: a failed assumption is a failed test. The workspace denies
+// these outside tests, and clippy does not count an integration test's
+// helpers as tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroUsize;

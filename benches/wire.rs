@@ -21,6 +21,11 @@
 //! - `position_decode_json_form`: `json::decode_position_any` on the JSON form
 //!   (parse, range checks, conversion back to wire units).
 
+// Test code: a failed assumption is a failed test. The workspace denies
+// these outside tests, and clippy does not count an integration test's
+// helpers as tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -8,6 +8,17 @@
 //! counting global allocator, and `tests/spool_crash.rs` re-executes its
 //! own binary as the child it kills.
 
+// Test code: a failed assumption is a failed test. The workspace denies
+// these outside tests, and clippy does not count an integration test's
+// helpers as tests. Unbounded channels are fine here too: what a test
+// collects is bounded by the test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
