@@ -497,14 +497,27 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_while_vehicles_publish_loses_nothing_acknowledged() {
-    let t = tag("sigterm");
+/// How the first gateway process ends.
+#[derive(Clone, Copy)]
+enum Stop {
+    Sigterm,
+    Sigkill,
+}
+
+/// 3000 QoS 1 positions pipelined with the uplink down, the gateway stopped
+/// by `stop` right after the last PUBACK, restarted with the uplink up:
+/// every acknowledged position must arrive. fsync "always" makes the feeder
+/// slow, so at the stop much of the stream has passed the edge but not yet
+/// the spool: only a drain at SIGTERM, and acknowledgements that wait for
+/// the spool at SIGKILL, keep it.
+async fn acknowledged_positions_survive(stop: Stop) {
+    let t = tag(match stop {
+        Stop::Sigterm => "sigterm",
+        Stop::Sigkill => "sigkill",
+    });
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(rabbit_addr()).await;
     proxy.cut();
-    // fsync "always" makes the feeder slow, so at the SIGTERM much of what
-    // the edge acknowledged is still in ingest's queue and the fan-out.
     let config = format!(
         "gateway_id = \"gw-{t}\"\ndata_dir = {data:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [bridge]\nurl = {url:?}\nposition_interval_ms = 0\nspool_fsync = \"always\"\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\
@@ -521,7 +534,10 @@ async fn sigterm_while_vehicles_publish_loses_nothing_acknowledged() {
     let first = GatewayProcess::start(&config_path);
     let acked = drive_pipelined(first.mqtt, &vehicle, 1..=3000).await;
     assert_eq!(acked, 3000);
-    first.sigterm();
+    match stop {
+        Stop::Sigterm => first.sigterm(),
+        Stop::Sigkill => first.sigkill(),
+    }
 
     proxy.restore();
     let second = GatewayProcess::start(&config_path);
@@ -530,34 +546,11 @@ async fn sigterm_while_vehicles_publish_loses_nothing_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_vehicles_publish_loses_nothing_acknowledged() {
+    acknowledged_positions_survive(Stop::Sigterm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_right_after_the_last_puback_loses_nothing_acknowledged() {
-    let t = tag("sigkill");
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(rabbit_addr()).await;
-    proxy.cut();
-    // fsync "always": the feeder is slow, so without acknowledgements that
-    // wait for the spool much of what was acknowledged would still be queued
-    // in memory when the process dies.
-    let config = format!(
-        "gateway_id = \"gw-{t}\"\ndata_dir = {data:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [bridge]\nurl = {url:?}\nposition_interval_ms = 0\nspool_fsync = \"always\"\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\
-         package_queue = \"package_status-{t}\"\ncommand_queue = \"commands-{t}\"\nnotification_queue = \"notifications-{t}\"\n",
-        data = dir.path().join("data"),
-        url = proxy.url(),
-    );
-    let config_path = dir.path().join("fleetgate.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let (_conn, channel) = amqp().await;
-    let vehicle = format!("{t}-v1");
-    let mut consumer = topic_consumer(&channel, &[format!("fleet.{vehicle}.position")]).await;
-
-    let first = GatewayProcess::start(&config_path);
-    let acked = drive_pipelined(first.mqtt, &vehicle, 1..=3000).await;
-    assert_eq!(acked, 3000);
-    first.sigkill();
-
-    proxy.restore();
-    let second = GatewayProcess::start(&config_path);
-    expect_every_seq(&mut consumer, std::slice::from_ref(&vehicle), 3000).await;
-    drop(second);
+    acknowledged_positions_survive(Stop::Sigkill).await;
 }
