@@ -138,30 +138,29 @@
 //! # Shutdown
 //!
 //! The spool has no close: dropping it closes its files and fsyncs nothing.
-//! Today a SIGTERM (or Ctrl-C) makes `Gateway::shutdown` stop the edge and
-//! the HTTP server and then *abort* the bridge's tasks; it neither drains the
-//! bridge's fan-out queue nor flushes the spool (a later issue makes
-//! shutdown drain). A spool call already running on its blocking thread (an
-//! append batch, a flush) completes, since the runtime waits for blocking
-//! threads as the process exits; nothing runs after it. So, on SIGTERM:
+//! The gateway stops it in order (`Gateway::shutdown`, on SIGTERM or
+//! Ctrl-C): the edge stops and ingest drains its queue into the fan-out;
+//! the bridge feeder drains the fan-out into the spool, calls
+//! [`Spool::flush`] and ends; only then is the uplink aborted. So, on
+//! SIGTERM:
 //!
-//! - every record `append` returned is kept: it is in the page cache, and
-//!   the next start sends it. Under `IntervalMs(n)` the last n ms of appends
-//!   may not be fsynced yet, so a power cut soon after the stop loses them,
-//!   the same window as while running;
-//! - updates not yet appended are lost: those waiting in the bridge's
-//!   fan-out queue (`bridge.feed_queue`) and the batch the feeder took from
-//!   it but had not handed to a blocking thread;
+//! - every update the edge had acknowledged is appended and fsynced before
+//!   the process exits (unless the drain takes longer than
+//!   `DRAIN_TIMEOUT`, logged), and the next start sends it;
 //! - records published but not yet confirmed, and those confirmed out of
 //!   order, are sent again at the next start (same id, so same
 //!   `message_id`); records confirmed in order are not, since each move of
 //!   W reached the state file's page cache as it happened.
 //!
-//! A SIGKILL (or a panic that ends the process, or the OOM killer) loses and
-//! resends exactly the same, because the abort path does nothing the spool
-//! relies on; killed mid-compaction it leaves a `.tmp` file, removed at the
-//! next open. Only a power cut (or a kernel crash) reaches past the page
-//! cache: see *Fsync policy and loss windows*.
+//! A SIGKILL (or a panic that ends the process, or the OOM killer) drains
+//! nothing, and loses nothing a device was told is kept: the edge answers a
+//! QoS 1/2 publish only once the feeder has appended its record (the
+//! watermark of `crate::acks`), and an appended record is in the page
+//! cache. What a SIGKILL does lose is what no one was promised: QoS 0
+//! publishes and updates still in the fan-out. It resends the same records
+//! as a SIGTERM; killed mid-compaction it leaves a `.tmp` file, removed at
+//! the next open. Only a power cut (or a kernel crash) reaches past the
+//! page cache: see *Fsync policy and loss windows*.
 //!
 //! # Recovery
 //!
