@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// Positions each vehicle keeps while offline.
     #[arg(long, default_value_t = 1000)]
     pub ring_capacity: usize,
+    /// At the end (duration reached or Ctrl-C), keep sending what the
+    /// offline rings hold for at most this many seconds before reporting,
+    /// so "unsent at end" is 0 unless the gateway stayed unreachable.
+    #[arg(long)]
+    pub drain_s: Option<f64>,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -124,6 +129,7 @@ impl RunArgs {
             json: self.json,
             seed: self.seed,
             progress: !self.quiet,
+            drain: self.drain_s.map(|s| seconds(s, "--drain-s")).transpose()?,
         })
     }
 }

@@ -131,3 +131,42 @@ async fn fleet_of_300_vehicles_delivers_every_sequence_number() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_fleet_reports_only_after_its_offline_rings_are_sent() {
+    let gw = gateway().await;
+    // The link goes down after 1 s and comes back after the run's 3 s are
+    // over: at the end every vehicle's ring holds positions. With a drain,
+    // they are sent (and acknowledged) before the summary.
+    let fleet = FleetConfig {
+        broker: gw.mqtt_addr.to_string(),
+        vehicles: 5,
+        rate_hz: 10.0,
+        qos: 1,
+        duration: Some(Duration::from_secs(3)),
+        outage: Some(firmware_sim::runner::Outage {
+            after: Duration::from_secs(1),
+            length: Duration::from_secs(3),
+        }),
+        connect_rate_per_s: 0,
+        drain: Some(Duration::from_secs(20)),
+        ..FleetConfig::default()
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_fleet(fleet, std::future::pending()),
+    )
+    .await
+    .expect("fleet finishes")
+    .expect("fleet runs");
+    assert!(
+        summary.buffered > 0,
+        "the outage filled the rings: {summary:?}"
+    );
+    assert_eq!(summary.unsent_at_end, 0, "{summary:?}");
+    assert_eq!(
+        summary.sent,
+        summary.produced - summary.dropped,
+        "{summary:?}"
+    );
+}

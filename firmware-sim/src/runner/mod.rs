@@ -109,6 +109,10 @@ pub struct FleetConfig {
     pub seed: u64,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// After the run, each vehicle keeps sending what its offline ring
+    /// holds (reconnecting if it must) for at most this long before it
+    /// leaves, so the summary's counts are final, not "still unsent".
+    pub drain: Option<Duration>,
 }
 
 impl Default for FleetConfig {
@@ -128,6 +132,7 @@ impl Default for FleetConfig {
             json: false,
             seed: 1,
             progress: false,
+            drain: None,
         }
     }
 }
@@ -315,7 +320,8 @@ pub async fn run_fleet(
         }
     }
     let _ = stop_tx.send(true);
-    let drained = timeout(STOP_GRACE, async {
+    let grace = STOP_GRACE + fleet.cfg.drain.unwrap_or_default();
+    let drained = timeout(grace, async {
         while vehicles.join_next().await.is_some() {}
     })
     .await;

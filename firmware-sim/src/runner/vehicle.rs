@@ -113,6 +113,32 @@ pub(super) async fn run_vehicle(index: usize, fleet: Arc<Fleet>, mut stop: watch
         next_wake = Instant::now() + wait;
     }
 
+    // Draining (`drain`): flush the offline ring until it is empty or the
+    // time is up; the event loop reconnects meanwhile if the link is down.
+    if let Some(drain) = fleet.cfg.drain {
+        let deadline = Instant::now() + drain;
+        while device.buffered_len() > 0 && Instant::now() < deadline {
+            let mut uplink = MqttUplink {
+                client: &client,
+                link: &link,
+                fleet: &fleet,
+                pos_topic: &pos_topic,
+                status_topic: &status_topic,
+            };
+            device.flush(&mut uplink);
+            fleet
+                .counters
+                .add_device_delta(&reported, device.counters());
+            reported = *device.counters();
+            if device.buffered_len() == 0 {
+                break;
+            }
+            // News (a reconnect) must not back up while we wait.
+            while news_rx.try_recv().is_ok() {}
+            sleep(REPLAY_RETRY).await;
+        }
+    }
+
     // Leaving: let outstanding QoS 1 publishes be acknowledged, then say
     // goodbye explicitly (a clean DISCONNECT suppresses the last will).
     let ack_deadline = Instant::now() + ACK_GRACE;
