@@ -112,6 +112,8 @@ metrics! {
     protocol_violations_total_malformed: counter in "protocol_violations_total" {"reason=\"malformed\""};
     /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).
     protocol_violations_total_unsolicited_ack: counter in "protocol_violations_total" {"reason=\"unsolicited_ack\""};
+    /// Vehicle connections closed because their large partial frame did not fit `mqtt.large_frame_pool_bytes`.
+    connections_closed_frame_pool_total: counter;
     /// Connections closed because the client was silent past 1.5 × keep-alive.
     connections_closed_keepalive_total: counter;
     /// Clients handed from the edge to the embedded rumqttd.

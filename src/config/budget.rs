@@ -17,6 +17,8 @@ use std::mem::size_of;
 
 use crate::bridge::mailboxes::MAX_NOTIFICATION_BYTES;
 use crate::config::Config;
+use crate::edge::frame_pool::SMALL_FRAME_BYTES;
+use crate::edge::handoff::READ_CHUNK as HANDOFF_READ_CHUNK;
 use crate::fanout::WhenFull;
 use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
@@ -150,9 +152,19 @@ impl Config {
             },
             Item {
                 name: "edge connections (worst case)",
-                bytes: connections * (packet + 2 * 1024),
+                bytes: connections * (SMALL_FRAME_BYTES as u64 + 2 * 1024)
+                    + self.mqtt.large_frame_pool_bytes.get() as u64,
                 why: format!(
-                    "mqtt.max_connections = {connections} × (one partial packet of mqtt.max_packet_size_bytes = {packet} + state)"
+                    "mqtt.max_connections = {connections} × (a partial frame of at most {SMALL_FRAME_BYTES} bytes + state), and mqtt.large_frame_pool_bytes = {} shared by the larger ones",
+                    self.mqtt.large_frame_pool_bytes
+                ),
+            },
+            Item {
+                name: "hand-off proxies (worst case)",
+                bytes: self.broker.max_connections.get() as u64 * (2 * HANDOFF_READ_CHUNK as u64 + 2 * packet),
+                why: format!(
+                    "broker.max_connections = {} handed-off clients × 2 sides × (a {HANDOFF_READ_CHUNK}-byte read + a partial packet of up to {packet} bytes)",
+                    self.broker.max_connections
                 ),
             },
         ];

@@ -142,6 +142,10 @@ pub struct MqttConfig {
     /// the spool; a connection with this many waiting is not read until
     /// some go out (backpressure, as a full ingest queue does).
     pub max_pending_acks: NonZeroUsize,
+    /// Bytes all vehicle connections together may hold for partial frames
+    /// longer than 1 KiB (`edge::frame_pool`); a connection whose frame
+    /// does not fit is closed, and only it.
+    pub large_frame_pool_bytes: NonZeroUsize,
 }
 
 impl Default for MqttConfig {
@@ -154,6 +158,7 @@ impl Default for MqttConfig {
             vehicle_command_queue: nz(8),
             max_qos2_inflight: nz(16),
             max_pending_acks: nz(256),
+            large_frame_pool_bytes: nz(16 * 1024 * 1024),
         }
     }
 }

@@ -64,12 +64,24 @@ pub fn next_raw_frame(
     Ok(Some(RawFrame { header, raw }))
 }
 
+/// How much of the next frame is buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffered {
+    /// A whole frame.
+    Frame,
+    /// Part of one; `frame_len` is its whole length once its header is in
+    /// (a few bytes while the header itself is still partial).
+    Partial { frame_len: usize },
+}
+
 /// Whether a whole frame is buffered (its header is checked, as
 /// [`next_raw_frame`] would: an error here is the same error there).
-pub fn frame_ready(buf: &BytesMut, max_packet_size: usize) -> Result<bool, FrameError> {
+pub fn frame_ready(buf: &BytesMut, max_packet_size: usize) -> Result<Buffered, FrameError> {
     match check(buf.iter(), max_packet_size) {
-        Ok(_) => Ok(true),
-        Err(MqttError::InsufficientBytes(_)) => Ok(false),
+        Ok(_) => Ok(Buffered::Frame),
+        Err(MqttError::InsufficientBytes(missing)) => Ok(Buffered::Partial {
+            frame_len: buf.len().saturating_add(missing),
+        }),
         Err(e) => Err(FrameError::Malformed(e)),
     }
 }

@@ -64,7 +64,7 @@ use crate::topics::{command_topic, is_gateway_namespace, VehicleTopic};
 pub const PROXY_KEEP_ALIVE_S: u16 = 120;
 /// Bytes read per syscall at most, each way: with the frames they hold, the
 /// most one pass of the proxy forwards and buffers.
-const READ_CHUNK: usize = 16 * 1024;
+pub const READ_CHUNK: usize = 16 * 1024;
 /// Packet id of the SUBSCRIBE the edge replays for a vehicle's command topic.
 const REPLAY_PKID: u16 = u16::MAX;
 /// How long rumqttd may take to answer the replayed CONNECT.

@@ -47,7 +47,8 @@
 
 mod codec;
 pub mod conformance;
-mod handoff;
+pub mod frame_pool;
+pub mod handoff;
 pub mod registry;
 mod vehicle;
 
@@ -88,6 +89,8 @@ pub struct EdgeContext {
     pub filters: Budget,
     /// Distinct retained topics admitted into rumqttd.
     pub retained: Budget,
+    /// Room for the large partial frames of vehicle connections.
+    pub frames: frame_pool::FramePool,
     next_client_number: AtomicU64,
     /// Connections open now, at most `mqtt.max_connections`.
     open: AtomicUsize,
@@ -114,6 +117,7 @@ impl EdgeContext {
             broker: internal,
             filters: Budget::new(broker.max_filters.get()),
             retained: Budget::new(broker.max_retained_topics.get()),
+            frames: frame_pool::FramePool::new(mqtt.large_frame_pool_bytes.get()),
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             started: tokio::time::Instant::now(),

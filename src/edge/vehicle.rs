@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use super::codec::{self, Frame, Reply};
 use super::conformance::Violation;
+use super::frame_pool::SMALL_FRAME_BYTES;
 use super::registry::Registration;
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
@@ -156,6 +157,7 @@ pub fn serve<'a>(
             ctx,
             registration: None,
             acks: None,
+            frame_room: 0,
         };
         // In ms since the edge started: 8 bytes in every task, not 16.
         let mut last_heard = ctx.clock_ms();
@@ -166,7 +168,15 @@ pub fn serve<'a>(
                 .map(tokio::time::sleep_until));
         let end = loop {
             let ready = match codec::frame_ready(buf, ctx.max_packet_size()) {
-                Ok(ready) => ready,
+                Ok(codec::Buffered::Frame) => true,
+                Ok(codec::Buffered::Partial { frame_len }) => {
+                    if !session.room_for(frame_len) {
+                        Metrics::inc(&ctx.metrics.connections_closed_frame_pool_total);
+                        tracing::debug!(frame_len, "closing vehicle connection: its frame does not fit mqtt.large_frame_pool_bytes");
+                        break End::Lost("no room for its frame");
+                    }
+                    false
+                }
                 Err(e) => {
                     Metrics::inc(&ctx.metrics.connections_closed_malformed_total);
                     tracing::debug!(error = %e, "closing vehicle connection");
@@ -258,6 +268,7 @@ pub fn serve<'a>(
             let step = match codec::next_client_frame(buf, ctx.max_packet_size()) {
                 Ok(Some(frame)) => {
                     last_heard = ctx.clock_ms();
+                    session.release_frame_room();
                     session.handle(frame)
                 }
                 // `frame_ready` said a whole, well-formed header is there.
@@ -315,6 +326,15 @@ struct Session<'a> {
     /// Acknowledgements waiting for the spool; made at the first QoS 1/2
     /// publish, so a QoS 0 vehicle holds none.
     acks: Option<Arc<PendingAcks>>,
+    /// Bytes taken from the edge's frame pool for the large frame being
+    /// read (0 for a small one); given back when it is whole, or at the end.
+    frame_room: u32,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.release_frame_room();
+    }
 }
 
 impl<'a> Session<'a> {
@@ -416,6 +436,29 @@ impl<'a> Session<'a> {
                 Step::Wait(Box::pin(ingest.wait_deliver(waiting)))
             }
             Err(_) => Step::End(End::Lost("gateway stopping")),
+        }
+    }
+
+    /// Whether a partial frame of `frame_len` bytes may be buffered: a small
+    /// one always; a large one once it has room in the edge's frame pool.
+    fn room_for(&mut self, frame_len: usize) -> bool {
+        if frame_len <= SMALL_FRAME_BYTES || self.frame_room > 0 {
+            return true;
+        }
+        let Ok(bytes) = u32::try_from(frame_len) else {
+            return false;
+        };
+        if !self.ctx.frames.take(frame_len) {
+            return false;
+        }
+        self.frame_room = bytes;
+        true
+    }
+
+    fn release_frame_room(&mut self) {
+        if self.frame_room > 0 {
+            self.ctx.frames.give(self.frame_room as usize);
+            self.frame_room = 0;
         }
     }
 

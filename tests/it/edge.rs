@@ -410,3 +410,65 @@ async fn persistent_session_client_is_handed_over_at_connect_and_resumes_its_ses
         other => panic!("expected the queued alert, got {other:?}"),
     }
 }
+
+/// A PUBLISH to `v/<vid>/pos` whose payload is `len` bytes, split in two:
+/// the header and the first `first` bytes, then the rest.
+fn large_publish(vid: &str, len: usize, first: usize) -> (Vec<u8>, Vec<u8>) {
+    let topic = format!("v/{vid}/pos");
+    let remaining = 2 + topic.len() + len;
+    let mut frame = vec![0x30];
+    let mut n = remaining;
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        frame.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+    frame.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    frame.extend_from_slice(topic.as_bytes());
+    frame.extend(std::iter::repeat_n(b'x', len));
+    let cut = frame.len() - len + first;
+    let rest = frame.split_off(cut);
+    (frame, rest)
+}
+
+#[tokio::test]
+async fn a_large_frame_that_does_not_fit_the_pool_closes_only_its_connection() {
+    let mut config = test_config();
+    config.mqtt.large_frame_pool_bytes = std::num::NonZeroUsize::new(20_000).unwrap();
+    let gw = gateway_with(config).await;
+    // A takes 15 000 bytes of the pool and sends its frame slowly.
+    let mut a = RawClient::mqtt(gw.mqtt_addr, "slow-a", 30).await;
+    let (a_head, a_rest) = large_publish("slow-a", 15_000, 100);
+    a.send_raw(&a_head).await;
+    // B's frame does not fit beside it: B is closed, and counted.
+    let mut b = RawClient::mqtt(gw.mqtt_addr, "slow-b", 30).await;
+    let (b_head, _) = large_publish("slow-b", 15_000, 100);
+    b.send_raw(&b_head).await;
+    assert_eq!(b.recv().await, None, "the one that did not fit is closed");
+    await_metric(&gw, "fleetgate_connections_closed_frame_pool_total", 1).await;
+    // Small frames never need the pool: a vehicle is served meanwhile.
+    let mut c = RawClient::mqtt(gw.mqtt_addr, "small-c", 30).await;
+    c.send(Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+    // A finishes its frame and is still served; its room goes back, so a
+    // new large frame fits.
+    a.send_raw(&a_rest).await;
+    a.send(Packet::PingReq).await;
+    assert_eq!(a.recv().await, Some(Packet::PingResp));
+    let mut d = RawClient::mqtt(gw.mqtt_addr, "slow-d", 30).await;
+    let (d_head, d_rest) = large_publish("slow-d", 15_000, 100);
+    d.send_raw(&d_head).await;
+    d.send_raw(&d_rest).await;
+    d.send(Packet::PingReq).await;
+    assert_eq!(d.recv().await, Some(Packet::PingResp));
+    assert_eq!(
+        metric(&gw, "fleetgate_connections_closed_frame_pool_total").await,
+        1
+    );
+}
