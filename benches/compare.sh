@@ -36,6 +36,10 @@
 #   fan-out        1 publisher, 32 B, QoS 1 → 100 subscribers, searched the same way
 #   shared-sub     10 publishers → 4 subscribers in one $share group, QoS 1, searched
 #   idle-conn      10 000 idle connections: (RSS_N − RSS_0)/N and connects/s
+#   churn          20 000 clients that come and go (fresh id, a filter no one
+#                  used, 16 at a time) after 1 000 of warm-up: cycles/s,
+#                  subscriptions refused, RSS growth per 1 000 clients, and
+#                  whether a new client still subscribes and receives
 #   slow-sub       10 publishers × 500 msg/s → 5 subscribers; from the second
 #                  half one stops reading: the others' p99 and the broker's RSS
 #   pipeline       fleetgate only: 10 000 vehicles at 1 Hz with an MQTT JSON
@@ -57,7 +61,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 SCALE=full
 [ "${1:-}" = --smoke ] && SCALE=smoke
-SCENARIOS=${SCENARIOS:-fan-in fan-in-max fan-in-max-q0 fan-out shared-sub idle-conn slow-sub pipeline outage-drain}
+SCENARIOS=${SCENARIOS:-fan-in fan-in-max fan-in-max-q0 fan-out shared-sub idle-conn churn slow-sub pipeline outage-drain}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=${BIN_DIR:-$TARGET_DIR/release}
 OUT_DIR=${OUT_DIR:-$TARGET_DIR/compare/$(date +%Y%m%d-%H%M%S)-$SCALE}
@@ -78,6 +82,7 @@ if [ "$SCALE" = full ]; then
     FANOUT_SUBS=100 FANOUT_FROM=100
     SHARED_PUBS=10 SHARED_SUBS=4 SHARED_FROM=5000
     IDLE_CONNS=10000 IDLE_HOLD=5
+    CHURN_CYCLES=20000 CHURN_WARMUP=1000
     SLOW_PUBS=10 SLOW_RATE=500 SLOW_SUBS=5 SLOW_SECS=20
     PIPE_VEHICLES=10000 PIPE_SECS=20 PIPE_MAX_VEHICLES=1000 PIPE_MAX_FROM=5000
     DRAIN_ARGS=(--backlog 100000 --live-rate 1000 --live-vehicles 200 --before-s 10 --after-s 5)
@@ -87,6 +92,7 @@ else
     FANOUT_SUBS=10 FANOUT_FROM=50
     SHARED_PUBS=2 SHARED_SUBS=2 SHARED_FROM=200
     IDLE_CONNS=200 IDLE_HOLD=0.5
+    CHURN_CYCLES=300 CHURN_WARMUP=50
     SLOW_PUBS=2 SLOW_RATE=100 SLOW_SUBS=3 SLOW_SECS=2
     PIPE_VEHICLES=50 PIPE_SECS=1 PIPE_MAX_VEHICLES=20 PIPE_MAX_FROM=200
     DRAIN_ARGS=(--backlog 2000 --live-rate 100 --live-vehicles 10 --before-s 1 --after-s 1)
@@ -277,6 +283,15 @@ if wants idle-conn; then
         if [ "$broker" = mosquitto ]; then start_mosquitto; else start_fleetgate; fi
         run_tool idle-conn "$broker" idle-conn --connections "$IDLE_CONNS" --connect-rate 0 \
             --hold-s "$IDLE_HOLD" --broker "$BROKER_ADDR" --pid "$BROKER_PID" --label "$broker"
+        stop_broker
+    done
+    ORDER=$((ORDER + 1))
+fi
+if wants churn; then
+    for broker in $([ $((ORDER % 2)) = 0 ] && echo mosquitto fleetgate || echo fleetgate mosquitto); do
+        if [ "$broker" = mosquitto ]; then start_mosquitto; else start_fleetgate; fi
+        run_tool churn "$broker" churn --cycles "$CHURN_CYCLES" --warmup "$CHURN_WARMUP" \
+            --broker "$BROKER_ADDR" --pid "$BROKER_PID" --label "$broker"
         stop_broker
     done
     ORDER=$((ORDER + 1))

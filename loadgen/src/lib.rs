@@ -16,6 +16,9 @@
 //!   `benches/compare.sh` (`loadgen bench`).
 //! - [`idle_conn`]: many idle MQTT connections, the broker's memory per
 //!   connection and its connect rate (`loadgen idle-conn`).
+//! - [`churn`]: clients that come and go with fresh ids and new filters:
+//!   cycles/s, refusals, the broker's growth per client, and whether a new
+//!   client still subscribes and receives (`loadgen churn`).
 //! - [`ws_watch`] (a folder: reading and stalled clients, histogram,
 //!   report): a client of the gateway's WebSocket feed (`loadgen ws-watch`).
 //! - [`report`] and [`chart`] (a folder: grid, panels, axes, formatting,
@@ -35,6 +38,7 @@
 
 pub mod bench;
 pub mod chart;
+pub mod churn;
 pub mod idle_conn;
 pub mod mqtt;
 pub mod procfs;

@@ -1,6 +1,7 @@
 //! `loadgen`: load any MQTT broker (`bench`), print and chart a comparison
 //! (`bench-report`), watch the gateway's WebSocket feed (`ws-watch`), or
-//! probe a broker with idle connections (`idle-conn`). See the modules of
+//! probe a broker with idle connections (`idle-conn`) or with clients that
+//! come and go (`churn`). See the modules of
 //! the `loadgen` library for what each does.
 
 use std::io::Write as _;
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use firmware_sim::cli::init_tracing;
 use loadgen::bench::{run_bench, BenchArgs};
+use loadgen::churn::{churn, ChurnArgs};
 use loadgen::idle_conn::{idle_connections, IdleConnArgs};
 use loadgen::ws_watch::{ws_watch, WsWatchArgs};
 use loadgen::{chart, report, results};
@@ -34,6 +36,8 @@ enum Command {
     WsWatch(WsWatchArgs),
     /// Open many idle MQTT connections and measure connect rate and memory.
     IdleConn(IdleConnArgs),
+    /// Clients that come and go (fresh id, a new filter each): cycles/s, refusals, the broker's growth, and whether a new client still receives.
+    Churn(ChurnArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchReport(args) => run_report(&args),
         Command::WsWatch(args) => run_ws_watch(&args),
         Command::IdleConn(args) => run_idle_conn(&args),
+        Command::Churn(args) => run_churn(&args),
     }
 }
 
@@ -119,6 +124,17 @@ fn run_idle_conn(args: &IdleConnArgs) -> anyhow::Result<()> {
             report.kib_per_connection().unwrap_or(0.0)
         );
     }
+    println!(
+        "{}",
+        results::to_line(&report.to_line(args.label.as_deref()))
+    );
+    Ok(())
+}
+
+fn run_churn(args: &ChurnArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let report = multi_thread()?.block_on(churn(args.to_config()))?;
+    eprint!("{}", report.to_human());
     println!(
         "{}",
         results::to_line(&report.to_line(args.label.as_deref()))

@@ -15,8 +15,8 @@
 
 pub use crate::results::parse_lines;
 use crate::results::{
-    BenchLine, DrainLatencyLine, IdleConnLine, LatencyLine, PhaseBLine, ResultLine, StepLine,
-    WsWatchLine,
+    BenchLine, ChurnLine, DrainLatencyLine, IdleConnLine, LatencyLine, PhaseBLine, ResultLine,
+    StepLine, WsWatchLine,
 };
 
 /// Whether a bigger value of a metric is better (for the reader, shown in its name).
@@ -79,6 +79,7 @@ pub fn metrics_of(run: &ResultLine) -> Vec<Metric> {
         ResultLine::Ws(record) => ws_metrics(record.ws.as_ref()),
         ResultLine::BridgeBench(record) => drain_metrics(record.bridge_bench.phase_b.as_ref()),
         ResultLine::IdleConn(line) => idle_metrics(line),
+        ResultLine::Churn(line) => churn_metrics(line),
         ResultLine::Bench(line) => bench_metrics(line),
         ResultLine::Other(_) => bench_metrics(&BenchLine::default()),
     }
@@ -161,6 +162,36 @@ fn drain_metrics(b: Option<&PhaseBLine>) -> Vec<Metric> {
             Lower,
             Unit::Millis,
             p99(b.and_then(|b| b.latency_during_drain.as_ref())),
+        ),
+    ]
+}
+
+fn churn_metrics(run: &ChurnLine) -> Vec<Metric> {
+    use Better::{Higher, Lower};
+    vec![
+        metric(
+            "churn: clients/s (fresh id, new filter each)",
+            Higher,
+            Unit::PerSecond,
+            finite(Some(run.cycles_per_s)),
+        ),
+        metric(
+            "churn: subscriptions refused",
+            Lower,
+            Unit::Count,
+            Some(run.refused as f64),
+        ),
+        metric(
+            "churn: RSS growth per 1 000 clients",
+            Lower,
+            Unit::KiB,
+            finite(run.growth_kib_per_1000),
+        ),
+        metric(
+            "churn: a new client still receives (1 = yes)",
+            Higher,
+            Unit::Count,
+            Some(if run.still_delivers { 1.0 } else { 0.0 }),
         ),
     ]
 }

@@ -60,6 +60,26 @@ pub struct IdleConnLine {
     pub kib_per_connection: Option<f64>,
 }
 
+/// The JSON line of a churn run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChurnLine {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Named so `benches/compare.sh` sees that the run measured something.
+    pub connected: usize,
+    pub refused: usize,
+    pub failed: usize,
+    pub cycles_per_s: f64,
+    pub rss_warm_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    /// (RSS at the end − RSS after the warm-up) / 1 000 cycles.
+    pub growth_kib_per_1000: Option<f64>,
+    pub still_delivers: bool,
+}
+
 /// Latency percentiles in µs; written as `null` where nothing was measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -427,6 +447,7 @@ pub enum ResultLine {
     IdleConn(IdleConnLine),
     Ws(Box<WsRecord>),
     BridgeBench(Box<BridgeBenchRecord>),
+    Churn(ChurnLine),
     Other(OtherRecord),
 }
 
@@ -444,6 +465,8 @@ impl<'de> Deserialize<'de> for ResultLine {
             .is_some()
         {
             serde_json::from_value(value.clone()).map(|r| ResultLine::BridgeBench(Box::new(r)))
+        } else if object.contains_key("still_delivers") {
+            serde_json::from_value(value.clone()).map(ResultLine::Churn)
         } else if object.contains_key("kib_per_connection") {
             serde_json::from_value(value.clone()).map(ResultLine::IdleConn)
         } else {
@@ -465,6 +488,7 @@ impl ResultLine {
             ResultLine::IdleConn(l) => l.scenario.as_deref(),
             ResultLine::Ws(r) => r.scenario.as_deref(),
             ResultLine::BridgeBench(r) => r.scenario.as_deref(),
+            ResultLine::Churn(l) => l.scenario.as_deref(),
             ResultLine::Other(r) => r.scenario.as_deref(),
         }
     }
@@ -476,6 +500,7 @@ impl ResultLine {
             ResultLine::IdleConn(l) => l.broker.as_deref(),
             ResultLine::Ws(r) => r.broker.as_deref(),
             ResultLine::BridgeBench(r) => r.broker.as_deref(),
+            ResultLine::Churn(l) => l.broker.as_deref(),
             ResultLine::Other(r) => r.broker.as_deref(),
         }
     }
@@ -509,6 +534,7 @@ mod tests {
                 ResultLine::IdleConn(_) => "idle-conn",
                 ResultLine::Ws(_) => "ws",
                 ResultLine::BridgeBench(_) => "bridge_bench",
+                ResultLine::Churn(_) => "churn",
                 ResultLine::Other(_) => "other",
             });
             // The same keys, the same values, the same number types (an
