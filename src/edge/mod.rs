@@ -51,6 +51,7 @@ pub mod frame_pool;
 pub mod handoff;
 pub mod registry;
 mod vehicle;
+mod write;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -33,16 +32,14 @@ use super::codec::{self, Frame, Reply};
 use super::conformance::Violation;
 use super::frame_pool::SMALL_FRAME_BYTES;
 use super::registry::Registration;
+pub use super::write::{send, WRITE_TIMEOUT};
+use super::write::{write_all_timed, write_now, WriteRest};
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
 use crate::clock::now_ms;
 use crate::ingest::{AckRequest, IngestClosed, VehiclePublish};
 use crate::metrics::Metrics;
 use crate::topics::{command_topic, VehicleId, VehicleTopic};
-
-/// A write to a client that takes longer than this closes the connection:
-/// a client that stops reading must not hold its task forever.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes reserved for each read: a position publish is ~50 bytes, so this
 /// holds a few without a second read.
@@ -530,28 +527,6 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The rest of a write the socket could not take at once.
-type WriteRest<'b> = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'b>>;
-
-/// Writes what the socket takes now (almost always all of `bytes`); the
-/// rest, if any, is written by the returned future under
-/// [`WRITE_TIMEOUT`], boxed so that waiting for room does not enlarge every
-/// connection's task.
-fn write_now<'b>(
-    stream: &'b mut TcpStream,
-    bytes: &'b [u8],
-) -> std::io::Result<Option<WriteRest<'b>>> {
-    let written = match stream.try_write(bytes) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    Ok(match bytes.get(written..) {
-        Some(rest) if !rest.is_empty() => Some(Box::pin(write_all_timed(stream, rest))),
-        _ => None,
-    })
-}
-
 /// MQTT 3.1.1 §3.1.2.10: silent for 1.5 × keep-alive means gone; 0 means never.
 fn keep_alive_deadline(
     ctx: &EdgeContext,
@@ -566,27 +541,6 @@ fn keep_alive_deadline(
             ))
         })
         .flatten()
-}
-
-async fn write_all_timed<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
-    writer: &mut W,
-    bytes: B,
-) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes.as_ref())).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Encodes and writes one packet, under [`WRITE_TIMEOUT`].
-pub async fn send<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    out: &mut BytesMut,
-    packet: &Packet,
-) -> std::io::Result<()> {
-    out.clear();
-    codec::encode(packet, out).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    write_all_timed(writer, out).await
 }
 
 /// Publishes a vanished vehicle's last will: a device topic goes through
