@@ -22,6 +22,17 @@ impl Graveyard {
         self.connections.remove(id)
     }
 
+    /// fleetgate patch 1 (tests): every saved state
+    #[cfg(test)]
+    pub fn saved(&self) -> impl Iterator<Item = (&String, &SavedState)> {
+        self.connections.iter()
+    }
+
+    /// fleetgate patch 1: look at a saved state without taking it
+    pub fn get(&self, id: &str) -> Option<&SavedState> {
+        self.connections.get(id)
+    }
+
     /// Save connection tracker
     pub fn save_state(
         &mut self,

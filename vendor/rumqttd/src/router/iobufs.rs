@@ -98,6 +98,11 @@ impl Outgoing {
         self.data_buffer.clone()
     }
 
+    /// fleetgate patch 1
+    pub fn inflight_count(&self) -> usize {
+        self.inflight_buffer.len()
+    }
+
     pub fn free_slots(&self) -> usize {
         MAX_INFLIGHT - self.inflight_buffer.len()
     }
@@ -162,18 +167,29 @@ impl Outgoing {
         (buffer_count, inflight_count)
     }
 
-    // Returns (unsolicited, outoforder) flags
-    // Return: Out of order or unsolicited acks
-    pub fn register_ack(&mut self, pkid: u16) -> Option<()> {
-        let (head, _filter_idx, _cursor) = self.inflight_buffer.pop_front()?;
+    // Returns the acked publish's filter index (fleetgate patch 1: the router
+    // releases its hold on that filter's log), or None for an out of order or
+    // unsolicited ack.
+    pub fn register_ack(&mut self, pkid: u16) -> Option<FilterIdx> {
+        let (head, filter_idx, cursor) = self.inflight_buffer.pop_front()?;
 
         // We don't support out of order acks
         if pkid != head {
             error!(pkid, head, "out of order ack.");
+            // fleetgate patch 1: still inflight (the connection is dropped,
+            // and a persistent session rewinds to it)
+            self.inflight_buffer.push_front((head, filter_idx, cursor));
             return None;
         }
 
-        Some(())
+        Some(filter_idx)
+    }
+
+    /// fleetgate patch 1: filter index of every inflight publish
+    pub fn inflight_filters(&self) -> impl Iterator<Item = FilterIdx> + '_ {
+        self.inflight_buffer
+            .iter()
+            .map(|(_, filter_idx, _)| *filter_idx)
     }
 
     pub fn register_pubrec(&mut self, pkid: u16) {

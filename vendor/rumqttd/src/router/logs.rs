@@ -1,6 +1,6 @@
 use super::Ack;
 use slab::Slab;
-use tracing::{info, trace};
+use tracing::{debug, error, info, trace};
 
 use crate::protocol::{
     matches, ConnAck, ConnAckProperties, PingResp, PubAck, PubComp, PubRec, PubRel, Publish,
@@ -63,6 +63,11 @@ pub struct DataLog {
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
 
+/// fleetgate patch 1: `publish_filters` is only a cache of `matches()`; past
+/// this many topics it is dropped whole and refilled on demand, so publishing
+/// to ever new topics cannot grow it without bound.
+pub(crate) const MAX_CACHED_TOPICS: usize = 10_000;
+
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
         let mut native = Slab::new();
@@ -72,7 +77,9 @@ impl DataLog {
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
-                let data = Data::new(&filter, &config);
+                let mut data = Data::new(&filter, &config);
+                // fleetgate patch 1: configured filters are never freed
+                data.pinned = true;
 
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
@@ -101,25 +108,119 @@ impl DataLog {
             .map(|data| &data.waiters)
     }
 
+    /// fleetgate patch 1: removes `id`'s parked requests for `filter` (the
+    /// subscription's own name, `$share/g/f` included) from the log at
+    /// `filter_idx`. It used to look the log up by the subscription's name,
+    /// which misses shared subscriptions, and to remove the first waiter of
+    /// any filter of that connection.
     pub fn remove_waiters_for_id(
         &mut self,
         id: ConnectionId,
+        filter_idx: FilterIdx,
         filter: &Filter,
-    ) -> Option<DataRequest> {
-        let data = self
-            .native
-            .get_mut(*self.filter_indexes.get(filter)?)
-            .unwrap();
+    ) -> Vec<DataRequest> {
+        let Some(data) = self.native.get_mut(filter_idx) else {
+            return Vec::new();
+        };
         let waiters = data.waiters.get_mut();
-
-        waiters
+        let mut removed = Vec::new();
+        while let Some(index) = waiters
             .iter()
-            .position(|&(conn_id, _)| conn_id == id)
-            .and_then(|index| {
-                waiters
-                    .swap_remove_back(index)
-                    .map(|(_, data_req)| data_req)
-            })
+            .position(|(conn_id, req)| *conn_id == id && req.filter == *filter)
+        {
+            removed.extend(waiters.swap_remove_back(index).map(|(_, req)| req));
+        }
+        removed
+    }
+
+    /// fleetgate patch 1: index of the log of `filter` (a filter path, not
+    /// `$share/...`), if it exists.
+    pub fn filter_idx(&self, filter: &str) -> Option<FilterIdx> {
+        self.filter_indexes.get(filter).copied()
+    }
+
+    /// fleetgate patch 1 (tests): number of filter logs alive.
+    #[cfg(test)]
+    pub fn filter_count(&self) -> usize {
+        self.native.len()
+    }
+
+    /// fleetgate patch 1: `n` more holders reference `filter_idx` (a
+    /// `DataRequest` of a live or saved session, or an outgoing inflight
+    /// publish).
+    pub fn retain(&mut self, filter_idx: FilterIdx, n: usize) {
+        match self.native.get_mut(filter_idx) {
+            Some(data) => data.refs += n,
+            None => error!(filter_idx, "retain of a freed filter log"),
+        }
+    }
+
+    /// fleetgate patch 1: one holder of `filter_idx` let go of it. When none is
+    /// left, the filter's log, waiters and meter are freed, and the index
+    /// leaves `filter_indexes` and every `publish_filters` entry, so the slab
+    /// slot can be reused by a new filter without anything pointing at it.
+    pub fn release(&mut self, filter_idx: FilterIdx) {
+        let Some(data) = self.native.get_mut(filter_idx) else {
+            error!(filter_idx, "release of a freed filter log");
+            return;
+        };
+        match data.refs.checked_sub(1) {
+            Some(refs) => data.refs = refs,
+            None => error!(filter_idx, "filter log released more often than retained"),
+        }
+        self.free_if_unused(filter_idx);
+    }
+
+    /// fleetgate patch 1 (tests): stored holder count of every live log, and
+    /// whether it is pinned
+    #[cfg(test)]
+    pub fn refs(&self) -> HashMap<FilterIdx, (usize, bool)> {
+        self.native
+            .iter()
+            .map(|(idx, data)| (idx, (data.refs, data.pinned)))
+            .collect()
+    }
+
+    /// fleetgate patch 1 (tests): every parked request
+    #[cfg(test)]
+    pub fn parked(&self) -> Vec<DataRequest> {
+        self.native
+            .iter()
+            .flat_map(|(_, data)| data.waiters.waiters().iter().map(|(_, r)| r.clone()))
+            .collect()
+    }
+
+    /// fleetgate patch 1 (tests)
+    #[cfg(test)]
+    pub fn cached_topics(&self) -> usize {
+        self.publish_filters.len()
+    }
+
+    /// fleetgate patch 1 (tests)
+    #[cfg(test)]
+    pub fn cached_filters_of(&self, topic: &str) -> Option<Vec<FilterIdx>> {
+        self.publish_filters.get(topic).cloned()
+    }
+
+    /// fleetgate patch 1: frees the log at `filter_idx` if nothing holds it.
+    pub fn free_if_unused(&mut self, filter_idx: FilterIdx) {
+        let Some(data) = self.native.get(filter_idx) else {
+            return;
+        };
+        if data.refs > 0 || data.pinned || !data.waiters.waiters().is_empty() {
+            return;
+        }
+
+        let data = self.native.remove(filter_idx);
+        self.filter_indexes.remove(&data.filter);
+        self.publish_filters.retain(|_, idxs| {
+            idxs.retain(|idx| *idx != filter_idx);
+            !idxs.is_empty()
+        });
+        debug!(
+            filter = data.filter,
+            "Freed the log of a filter nobody holds"
+        );
     }
 
     // TODO: Currently returning a Option<Vec> instead of Option<&Vec> due to Rust borrow checker
@@ -136,6 +237,10 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // fleetgate patch 1: bound the cache
+                    if self.publish_filters.len() >= MAX_CACHED_TOPICS {
+                        self.publish_filters.clear();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
@@ -313,6 +418,10 @@ pub struct Data<T> {
     pub log: CommitLog<T>,
     pub waiters: Waiters<DataRequest>,
     meter: SubscriptionMeter,
+    /// fleetgate patch 1: holders of this log's index (see `DataLog::retain`)
+    refs: usize,
+    /// fleetgate patch 1: created from `initialized_filters`, never freed
+    pinned: bool,
 }
 
 impl<T> Data<T>
@@ -344,6 +453,8 @@ where
             log,
             waiters,
             meter: metrics,
+            refs: 0,
+            pinned: false,
         }
     }
 

@@ -329,7 +329,19 @@ impl Router {
             )
         } else {
             // Only retrieve metrics in clean session
-            connection.events = saved.map_or_else(ConnectionEvents::default, |s| s.metrics);
+            connection.events = match saved {
+                Some(saved) => {
+                    // fleetgate patch 1: a clean session discards the saved
+                    // one, and with it its hold on filter logs
+                    if let Some(state) = saved.session_state {
+                        for request in state.tracker.data_requests.iter() {
+                            self.datalog.release(request.filter_idx);
+                        }
+                    }
+                    saved.metrics
+                }
+                None => ConnectionEvents::default(),
+            };
             Tracker::new(client_id.clone())
         };
 
@@ -355,6 +367,14 @@ impl Router {
         }
 
         let connection_id = self.connections.insert(connection);
+        // fleetgate patch 1: a resumed session's subscriptions are in the
+        // subscription map again (or it cannot unsubscribe from them)
+        for filter in self.connections[connection_id].subscriptions.iter() {
+            self.subscription_map
+                .entry(filter.clone())
+                .or_default()
+                .insert(connection_id);
+        }
         assert_eq!(self.ibufs.insert(incoming), connection_id);
         assert_eq!(self.obufs.insert(outgoing), connection_id);
 
@@ -463,8 +483,13 @@ impl Router {
         // connection in readyqueue and allow 'consume()' method to deal with this
         // self.readyqueue.remove(id);
 
-        let inflight_data_requests = self.datalog.clean(id);
+        let mut inflight_data_requests = self.datalog.clean(id);
+        // fleetgate patch 1: requests woken in this batch but not tracked yet
+        inflight_data_requests.extend(take_notifications(&mut self.notifications, |(c, _)| {
+            *c == id
+        }));
         let retransmissions = outgoing.retransmission_map();
+        let inflight_filters: Vec<FilterIdx> = outgoing.inflight_filters().collect();
 
         // Remove connections from all groups and
         // discard empty group ( group with no client )
@@ -478,6 +503,10 @@ impl Router {
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                // fleetgate patch 1: no empty entry per filter ever seen
+                if connections.is_empty() {
+                    self.subscription_map.remove(filter);
+                }
             }
         }
 
@@ -522,10 +551,19 @@ impl Router {
                 outgoing.unacked_pubrels,
             );
         } else {
+            // fleetgate patch 1: nothing holds this session's filters any more
+            for request in tracker.data_requests.iter().chain(&inflight_data_requests) {
+                self.datalog.release(request.filter_idx);
+            }
             tracker.pause(PauseReason::Busy);
             let id = tracker.id.clone();
             // Only save metrics in clean session
             self.graveyard.save_metrics(id, connection.events);
+        }
+        // fleetgate patch 1: unacked publishes die with the connection (a
+        // persistent session's requests were rewound to them above)
+        for filter_idx in inflight_filters {
+            self.datalog.release(filter_idx);
         }
         self.router_meters.total_connections -= 1;
     }
@@ -689,6 +727,8 @@ impl Router {
                         // and create DataRequest, while using the same datalog of "topic"
                         // NOTE: topic & $share/group/topic will have same filteridx!
                         self.prepare_filter(id, cursor, idx, f, group, subscription_id);
+                        // fleetgate patch 1: a log nobody took is not kept
+                        self.datalog.free_if_unused(idx);
 
                         let code = match f.qos {
                             QoS::AtMostOnce => SubscribeReasonCode::QoS0,
@@ -717,6 +757,10 @@ impl Router {
                         debug!("Removing subscription on filter {}", filter);
                         if let Some(connection_ids) = self.subscription_map.get_mut(filter) {
                             let removed = connection_ids.remove(&id);
+                            // fleetgate patch 1: no empty entry per filter ever seen
+                            if connection_ids.is_empty() {
+                                self.subscription_map.remove(filter);
+                            }
                             if !removed {
                                 continue;
                             }
@@ -754,8 +798,23 @@ impl Router {
                             };
                             let ackslog = self.ackslog.get_mut(id).unwrap();
                             ackslog.unsuback(unsuback);
-                            self.scheduler.untrack(id, filter);
-                            self.datalog.remove_waiters_for_id(id, filter);
+                            // fleetgate patch 1: drop this subscription's
+                            // request wherever it is (tracked, parked, or
+                            // woken in this batch), then let go of its log
+                            let mut requests = self.scheduler.untrack(id, filter);
+                            let path =
+                                extract_group(filter).map_or_else(|| filter.clone(), |g| g.1);
+                            if let Some(idx) = self.datalog.filter_idx(&path) {
+                                requests
+                                    .extend(self.datalog.remove_waiters_for_id(id, idx, filter));
+                            }
+                            requests
+                                .extend(take_notifications(&mut self.notifications, |(c, r)| {
+                                    *c == id && r.filter == *filter
+                                }));
+                            for request in requests {
+                                self.datalog.release(request.filter_idx);
+                            }
                             force_ack = true;
                         }
                     }
@@ -766,10 +825,14 @@ impl Router {
 
                     let outgoing = self.obufs.get_mut(id).unwrap();
                     let pkid = puback.pkid;
-                    if outgoing.register_ack(pkid).is_none() {
-                        error!(pkid, "Unsolicited/ooo ack received for pkid {}", pkid);
-                        disconnect = true;
-                        break;
+                    match outgoing.register_ack(pkid) {
+                        // fleetgate patch 1: the acked publish let go of its log
+                        Some(filter_idx) => self.datalog.release(filter_idx),
+                        None => {
+                            error!(pkid, "Unsolicited/ooo ack received for pkid {}", pkid);
+                            disconnect = true;
+                            break;
+                        }
                     }
 
                     self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
@@ -780,10 +843,14 @@ impl Router {
 
                     let outgoing = self.obufs.get_mut(id).unwrap();
                     let pkid = pubrec.pkid;
-                    if outgoing.register_ack(pkid).is_none() {
-                        error!(pkid, "Unsolicited/ooo ack received for pkid {}", pkid);
-                        disconnect = true;
-                        break;
+                    match outgoing.register_ack(pkid) {
+                        // fleetgate patch 1: the acked publish let go of its log
+                        Some(filter_idx) => self.datalog.release(filter_idx),
+                        None => {
+                            error!(pkid, "Unsolicited/ooo ack received for pkid {}", pkid);
+                            disconnect = true;
+                            break;
+                        }
                     }
 
                     let ackslog = self.ackslog.get_mut(id).unwrap();
@@ -965,6 +1032,8 @@ impl Router {
         // call to `insert(_)` returns `true` if it didn't contain the filter_path already
         // i.e. its a new subscription
         if connection.subscriptions.insert(filter_path.clone()) {
+            // fleetgate patch 1: this request holds the filter's log
+            self.datalog.retain(filter_idx, 1);
             let request = DataRequest {
                 filter: filter_path.clone(),
                 filter_idx,
@@ -1590,7 +1659,10 @@ fn forward_device_data(
             }
         });
 
+    let inflight_before = outgoing.inflight_count();
     let (len, inflight) = outgoing.push_forwards(forwards, qos, filter_idx);
+    // fleetgate patch 1: each inflight publish holds its filter's log until acked
+    datalog.retain(filter_idx, inflight.saturating_sub(inflight_before));
 
     debug!(
         inflight_count = inflight,
@@ -1666,11 +1738,14 @@ fn print_status(router: &mut Router, metrics: Print) {
 
             let metrics = match metrics {
                 Some(v) => Some(v),
-                None => router.graveyard.retrieve(&id).map(|v| {
+                // fleetgate patch 1: look, do not take (taking dropped the
+                // session, and with it its hold on filter logs)
+                None => router.graveyard.get(&id).map(|v| {
                     (
-                        v.metrics,
+                        v.metrics.clone(),
                         v.session_state
-                            .map(|s| s.tracker)
+                            .as_ref()
+                            .map(|s| s.tracker.clone())
                             .unwrap_or(Tracker::new(id)),
                     )
                 }),
@@ -1748,6 +1823,28 @@ fn validate_clientid(client_id: &str) -> Result<(), RouterError> {
     }
 
     Ok(())
+}
+
+// fleetgate patches: router-level tests (connections driven by hand)
+#[cfg(test)]
+#[path = "patch_tests.rs"]
+mod patch_tests;
+
+/// fleetgate patch 1: removes and returns the woken requests that `pred` picks
+fn take_notifications(
+    notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
+    mut pred: impl FnMut(&(ConnectionId, DataRequest)) -> bool,
+) -> Vec<DataRequest> {
+    let mut taken = Vec::new();
+    notifications.retain(|entry| {
+        if pred(entry) {
+            taken.push(entry.1.clone());
+            false
+        } else {
+            true
+        }
+    });
+    taken
 }
 
 fn extract_group(filter: &str) -> Option<(String, String)> {

@@ -49,9 +49,11 @@ impl Scheduler {
         tracker.register_data_request(request);
     }
 
-    pub fn untrack(&mut self, id: ConnectionId, filter: &Filter) {
+    /// fleetgate patch 1: returns the removed requests, so the router can
+    /// release their filter logs
+    pub fn untrack(&mut self, id: ConnectionId, filter: &Filter) -> Vec<DataRequest> {
         let tracker = self.trackers.get_mut(id).unwrap();
-        tracker.unregister_data_request(filter.clone());
+        tracker.unregister_data_request(filter.clone())
     }
 
     pub fn trackv(&mut self, id: ConnectionId, requests: VecDeque<DataRequest>) {
@@ -192,9 +194,17 @@ impl Tracker {
         self.data_requests.push_back(request);
     }
 
-    pub fn unregister_data_request(&mut self, filter: Filter) {
-        self.data_requests
-            .retain(|data_req| data_req.filter != filter);
+    pub fn unregister_data_request(&mut self, filter: Filter) -> Vec<DataRequest> {
+        let mut removed = Vec::new();
+        self.data_requests.retain(|data_req| {
+            if data_req.filter == filter {
+                removed.push(data_req.clone());
+                false
+            } else {
+                true
+            }
+        });
+        removed
     }
 }
 

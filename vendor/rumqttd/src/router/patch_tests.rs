@@ -1,0 +1,418 @@
+//! Tests of fleetgate's patches to the router (see PATCHES.md). They drive a
+//! `Router` by hand, in this thread: a connection is registered as the
+//! network link would register it, packets are pushed into its incoming
+//! buffer, and what the router sends back is read from its outgoing buffer.
+use super::*;
+use crate::protocol::{Filter as SubFilter, RetainForwardRule, Subscribe, Unsubscribe};
+use crate::router::iobufs::{Incoming, Outgoing};
+use crate::router::shared_subs::Strategy;
+use crate::router::Ack;
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+pub(super) fn config() -> RouterConfig {
+    RouterConfig {
+        max_connections: 100_000,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 10 * 1024,
+        max_segment_count: 2,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Strategy::RoundRobin,
+    }
+}
+
+pub(super) struct Client {
+    pub id: ConnectionId,
+    ibuf: Arc<Mutex<VecDeque<Packet>>>,
+    obuf: Arc<Mutex<VecDeque<Notification>>>,
+    _wake: Receiver<()>,
+}
+
+pub(super) fn connect(router: &mut Router, client_id: &str, clean: bool) -> (Client, ConnAck) {
+    let connection = Connection::new(None, client_id.to_owned(), clean, false);
+    let incoming = Incoming::new(client_id.to_owned());
+    let (outgoing, wake) = Outgoing::new(client_id.to_owned());
+    let (ibuf, obuf) = (incoming.buffer(), outgoing.buffer());
+    router.handle_new_connection(connection, incoming, outgoing);
+    let id = router.connection_map[client_id];
+    let client = Client {
+        id,
+        ibuf,
+        obuf,
+        _wake: wake,
+    };
+    run(router);
+    let connack = recv(router, &client)
+        .into_iter()
+        .find_map(|n| match n {
+            Notification::DeviceAck(Ack::ConnAck(_, ack, _)) => Some(ack),
+            _ => None,
+        })
+        .expect("a ConnAck");
+    (client, connack)
+}
+
+/// What the router's loop does after events: let ready connections consume.
+pub(super) fn run(router: &mut Router) {
+    for _ in 0..100 {
+        router.consume();
+    }
+}
+
+pub(super) fn send(router: &mut Router, client: &Client, packets: Vec<Packet>) {
+    client.ibuf.lock().extend(packets);
+    router.handle_device_payload(client.id);
+    run(router);
+}
+
+pub(super) fn disconnect(router: &mut Router, client: Client) {
+    router.handle_disconnection(client.id, None);
+    run(router);
+}
+
+/// Everything the router sent to `client`; re-schedules it if it was
+/// unscheduled (what a link does once it has written its buffer out).
+pub(super) fn recv(router: &mut Router, client: &Client) -> Vec<Notification> {
+    let out: Vec<Notification> = client.obuf.lock().drain(..).collect();
+    if out.iter().any(|n| matches!(n, Notification::Unschedule)) {
+        router
+            .scheduler
+            .reschedule(client.id, ScheduleReason::Ready);
+        run(router);
+    }
+    out
+}
+
+pub(super) fn publishes(notifications: &[Notification]) -> Vec<Publish> {
+    notifications
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Forward(f) => Some(f.publish.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn subscribe(path: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(
+        Subscribe {
+            pkid: 1,
+            filters: vec![SubFilter {
+                path: path.to_owned(),
+                qos,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            }],
+        },
+        None,
+    )
+}
+
+pub(super) fn unsubscribe(path: &str) -> Packet {
+    Packet::Unsubscribe(
+        Unsubscribe {
+            pkid: 2,
+            filters: vec![path.to_owned()],
+        },
+        None,
+    )
+}
+
+pub(super) fn publish(topic: &str, qos: QoS, pkid: u16) -> Packet {
+    let mut publish = Publish::new(topic.to_owned(), "payload".to_owned(), false);
+    publish.qos = qos;
+    publish.pkid = pkid;
+    Packet::Publish(publish, None)
+}
+
+pub(super) fn puback(pkid: u16) -> Packet {
+    Packet::PubAck(
+        PubAck {
+            pkid,
+            reason: PubAckReason::Success,
+        },
+        None,
+    )
+}
+
+/// Patch 1's invariant: every live log's holder count is exactly the number
+/// of requests (tracked, parked, woken, saved in the graveyard) and inflight
+/// publishes that carry its index, and no holder carries a freed index.
+pub(super) fn assert_holders_consistent(router: &Router) {
+    let mut counted: HashMap<FilterIdx, usize> = HashMap::new();
+    let mut count = |idx: FilterIdx| *counted.entry(idx).or_default() += 1;
+    for (_, tracker) in router.scheduler.trackers.iter() {
+        tracker
+            .data_requests
+            .iter()
+            .for_each(|r| count(r.filter_idx));
+    }
+    router
+        .datalog
+        .parked()
+        .iter()
+        .for_each(|r| count(r.filter_idx));
+    router
+        .notifications
+        .iter()
+        .for_each(|(_, r)| count(r.filter_idx));
+    for (_, saved) in router.graveyard.saved() {
+        if let Some(state) = &saved.session_state {
+            state
+                .tracker
+                .data_requests
+                .iter()
+                .for_each(|r| count(r.filter_idx));
+        }
+    }
+    for (_, outgoing) in router.obufs.iter() {
+        outgoing.inflight_filters().for_each(&mut count);
+    }
+
+    let stored = router.datalog.refs();
+    for (idx, n) in &counted {
+        match stored.get(idx) {
+            Some((refs, _)) => assert_eq!(refs, n, "holders of filter log {idx}"),
+            None => panic!("{n} holders of freed filter log {idx}"),
+        }
+    }
+    for (idx, (refs, pinned)) in &stored {
+        if !counted.contains_key(idx) {
+            assert_eq!(
+                *refs, 0,
+                "filter log {idx} counts holders that do not exist"
+            );
+            assert!(
+                *pinned,
+                "filter log {idx} is held by nothing but was not freed"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- patch 1
+
+#[test]
+fn filter_log_is_freed_when_its_last_subscriber_unsubscribes() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", true);
+    let (b, _) = connect(&mut router, "b", true);
+    send(&mut router, &a, vec![subscribe("s/1", QoS::AtMostOnce)]);
+    send(&mut router, &b, vec![subscribe("s/1", QoS::AtMostOnce)]);
+    send(&mut router, &b, vec![publish("s/1", QoS::AtMostOnce, 0)]);
+    assert_eq!(router.datalog.filter_count(), 1);
+    assert_eq!(router.datalog.cached_topics(), 1);
+
+    send(&mut router, &a, vec![unsubscribe("s/1")]);
+    assert_eq!(router.datalog.filter_count(), 1, "b still subscribes");
+    assert_holders_consistent(&router);
+
+    send(&mut router, &b, vec![unsubscribe("s/1")]);
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert_eq!(router.datalog.cached_topics(), 0);
+    assert!(router.subscription_map.is_empty());
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn filter_logs_of_clean_sessions_are_freed_when_they_disconnect() {
+    let mut router = Router::new(0, config());
+    let (publisher, _) = connect(&mut router, "publisher", true);
+    for i in 0..1000 {
+        let (c, _) = connect(&mut router, &format!("c{i}"), true);
+        send(
+            &mut router,
+            &c,
+            vec![subscribe(&format!("t/{i}"), QoS::AtLeastOnce)],
+        );
+        send(
+            &mut router,
+            &publisher,
+            vec![publish(&format!("t/{i}"), QoS::AtMostOnce, 0)],
+        );
+        disconnect(&mut router, c);
+    }
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert_eq!(router.datalog.cached_topics(), 0);
+    assert!(router.subscription_map.is_empty());
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn inflight_publish_holds_its_filter_log_until_acked() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", false);
+    send(&mut router, &a, vec![subscribe("q/1", QoS::AtLeastOnce)]);
+    recv(&mut router, &a);
+    send(&mut router, &a, vec![publish("q/1", QoS::AtLeastOnce, 7)]);
+    let forwarded = publishes(&recv(&mut router, &a));
+    assert_eq!(forwarded.len(), 1);
+
+    send(&mut router, &a, vec![unsubscribe("q/1")]);
+    assert_eq!(
+        router.datalog.filter_count(),
+        1,
+        "held by the unacked publish"
+    );
+    assert_holders_consistent(&router);
+
+    send(&mut router, &a, vec![puback(forwarded[0].pkid)]);
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn a_reused_log_slot_gets_only_its_new_filters_data() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", true);
+    send(
+        &mut router,
+        &a,
+        vec![subscribe("old/topic", QoS::AtMostOnce)],
+    );
+    send(
+        &mut router,
+        &a,
+        vec![publish("old/topic", QoS::AtMostOnce, 0)],
+    );
+    let old_idx = router.datalog.filter_idx("old/topic").unwrap();
+    assert_eq!(
+        router.datalog.cached_filters_of("old/topic"),
+        Some(vec![old_idx])
+    );
+    send(&mut router, &a, vec![unsubscribe("old/topic")]);
+    recv(&mut router, &a);
+
+    let (b, _) = connect(&mut router, "b", true);
+    send(
+        &mut router,
+        &b,
+        vec![subscribe("new/topic", QoS::AtMostOnce)],
+    );
+    assert_eq!(
+        router.datalog.filter_idx("new/topic"),
+        Some(old_idx),
+        "slot reused"
+    );
+    assert_eq!(router.datalog.cached_filters_of("old/topic"), None);
+
+    send(
+        &mut router,
+        &a,
+        vec![publish("old/topic", QoS::AtMostOnce, 0)],
+    );
+    send(
+        &mut router,
+        &a,
+        vec![publish("new/topic", QoS::AtMostOnce, 0)],
+    );
+    let got = publishes(&recv(&mut router, &b));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic, "new/topic");
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn persistent_session_holds_its_filters_until_a_clean_session_replaces_it() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", false);
+    send(&mut router, &a, vec![subscribe("p/1", QoS::AtLeastOnce)]);
+    disconnect(&mut router, a);
+    assert_eq!(router.datalog.filter_count(), 1);
+    assert_holders_consistent(&router);
+
+    let (a, ack) = connect(&mut router, "a", true);
+    assert!(!ack.session_present);
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert_holders_consistent(&router);
+    disconnect(&mut router, a);
+}
+
+#[test]
+fn resumed_session_can_unsubscribe_and_frees_the_log() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", false);
+    send(&mut router, &a, vec![subscribe("p/1", QoS::AtLeastOnce)]);
+    disconnect(&mut router, a);
+
+    let (a, ack) = connect(&mut router, "a", false);
+    assert!(ack.session_present);
+    send(&mut router, &a, vec![unsubscribe("p/1")]);
+    let unsuback = recv(&mut router, &a)
+        .into_iter()
+        .any(|n| matches!(n, Notification::DeviceAck(Ack::UnsubAck(_))));
+    assert!(
+        unsuback,
+        "a resumed subscription is acknowledged when unsubscribed"
+    );
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn unsubscribe_in_the_batch_of_a_publish_that_woke_it_leaves_nothing() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", true);
+    send(&mut router, &a, vec![subscribe("w/1", QoS::AtMostOnce)]);
+    recv(&mut router, &a);
+    // parked now; one batch wakes it and unsubscribes it
+    send(
+        &mut router,
+        &a,
+        vec![publish("w/1", QoS::AtMostOnce, 0), unsubscribe("w/1")],
+    );
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert_holders_consistent(&router);
+    send(&mut router, &a, vec![publish("w/1", QoS::AtMostOnce, 0)]);
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn shared_subscription_log_is_freed_on_unsubscribe() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", true);
+    send(
+        &mut router,
+        &a,
+        vec![subscribe("$share/g/s/1", QoS::AtMostOnce)],
+    );
+    recv(&mut router, &a);
+    assert_eq!(router.datalog.filter_count(), 1);
+    send(&mut router, &a, vec![unsubscribe("$share/g/s/1")]);
+    assert_eq!(router.datalog.filter_count(), 0);
+    assert!(router.shared_subscriptions.is_empty());
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn initialized_filters_are_never_freed() {
+    let mut config = config();
+    config.initialized_filters = Some(vec!["init/#".to_owned()]);
+    let mut router = Router::new(0, config);
+    let (a, _) = connect(&mut router, "a", true);
+    send(&mut router, &a, vec![subscribe("init/#", QoS::AtMostOnce)]);
+    disconnect(&mut router, a);
+    assert_eq!(router.datalog.filter_count(), 1);
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn topic_to_filter_cache_is_bounded() {
+    let mut router = Router::new(0, config());
+    let (a, _) = connect(&mut router, "a", true);
+    send(&mut router, &a, vec![subscribe("c/#", QoS::AtMostOnce)]);
+    for i in 0..crate::router::logs::MAX_CACHED_TOPICS + 10 {
+        send(
+            &mut router,
+            &a,
+            vec![publish(&format!("c/{i}"), QoS::AtMostOnce, 0)],
+        );
+        recv(&mut router, &a);
+    }
+    assert!(router.datalog.cached_topics() <= crate::router::logs::MAX_CACHED_TOPICS);
+    // still routed after the cache was dropped
+    send(&mut router, &a, vec![publish("c/x", QoS::AtMostOnce, 0)]);
+    assert_eq!(publishes(&recv(&mut router, &a)).len(), 1);
+}
