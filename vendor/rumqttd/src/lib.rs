@@ -202,6 +202,12 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// fleetgate patch 2: at most this many disconnected persistent sessions
+    /// (`clean_session = false`) are kept; when one more is saved, the one
+    /// disconnected longest ago is evicted (its filter logs are freed if it
+    /// was their last holder). `None` (the default): unbounded, as upstream.
+    #[serde(default)]
+    pub max_persistent_sessions: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub(super) fn config() -> RouterConfig {
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Strategy::RoundRobin,
+        max_persistent_sessions: None,
     }
 }
 
@@ -415,4 +416,67 @@ fn topic_to_filter_cache_is_bounded() {
     // still routed after the cache was dropped
     send(&mut router, &a, vec![publish("c/x", QoS::AtMostOnce, 0)]);
     assert_eq!(publishes(&recv(&mut router, &a)).len(), 1);
+}
+
+// ---------------------------------------------------------------- patch 2
+
+#[test]
+fn clean_sessions_leave_nothing_in_the_graveyard() {
+    let mut router = Router::new(0, config());
+    for i in 0..1000 {
+        let (c, _) = connect(&mut router, &format!("fresh-{i}"), true);
+        send(
+            &mut router,
+            &c,
+            vec![subscribe(&format!("t/{i}"), QoS::AtMostOnce)],
+        );
+        disconnect(&mut router, c);
+    }
+    assert_eq!(router.graveyard.len(), 0);
+    assert!(router.connection_map.is_empty());
+    assert_eq!(router.datalog.filter_count(), 0);
+}
+
+#[test]
+fn persistent_sessions_are_bounded_oldest_disconnect_evicted_first() {
+    let mut config = config();
+    config.max_persistent_sessions = Some(5);
+    let mut router = Router::new(0, config);
+    for i in 0..20 {
+        let (c, _) = connect(&mut router, &format!("p{i}"), false);
+        send(
+            &mut router,
+            &c,
+            vec![subscribe(&format!("own/{i}"), QoS::AtLeastOnce)],
+        );
+        disconnect(&mut router, c);
+        assert!(router.graveyard.len() <= 5);
+    }
+    assert_eq!(router.graveyard.len(), 5);
+    // the evicted sessions' filters are freed with them
+    assert_eq!(router.datalog.filter_count(), 5);
+    assert_holders_consistent(&router);
+
+    let (old, ack) = connect(&mut router, "p0", false);
+    assert!(!ack.session_present, "p0 was evicted");
+    let (recent, ack) = connect(&mut router, "p19", false);
+    assert!(ack.session_present, "p19 was kept");
+    // the resumed session still gets its subscription's data
+    send(
+        &mut router,
+        &old,
+        vec![publish("own/19", QoS::AtMostOnce, 0)],
+    );
+    assert_eq!(publishes(&recv(&mut router, &recent)).len(), 1);
+    assert_holders_consistent(&router);
+}
+
+#[test]
+fn persistent_sessions_stay_unbounded_by_default() {
+    let mut router = Router::new(0, config());
+    for i in 0..50 {
+        let (c, _) = connect(&mut router, &format!("p{i}"), false);
+        disconnect(&mut router, c);
+    }
+    assert_eq!(router.graveyard.len(), 50);
 }

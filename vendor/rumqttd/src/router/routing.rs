@@ -124,7 +124,7 @@ impl Router {
         Router {
             id: router_id,
             config: config.clone(),
-            graveyard: Graveyard::new(),
+            graveyard: Graveyard::new(config.max_persistent_sessions),
             meters,
             alerts,
             connections,
@@ -544,21 +544,35 @@ impl Router {
                 }
             }
 
-            self.graveyard.save_state(
+            let evicted = self.graveyard.save_state(
                 tracker,
                 connection.subscriptions,
                 connection.events,
                 outgoing.unacked_pubrels,
             );
+            // fleetgate patch 2: a bounded graveyard; evicted sessions let go
+            // of their filter logs (patch 1)
+            for (evicted_id, saved) in evicted {
+                info!(
+                    evicted_client_id = evicted_id,
+                    max_persistent_sessions = ?self.config.max_persistent_sessions,
+                    "Evicted the persistent session disconnected longest ago"
+                );
+                for request in saved
+                    .session_state
+                    .iter()
+                    .flat_map(|s| &s.tracker.data_requests)
+                {
+                    self.datalog.release(request.filter_idx);
+                }
+            }
         } else {
             // fleetgate patch 1: nothing holds this session's filters any more
             for request in tracker.data_requests.iter().chain(&inflight_data_requests) {
                 self.datalog.release(request.filter_idx);
             }
-            tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
+            // fleetgate patch 2: a clean session leaves nothing behind (it
+            // used to save its metrics here, one entry per client id ever seen)
         }
         // fleetgate patch 1: unacked publishes die with the connection (a
         // persistent session's requests were rewound to them above)
