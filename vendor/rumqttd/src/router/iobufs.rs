@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use tracing::{error, warn};
 
 use crate::{
-    protocol::Packet,
+    protocol::{Packet, QoS},
     router::{FilterIdx, MAX_CHANNEL_CAPACITY},
     Cursor, Notification,
 };
@@ -114,29 +114,28 @@ impl Outgoing {
     }
 
     /// Push packets to the outgoing buffer.
+    ///
+    /// fleetgate patch 3: each forward goes out at its own QoS (the minimum
+    /// of published and granted, set by the router): a QoS 0 forward takes
+    /// no packet id and no inflight slot, and expects no ack, whatever the
+    /// subscription's QoS. It used to be decided once, by the request's QoS.
     pub fn push_forwards(
         &mut self,
         publishes: impl Iterator<Item = Forward>,
-        qos: u8,
         filter_idx: usize,
     ) -> (usize, usize) {
         let mut buffer = self.data_buffer.lock();
         let publishes = publishes;
 
-        if qos == 0 {
-            for p in publishes {
+        for mut p in publishes {
+            if p.publish.qos == QoS::AtMostOnce {
+                // the publisher's packet id means nothing to this subscriber
+                p.publish.pkid = 0;
                 self.meter.publish_count += 1;
                 buffer.push_back(Notification::Forward(p));
-                // self.meter.total_size += p.len();
+                continue;
             }
 
-            // self.meter.update_data_rate(total_size);
-            let buffer_count = buffer.len();
-            let inflight_count = self.inflight_buffer.len();
-            return (buffer_count, inflight_count);
-        }
-
-        for mut p in publishes {
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;

@@ -480,3 +480,104 @@ fn persistent_sessions_stay_unbounded_by_default() {
     }
     assert_eq!(router.graveyard.len(), 50);
 }
+
+// ---------------------------------------------------------------- patch 3
+
+#[test]
+fn qos2_subscriber_gets_each_publish_at_the_lower_of_the_two_qos() {
+    let mut router = Router::new(0, config());
+    let (sub, _) = connect(&mut router, "sub", true);
+    let (publisher, _) = connect(&mut router, "pub", true);
+    send(&mut router, &sub, vec![subscribe("m/1", QoS::ExactlyOnce)]);
+    recv(&mut router, &sub);
+
+    send(
+        &mut router,
+        &publisher,
+        vec![publish("m/1", QoS::AtMostOnce, 0)],
+    );
+    let got = publishes(&recv(&mut router, &sub));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::AtMostOnce);
+    assert_eq!(got[0].pkid, 0);
+    assert_eq!(router.obufs[sub.id].inflight_count(), 0, "no inflight slot");
+
+    send(
+        &mut router,
+        &publisher,
+        vec![publish("m/1", QoS::AtLeastOnce, 9)],
+    );
+    let got = publishes(&recv(&mut router, &sub));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+    assert_ne!(got[0].pkid, 0);
+    assert_eq!(router.obufs[sub.id].inflight_count(), 1);
+}
+
+#[test]
+fn qos0_subscriber_gets_qos1_publishes_at_qos0() {
+    let mut router = Router::new(0, config());
+    let (sub, _) = connect(&mut router, "sub", true);
+    send(&mut router, &sub, vec![subscribe("m/1", QoS::AtMostOnce)]);
+    recv(&mut router, &sub);
+    send(&mut router, &sub, vec![publish("m/1", QoS::AtLeastOnce, 5)]);
+    let got = publishes(&recv(&mut router, &sub));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::AtMostOnce);
+}
+
+#[test]
+fn mixed_qos_publishes_flow_without_stalling_and_acks_stay_in_order() {
+    let mut router = Router::new(0, config());
+    let (sub, _) = connect(&mut router, "sub", true);
+    let (publisher, _) = connect(&mut router, "pub", true);
+    send(&mut router, &sub, vec![subscribe("m/#", QoS::AtLeastOnce)]);
+    recv(&mut router, &sub);
+
+    let total = 2000;
+    let mut received = Vec::new();
+    let mut next = 0;
+    while received.len() < total {
+        if next < total {
+            let batch = (next..(next + 150).min(total))
+                .map(|i| {
+                    let qos = if i % 3 == 0 {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    };
+                    publish(&format!("m/{i}"), qos, (i % 60000 + 1) as u16)
+                })
+                .collect();
+            next = (next + 150).min(total);
+            send(&mut router, &publisher, batch);
+            recv(&mut router, &publisher);
+        }
+        let got = publishes(&recv(&mut router, &sub));
+        if got.is_empty() && next == total {
+            panic!("stalled after {} of {total}", received.len());
+        }
+        let acks: Vec<Packet> = got
+            .iter()
+            .filter(|p| p.qos == QoS::AtLeastOnce)
+            .map(|p| puback(p.pkid))
+            .collect();
+        if !acks.is_empty() {
+            send(&mut router, &sub, acks);
+        }
+        received.extend(got);
+    }
+    assert_eq!(received.len(), total);
+    for (i, p) in received.iter().enumerate() {
+        assert_eq!(p.topic, format!("m/{i}"));
+        let expected = if i % 3 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        assert_eq!(p.qos, expected, "message {i}");
+    }
+    assert_eq!(router.obufs[sub.id].inflight_count(), 0);
+    assert!(router.connections.contains(sub.id), "no out-of-order ack");
+    assert_holders_consistent(&router);
+}

@@ -1644,7 +1644,12 @@ fn forward_device_data(
     let forwards = publishes
         .into_iter()
         .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+            // fleetgate patch 3: delivered QoS = min(published, granted)
+            // (MQTT 3.1.1 §3.8.4, 5.0 §3.8.4); it was always the granted QoS
+            let granted = protocol::qos(qos).unwrap();
+            if publish.qos as u8 > granted as u8 {
+                publish.qos = granted;
+            }
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {
@@ -1674,7 +1679,7 @@ fn forward_device_data(
         });
 
     let inflight_before = outgoing.inflight_count();
-    let (len, inflight) = outgoing.push_forwards(forwards, qos, filter_idx);
+    let (len, inflight) = outgoing.push_forwards(forwards, filter_idx);
     // fleetgate patch 1: each inflight publish holds its filter's log until acked
     datalog.retain(filter_idx, inflight.saturating_sub(inflight_before));
 
