@@ -208,6 +208,14 @@ pub struct RouterConfig {
     /// was their last holder). `None` (the default): unbounded, as upstream.
     #[serde(default)]
     pub max_persistent_sessions: Option<usize>,
+    /// fleetgate patch 4: messages skipped by subscribers that lagged so far
+    /// behind that the segments holding their next messages were evicted
+    /// (their read cursor jumped ahead; "Read cursor start jumped" in the
+    /// log), summed over all subscriptions since start. The router counts
+    /// into this shared counter: keep a clone of the `Arc` before handing the
+    /// config over, and read it with `load`.
+    #[serde(skip)]
+    pub lagged_messages: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

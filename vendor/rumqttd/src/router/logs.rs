@@ -560,6 +560,7 @@ mod test {
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
             max_persistent_sessions: None,
+            lagged_messages: Default::default(),
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -581,6 +582,7 @@ mod test {
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
             max_persistent_sessions: None,
+            lagged_messages: Default::default(),
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

@@ -20,6 +20,7 @@ pub(super) fn config() -> RouterConfig {
         initialized_filters: None,
         shared_subscriptions_strategy: Strategy::RoundRobin,
         max_persistent_sessions: None,
+        lagged_messages: Default::default(),
     }
 }
 
@@ -580,4 +581,47 @@ fn mixed_qos_publishes_flow_without_stalling_and_acks_stay_in_order() {
     assert_eq!(router.obufs[sub.id].inflight_count(), 0);
     assert!(router.connections.contains(sub.id), "no out-of-order ack");
     assert_holders_consistent(&router);
+}
+
+// ---------------------------------------------------------------- patch 4
+
+#[test]
+fn messages_skipped_by_a_lagging_subscriber_are_counted() {
+    let mut config = config();
+    config.max_segment_size = 1024;
+    config.max_segment_count = 1;
+    let lagged = config.lagged_messages.clone();
+    let mut router = Router::new(0, config);
+    let (sub, _) = connect(&mut router, "slow", true);
+    let (publisher, _) = connect(&mut router, "pub", true);
+    send(&mut router, &sub, vec![subscribe("l/1", QoS::AtMostOnce)]);
+    recv(&mut router, &sub);
+
+    let total = 3000;
+    for batch in 0..total / 100 {
+        let packets = (0..100)
+            .map(|i| {
+                let payload = format!("{:0100}", batch * 100 + i);
+                Packet::Publish(Publish::new("l/1".to_owned(), payload, false), None)
+            })
+            .collect();
+        send(&mut router, &publisher, packets);
+    }
+    // the subscriber reads only now
+    let mut received = 0;
+    loop {
+        let got = publishes(&recv(&mut router, &sub)).len();
+        if got == 0 {
+            break;
+        }
+        received += got;
+    }
+    let lagged = lagged.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lagged > 0, "the subscriber lagged");
+    assert!(received < total);
+    assert_eq!(
+        received as u64 + lagged,
+        total as u64,
+        "every message is received or counted"
+    );
 }

@@ -1591,9 +1591,17 @@ fn forward_device_data(
     }
 
     if start != request.cursor {
+        // fleetgate patch 4: count what the jump skipped (offsets are
+        // absolute across segments)
+        let lost = start.1.saturating_sub(request.cursor.1);
+        datalog
+            .config
+            .lagged_messages
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+
         let error = format!(
-            "Read cursor start jumped from {:?} to {:?} on {}",
-            request.cursor, start, request.filter
+            "Read cursor start jumped from {:?} to {:?} on {}, {} messages lost",
+            request.cursor, start, request.filter, lost
         );
 
         warn!(
@@ -1602,7 +1610,7 @@ fn forward_device_data(
             error
         );
 
-        let alert = alert::cursorjump(&outgoing.client_id, &request.filter, 0);
+        let alert = alert::cursorjump(&outgoing.client_id, &request.filter, lost as usize);
         alertlog.log(alert);
     }
 
