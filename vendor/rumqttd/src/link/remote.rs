@@ -134,15 +134,22 @@ impl<P: Protocol> RemoteLink<P> {
             select! {
                 o = self.network.read() => {
                     let packet = o?;
-                    let len = {
+                    let (len, disconnect) = {
                         let mut buffer = self.link_tx.buffer();
                         buffer.push_back(packet);
                         self.network.readv(&mut buffer)?;
-                        buffer.len()
+                        let disconnect = buffer.iter().any(|p| matches!(p, Packet::Disconnect(..)));
+                        (buffer.len(), disconnect)
                     };
 
                     trace!("Packets read from network, count = {}", len);
                     self.link_tx.notify().await?;
+                    // fleetgate patch 5: the client said goodbye; the router
+                    // ends the connection when it reads the DISCONNECT, so the
+                    // link stops here (see `Ok` in `server::broker`).
+                    if disconnect {
+                        return Ok(());
+                    }
                 }
                 // Receive from router when previous when state isn't in collision
                 // due to previously received data request

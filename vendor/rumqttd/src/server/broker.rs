@@ -573,8 +573,14 @@ async fn remote<P: Protocol>(
     let mut send_disconnect = true;
 
     match link.start().await {
-        // Connection got closed. This shouldn't usually happen.
-        Ok(_) => error!("connection-stop"),
+        // fleetgate patch 5: the client sent DISCONNECT, which the router
+        // handles by ending the connection. Telling the router again would
+        // race: its connection id may belong to a new connection by the time
+        // the second disconnect arrives, and would end that one.
+        Ok(_) => {
+            info!("disconnected by the client");
+            send_disconnect = false;
+        }
         // No need to send a disconnect message when disconnection
         // originated internally in the router.
         Err(remote::Error::Link(e)) => {
@@ -627,3 +633,8 @@ async fn remote<P: Protocol>(
         router_tx.send((connection_id, message)).ok();
     }
 }
+
+// fleetgate patches: tests over a real listener
+#[cfg(test)]
+#[path = "patch_tests.rs"]
+mod patch_tests;
