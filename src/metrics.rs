@@ -122,8 +122,12 @@ metrics! {
     wills_published_total: counter;
     /// Client packets refused by the edge's ACL (subscriptions and publishes).
     acl_denied_total: counter;
-    /// Subscriptions refused because the broker's filter budget (`broker.max_filters`) is spent.
+    /// Subscriptions refused because `broker.max_filters` filters are held in the broker now.
     filters_refused_total: counter;
+    /// Distinct subscription filters held in the embedded broker now (at most `broker.max_filters`).
+    broker_filters_live: gauge;
+    /// Messages the embedded broker skipped for subscribers so slow that their next messages were evicted from its log (copied from rumqttd every second).
+    broker_lagged_messages_total: counter;
     /// Retained publishes forwarded without retain because `broker.max_retained_topics` is spent.
     retained_refused_total: counter;
     /// Vehicle publishes received (positions and statuses, before decoding).

@@ -6,10 +6,16 @@
 //! `v/<vid>/cmd` by anyone, passed to a [`CommandSink`] (the edge's vehicle
 //! registry).
 //!
-//! Bound: rumqttd keeps one commit log per distinct subscription filter of at
-//! most `(max_segment_count + 1) × max_segment_size_bytes` bytes and never
-//! frees it; the edge admits at most `broker.max_filters` distinct filters, so
-//! the logs stay under [`BrokerConfig::log_bound_bytes`]. The gateway's own
+//! Bound: rumqttd (vendored and patched, `vendor/rumqttd/PATCHES.md`) keeps
+//! one commit log per subscription filter some client holds, of at most
+//! `(max_segment_count + 1) × max_segment_size_bytes` bytes, freed when no
+//! client holds it; the edge admits at most `broker.max_filters` live filters
+//! (`edge::filters`), so the logs stay under [`BrokerConfig::log_bound_bytes`].
+//! It keeps at most `broker.max_persistent_sessions` disconnected persistent
+//! sessions (the one disconnected longest ago is evicted first) and nothing
+//! of a clean session once it is gone. Messages it skips for a subscriber
+//! that fell too far behind are counted in rumqttd and copied into
+//! `broker_lagged_messages_total` once a second by a task of this module. The gateway's own
 //! publishes wait in a queue of `broker.publish_queue` entries (drop newest
 //! when full, counted); rumqttd's per-link buffers behind it are hard-coded
 //! (200 entries per link, 1000 on the router channel).
@@ -35,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rumqttd::local::LinkBuilder;
@@ -82,12 +88,14 @@ pub struct Broker {
     pub internal: InternalBroker,
     pub publisher: BrokerPublisher,
     server_task: tokio::task::JoinHandle<()>,
+    lag_task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         self.server_task.abort();
+        self.lag_task.abort();
         self.stop.store(true, Ordering::Relaxed);
     }
 }
@@ -134,7 +142,10 @@ impl Broker {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
+            max_persistent_sessions: Some(broker.max_persistent_sessions.get()),
+            lagged_messages: Default::default(),
         };
+        let lagged = Arc::clone(&router_config.lagged_messages);
         let router_tx = Router::new(0, router_config).spawn();
 
         let internal_addr = internal_port().map_err(BrokerError::Port)?;
@@ -206,6 +217,8 @@ impl Broker {
             stop.clone(),
         )?;
 
+        let lag_task = tokio::spawn(copy_lag(lagged, Arc::clone(&metrics)));
+
         tracing::info!(%internal_addr, log_bound_bytes = broker.log_bound_bytes(), "embedded rumqttd ready");
         Ok(Broker {
             internal: InternalBroker {
@@ -214,7 +227,24 @@ impl Broker {
             },
             publisher: BrokerPublisher::new(queue, metrics),
             server_task,
+            lag_task,
             stop,
         })
+    }
+}
+
+/// How often rumqttd's lag counter is copied into the metrics.
+const LAG_COPY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Copies rumqttd's count of messages skipped for lagging subscribers into
+/// `broker_lagged_messages_total`, every [`LAG_COPY_INTERVAL`]: the router
+/// counts on its own thread, and `/metrics` shows it at most that late.
+async fn copy_lag(lagged: Arc<AtomicU64>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(LAG_COPY_INTERVAL);
+    loop {
+        tick.tick().await;
+        metrics
+            .broker_lagged_messages_total
+            .store(lagged.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }

@@ -29,6 +29,14 @@ use crate::topics::VehicleId;
 /// client (hard-coded there).
 const RUMQTTD_LINK_PACKETS: u64 = 200;
 
+/// A disconnected persistent session saved by rumqttd, without its
+/// subscriptions: client id, tracker, its last 10 connection events (~0.6 KiB
+/// measured per client id), 100 slots of unacked PUBRELs; rounded up.
+const RUMQTTD_SESSION_BYTES: u64 = 1024;
+/// One subscription of a saved session: its filter in the session's set and
+/// in its `DataRequest`, with the request's fields (filter up to 64 bytes).
+const RUMQTTD_SUBSCRIPTION_BYTES: u64 = 256;
+
 /// One bounded structure and its worst case.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -136,10 +144,19 @@ impl Config {
                 name: "rumqttd filter logs",
                 bytes: self.broker.log_bound_bytes() as u64,
                 why: format!(
-                    "broker.max_filters = {} × (max_segment_count + 1 = {}) × max_segment_size_bytes = {}",
+                    "broker.max_filters = {} live filters × (max_segment_count + 1 = {}) × max_segment_size_bytes = {} (a log is freed when no client holds its filter)",
                     self.broker.max_filters,
                     self.broker.max_segment_count.get() + 1,
                     self.broker.max_segment_size_bytes
+                ),
+            },
+            Item {
+                name: "rumqttd persistent sessions",
+                bytes: self.broker.max_persistent_sessions.get() as u64
+                    * (RUMQTTD_SESSION_BYTES + self.broker.max_filters.get() as u64 * RUMQTTD_SUBSCRIPTION_BYTES),
+                why: format!(
+                    "broker.max_persistent_sessions = {} × ({RUMQTTD_SESSION_BYTES} + broker.max_filters = {} subscriptions × {RUMQTTD_SUBSCRIPTION_BYTES}), the worst case of every session holding every filter",
+                    self.broker.max_persistent_sessions, self.broker.max_filters
                 ),
             },
             Item {

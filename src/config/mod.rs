@@ -165,9 +165,12 @@ impl Default for MqttConfig {
 
 /// The embedded rumqttd that routes for dashboards and other MQTT clients.
 ///
-/// Its memory: each distinct subscription filter gets a commit log of at most
-/// `(max_segment_count + 1) × max_segment_size_bytes` bytes, never freed by
-/// rumqttd, so the edge admits at most `max_filters` distinct filters.
+/// Its memory: each subscription filter held by a client gets a commit log of
+/// at most `(max_segment_count + 1) × max_segment_size_bytes` bytes, freed
+/// when no client holds the filter any more (our patched rumqttd, see
+/// `vendor/rumqttd/PATCHES.md`), so the edge admits at most `max_filters`
+/// live filters; and each disconnected persistent session is kept, up to
+/// `max_persistent_sessions`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -175,9 +178,16 @@ pub struct BrokerConfig {
     pub max_connections: NonZeroUsize,
     pub max_segment_size_bytes: NonZeroUsize,
     pub max_segment_count: NonZeroUsize,
-    /// Distinct subscription filters admitted over the gateway's lifetime;
-    /// one more is refused in its SUBACK (0x80) and counted.
+    /// Distinct subscription filters held at once, over all clients handed
+    /// to rumqttd (`edge::filters`); a new one past it is refused in its
+    /// SUBACK (0x80) and counted (`filters_refused_total`), until clients
+    /// let filters go (UNSUBSCRIBE, disconnect, end of a persistent session).
     pub max_filters: NonZeroUsize,
+    /// Disconnected persistent sessions (`clean_session = false`) rumqttd
+    /// keeps; one more evicts the session disconnected longest ago (it
+    /// resumes with `session_present = false`), and its filters are let go.
+    /// A persistent session's filters count in `max_filters` until it ends.
+    pub max_persistent_sessions: NonZeroUsize,
     /// Distinct retained topics admitted from clients; past it a retained
     /// publish is forwarded without its retain flag and counted.
     pub max_retained_topics: NonZeroUsize,
@@ -193,6 +203,7 @@ impl Default for BrokerConfig {
             max_segment_size_bytes: nz(128 * 1024),
             max_segment_count: nz(2),
             max_filters: nz(128),
+            max_persistent_sessions: nz(1_000),
             max_retained_topics: nz(1_024),
             publish_queue: nz(4_096),
         }

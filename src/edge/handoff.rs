@@ -22,8 +22,10 @@
 //!   retained map has no limit of its own.
 //! - SUBSCRIBE to a `$` filter other than `$share/<group>/<filter>` is
 //!   refused in the SUBACK (rumqttd would drop the client on `$SYS`), and so
-//!   is a new filter past `broker.max_filters` (`filters_refused_total`):
-//!   rumqttd keeps a log per filter forever.
+//!   is a filter that would take the live filters past `broker.max_filters`
+//!   (`filters_refused_total`): rumqttd keeps a log per live filter
+//!   (`edge::filters` counts them; UNSUBSCRIBE and the end of a hand-off let
+//!   them go).
 //!
 //! # Conformance
 //!
@@ -109,8 +111,11 @@ pub async fn splice(
             return;
         }
     };
+    // Counted from here: rumqttd has the session now.
+    let hold = ctx.filters.open(&connect.client_id, connect.clean_session);
     let mut proxy = Proxy {
         ctx,
+        hold,
         out: BytesMut::new(),
         edge_owned_qos2: Vec::new(),
         pingresps_owed: 0,
@@ -121,7 +126,7 @@ pub async fn splice(
     let mut broker = broker;
     if let Some(vid) = &handoff.command_subscription {
         let filter = command_topic(vid);
-        if ctx.filters.admit(&filter) {
+        if proxy.hold.admit(&filter) {
             let mut replay = Subscribe::new(filter, QoS::AtMostOnce);
             replay.pkid = REPLAY_PKID;
             if send(&mut broker, &mut proxy.out, &Packet::Subscribe(replay))
@@ -132,6 +137,11 @@ pub async fn splice(
             }
         } else {
             Metrics::inc(&ctx.metrics.filters_refused_total);
+            tracing::debug!(
+                filter,
+                live_filters = ctx.filters.live(),
+                "command subscription not replayed: broker.max_filters live filters are held"
+            );
             proxy.swallow_suback = None;
         }
     }
@@ -203,6 +213,8 @@ async fn open_broker_session(
 
 struct Proxy<'a> {
     ctx: &'a EdgeContext,
+    /// This client's filters in the live-filter budget.
+    hold: super::filters::FilterHold<'a>,
     out: BytesMut,
     /// QoS 2 packet ids the edge answered itself (intercepted or denied), so
     /// their PUBREL is answered here too and never reaches rumqttd.
@@ -376,6 +388,12 @@ impl Proxy<'_> {
                 Verdict::Reply(Packet::PubComp(PubComp::new(rel.pkid)))
             }
             Packet::Subscribe(subscribe) => self.check_subscribe(subscribe, frame.raw.clone()),
+            Packet::Unsubscribe(unsubscribe) => {
+                for filter in &unsubscribe.topics {
+                    self.hold.release(filter);
+                }
+                Verdict::Forward(frame.raw)
+            }
             Packet::Disconnect => Verdict::ForwardAndClose(frame.raw),
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
                 match self.owed.client_sent(&frame.raw) {
@@ -467,6 +485,8 @@ impl Proxy<'_> {
 
     fn check_subscribe(&mut self, subscribe: &Subscribe, raw: Bytes) -> Verdict {
         let mut refused = false;
+        // Admitted by this SUBSCRIBE, let go again if the packet is refused.
+        let mut taken = Vec::new();
         for filter in &subscribe.filters {
             let path = filter.path.as_str();
             let inner = match path.strip_prefix("$share/") {
@@ -477,12 +497,24 @@ impl Proxy<'_> {
             if !allowed {
                 Metrics::inc(&self.ctx.metrics.acl_denied_total);
                 refused = true;
-            } else if !self.ctx.filters.admit(path) {
+            } else if self.hold.holds(path) {
+                // a re-subscription: nothing new to count
+            } else if self.hold.admit(path) {
+                taken.push(path);
+            } else {
                 Metrics::inc(&self.ctx.metrics.filters_refused_total);
+                tracing::debug!(
+                    filter = path,
+                    live_filters = self.ctx.filters.live(),
+                    "subscription refused: broker.max_filters live filters are held"
+                );
                 refused = true;
             }
         }
         if refused {
+            for path in taken {
+                self.hold.release(path);
+            }
             tracing::debug!(filters = ?subscribe.filters, "subscription refused by the edge");
             let codes = vec![SubscribeReasonCode::Failure; subscribe.filters.len()];
             return Verdict::Reply(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));

@@ -47,6 +47,7 @@
 
 mod codec;
 pub mod conformance;
+pub mod filters;
 pub mod frame_pool;
 pub mod handoff;
 pub mod registry;
@@ -71,6 +72,7 @@ use crate::broker::{BrokerPublisher, InternalBroker};
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::ingest::IngestSender;
 use crate::metrics::Metrics;
+use filters::FilterBudget;
 use registry::VehicleRegistry;
 
 /// Largest CONNECT the edge reads before it knows who is talking.
@@ -86,8 +88,8 @@ pub struct EdgeContext {
     /// rumqttd's internal listener; the edge logs in there with its own
     /// login in place of the client's (which the edge has checked).
     pub broker: InternalBroker,
-    /// Distinct filters admitted into rumqttd (its logs are never freed).
-    pub filters: Budget,
+    /// Filters held in rumqttd now, at most `broker.max_filters`.
+    pub filters: FilterBudget,
     /// Distinct retained topics admitted into rumqttd.
     pub retained: Budget,
     /// Room for the large partial frames of vehicle connections.
@@ -111,12 +113,16 @@ impl EdgeContext {
     ) -> Self {
         EdgeContext {
             mqtt: mqtt.clone(),
-            metrics,
+            metrics: metrics.clone(),
             ingest,
             publisher,
             registry,
             broker: internal,
-            filters: Budget::new(broker.max_filters.get()),
+            filters: FilterBudget::new(
+                broker.max_filters.get(),
+                broker.max_persistent_sessions.get(),
+                metrics,
+            ),
             retained: Budget::new(broker.max_retained_topics.get()),
             frames: frame_pool::FramePool::new(mqtt.large_frame_pool_bytes.get()),
             next_client_number: AtomicU64::new(1),
@@ -146,7 +152,8 @@ impl EdgeContext {
 }
 
 /// A set of distinct names with a fixed capacity, for what rumqttd keeps
-/// forever. Admitting a name already in the set always succeeds.
+/// forever (retained topics). Admitting a name already in the set always
+/// succeeds.
 pub struct Budget {
     names: Mutex<HashSet<String>>,
     capacity: usize,

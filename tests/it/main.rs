@@ -23,6 +23,7 @@
 mod common;
 
 mod bridge;
+mod broker_lifecycle;
 mod conformance;
 mod edge;
 mod fleet;
