@@ -9,7 +9,7 @@
 #    already answers there (no systemd needed; see scripts/lib-services.sh)
 #    and exports FLEETGATE_TEST_AMQP_URL; exports FLEETGATE_TEST_CHROMIUM;
 # 3. runs the benches once each in test mode, the doctests (cargo test
-#    --doc), then every other test with
+#    --doc), the vendored rumqttd's own tests, then every other test with
 #    cargo-nextest (or cargo test when nextest is missing), extra args passed
 #    to that runner. The runner's summary is the last thing printed.
 #
@@ -75,6 +75,16 @@ if cargo build -q -p fleetgate -p firmware-sim -p loadgen --bins; then
 else
     status=1
 fi
+
+# The vendored rumqttd is its own workspace (excluded from ours, so our
+# lints do not run on upstream code); its tests pin our patches
+# (vendor/rumqttd/PATCHES.md). Same target directory: the shared
+# dependencies are built once.
+fg_section "Vendored rumqttd: cargo test --manifest-path vendor/rumqttd/Cargo.toml"
+cargo test -q --manifest-path vendor/rumqttd/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}" || {
+    status=$?
+    printf '\nscripts/test.sh: vendored rumqttd tests FAILED (exit %s); running the other tests anyway\n' "$status" >&2
+}
 
 if cargo nextest --version >/dev/null 2>&1; then
     # Profiles live in .config/nextest.toml; CI gets the "ci" profile.
