@@ -83,6 +83,20 @@ pub async fn own_exchange(channel: &Channel, name: &str) {
         .unwrap();
 }
 
+/// The bridge config of [`bridge_config`] publishing to an exchange of the
+/// test's own (`fleet-<tag>`, declared here); returns its name too.
+pub async fn config_with_own_exchange(
+    channel: &Channel,
+    tag: &str,
+    data_dir: &std::path::Path,
+) -> (String, fleetgate::Config) {
+    let exchange = format!("fleet-{tag}");
+    own_exchange(channel, &exchange).await;
+    let mut config = bridge_config(tag, &amqp_url(), data_dir);
+    config.bridge.exchange = exchange.clone();
+    (exchange, config)
+}
+
 /// An exclusive queue bound to `exchange` with each of `bindings`.
 pub async fn consumer_on(channel: &Channel, exchange: &str, bindings: &[String]) -> Consumer {
     let q = channel

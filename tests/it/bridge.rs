@@ -24,11 +24,8 @@ async fn positions_statuses_and_events_arrive_with_the_contracted_properties() {
     let (_conn, channel) = amqp().await;
     // An exchange of the test's own, so whether its event is returned does
     // not depend on the queues other tests bind to amq.topic.
-    let exchange = format!("fleet-{t}");
-    own_exchange(&channel, &exchange).await;
+    let (exchange, config) = config_with_own_exchange(&channel, &t, dir.path()).await;
     let mut consumer = consumer_on(&channel, &exchange, &[format!("fleet.{t}-truck.#")]).await;
-    let mut config = bridge_config(&t, &amqp_url(), dir.path());
-    config.bridge.exchange = exchange.clone();
     let gw = gateway_with(config).await;
     await_metric(&gw, "fleetgate_bridge_connected", 1).await;
 
@@ -470,12 +467,9 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
     // Positions have a consumer; the events (status_changed) have none. On
     // an exchange of the test's own: on amq.topic another test's queue for
     // events could route them.
-    let exchange = format!("fleet-{t}");
-    own_exchange(&channel, &exchange).await;
+    let (exchange, mut config) = config_with_own_exchange(&channel, &t, dir.path()).await;
     let positions_key = format!("fleet.{t}-truck.position");
     let mut positions = consumer_on(&channel, &exchange, &[positions_key]).await;
-    let mut config = bridge_config(&t, &amqp_url(), dir.path());
-    config.bridge.exchange = exchange.clone();
     config.bridge.unroutable_keep_s = 1;
     let gw = gateway_with(config).await;
     await_metric(&gw, "fleetgate_bridge_connected", 1).await;
