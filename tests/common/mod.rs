@@ -105,15 +105,30 @@ pub async fn metric(gw: &Gateway, series: &str) -> u64 {
 
 /// Polls `/metrics` until `series` reaches `at_least`; fails after [`DEADLINE`].
 pub async fn await_metric(gw: &Gateway, series: &str, at_least: u64) -> u64 {
+    await_metric_where(gw, series, |v| v >= at_least, &format!(">= {at_least}")).await
+}
+
+/// Polls `/metrics` until `series` falls to `at_most` (a gauge emptying, a
+/// connection seen lost); fails after [`DEADLINE`].
+pub async fn await_metric_at_most(gw: &Gateway, series: &str, at_most: u64) -> u64 {
+    await_metric_where(gw, series, |v| v <= at_most, &format!("<= {at_most}")).await
+}
+
+async fn await_metric_where(
+    gw: &Gateway,
+    series: &str,
+    ok: impl Fn(u64) -> bool,
+    expected: &str,
+) -> u64 {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let v = metric(gw, series).await;
-        if v >= at_least {
+        if ok(v) {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{series} stayed at {v}, expected >= {at_least}"
+            "{series} stayed at {v}, expected {expected}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
