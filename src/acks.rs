@@ -16,8 +16,10 @@
 //! Bound: per connection at most `mqtt.max_pending_acks` entries of 16
 //! bytes (the edge stops reading a connection that has that many waiting);
 //! the watermark's waiting list holds each connection at most once, so at
-//! most `mqtt.max_connections` entries. Locks: a connection's state, then
-//! (released first) the waiting list; never the other way round.
+//! most `mqtt.max_connections` entries. Locks: the waiting list may be held
+//! while a connection's state is taken (an advance); a connection's state is
+//! always released before the waiting list is taken (a push), so the two
+//! never wait on each other.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,14 +70,10 @@ impl Durable {
         if ticket <= previous {
             return;
         }
-        let mut list = std::mem::take(&mut *self.waiting.lock());
-        list.retain(|acks| acks.wake_if_due(ticket));
-        if !list.is_empty() {
-            let mut waiting = self.waiting.lock();
-            // Registered meanwhile by ingest (not in `list`: the flag kept
-            // them out of it), so nothing is there twice.
-            waiting.append(&mut list);
-        }
+        // In place: no allocation per advance. Holding the list while each
+        // connection's state is taken is safe, since nobody takes the list
+        // while holding a state (see the module's locks).
+        self.waiting.lock().retain(|acks| acks.wake_if_due(ticket));
     }
 
     fn register(&self, acks: &Arc<PendingAcks>) {
