@@ -68,6 +68,7 @@ FG_AMQP_PORT=5672
 FG_RABBIT_DIST_PORT=25672
 FG_RABBIT_NODENAME=fleetgate-test@localhost
 FG_RABBIT_STARTED=0
+FG_RABBIT_LAUNCHER=
 
 # True when something accepts TCP connections on HOST:PORT (no ss/nc needed).
 fg_port_open() {
@@ -145,6 +146,18 @@ fg_rabbit_pid_alive() {
     kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q rabbitmq
 }
 
+# While we boot the node: is it still there? The launcher we just forked is
+# checked by pid alone, because until its subshell has exec'd, its cmdline is
+# still this script's (the cmdline test in fg_rabbit_pid_alive is for stale pid
+# files from earlier runs, and raced with that exec: CI saw "exited" at 0 s).
+fg_rabbit_booting() {
+    if [ -n "${FG_RABBIT_LAUNCHER:-}" ]; then
+        kill -0 "$FG_RABBIT_LAUNCHER" 2>/dev/null
+    else
+        fg_rabbit_pid_alive
+    fi
+}
+
 fg_rabbit_write_config() {
     local dir=$1
     mkdir -p "$dir/home" "$dir/log" "$dir/mnesia"
@@ -181,8 +194,11 @@ fg_rabbit_start() {
         fg_rabbit_envvars
         # setsid + redirections: the node must not hold our stdout/stderr
         # (a CI runner would wait on them) nor die with our process group.
-        (cd "$dir" && exec setsid env "${FG_RABBIT_ENV[@]}" "$prog" >"$dir/log/stdout.log" 2>&1 </dev/null) &
-        echo $! >"$dir/launcher.pid"
+        # -w: should setsid have to fork (we lead a process group), it still
+        # lives as long as the node, so the launcher pid stays meaningful.
+        (cd "$dir" && exec setsid -w env "${FG_RABBIT_ENV[@]}" "$prog" >"$dir/log/stdout.log" 2>&1 </dev/null) &
+        FG_RABBIT_LAUNCHER=$!
+        echo "$FG_RABBIT_LAUNCHER" >"$dir/launcher.pid"
         # shellcheck disable=SC2034 # read by scripts/test.sh
         FG_RABBIT_STARTED=1
     fi
@@ -190,7 +206,7 @@ fg_rabbit_start() {
     # CLI that boot has completed.
     local next=5
     while ! fg_port_open "$FG_AMQP_HOST" "$FG_AMQP_PORT"; do
-        if ! fg_rabbit_pid_alive; then
+        if ! fg_rabbit_booting; then
             fg_rabbit_log_tail
             fg_die "RabbitMQ exited while starting (logs in $dir/log)"
         fi
