@@ -144,6 +144,7 @@ impl Broker {
             shared_subscriptions_strategy: Default::default(),
             max_persistent_sessions: Some(broker.max_persistent_sessions.get()),
             lagged_messages: Default::default(),
+            link_capacity: Some(broker.link_capacity.get()),
         };
         let lagged = Arc::clone(&router_config.lagged_messages);
         let router_tx = Router::new(0, router_config).spawn();

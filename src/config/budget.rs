@@ -25,10 +25,6 @@ use crate::fleet::{Update, VehicleState};
 use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
 use crate::topics::VehicleId;
 
-/// Packets rumqttd 0.20 buffers per link before it stops reading that
-/// client (hard-coded there).
-const RUMQTTD_LINK_PACKETS: u64 = 200;
-
 /// A disconnected persistent session saved by rumqttd, without its
 /// subscriptions: client id, tracker, its last 10 connection events (~0.6 KiB
 /// measured per client id), 100 slots of unacked PUBRELs; rounded up.
@@ -151,6 +147,14 @@ impl Config {
                 ),
             },
             Item {
+                name: "rumqttd retained messages",
+                bytes: self.broker.max_retained_topics.get() as u64 * packet,
+                why: format!(
+                    "broker.max_retained_topics = {} × a publish of up to {packet} bytes",
+                    self.broker.max_retained_topics
+                ),
+            },
+            Item {
                 name: "rumqttd persistent sessions",
                 bytes: self.broker.max_persistent_sessions.get() as u64
                     * (RUMQTTD_SESSION_BYTES + self.broker.max_filters.get() as u64 * RUMQTTD_SUBSCRIPTION_BYTES),
@@ -161,10 +165,10 @@ impl Config {
             },
             Item {
                 name: "rumqttd link buffers (worst case)",
-                bytes: self.broker.max_connections.get() as u64 * RUMQTTD_LINK_PACKETS * packet,
+                bytes: self.broker.max_connections.get() as u64 * self.broker.link_capacity.get() as u64 * packet,
                 why: format!(
-                    "broker.max_connections = {} handed-off clients × {RUMQTTD_LINK_PACKETS} packets (hard-coded in rumqttd) of up to {packet} bytes",
-                    self.broker.max_connections
+                    "broker.max_connections = {} handed-off clients × broker.link_capacity = {} messages of up to {packet} bytes",
+                    self.broker.max_connections, self.broker.link_capacity
                 ),
             },
             Item {

@@ -152,13 +152,13 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            max_connections: nz(12_000),
+            max_connections: nz(6_000),
             connect_timeout_ms: 5_000,
             max_packet_size_bytes: nz(16 * 1024),
             vehicle_command_queue: nz(8),
             max_qos2_inflight: nz(16),
             max_pending_acks: nz(256),
-            large_frame_pool_bytes: nz(16 * 1024 * 1024),
+            large_frame_pool_bytes: nz(8 * 1024 * 1024),
         }
     }
 }
@@ -176,6 +176,11 @@ impl Default for MqttConfig {
 pub struct BrokerConfig {
     /// Clients handed to rumqttd at once (dashboards, tools).
     pub max_connections: NonZeroUsize,
+    /// Messages rumqttd queues for one client before it stops reading logs
+    /// for that client until the client has taken them (rumqttd's own was a
+    /// hard-coded 200; vendor patch 6). A client slower than its filters'
+    /// logs loses the oldest (counted, `broker_lagged_messages_total`).
+    pub link_capacity: NonZeroUsize,
     pub max_segment_size_bytes: NonZeroUsize,
     pub max_segment_count: NonZeroUsize,
     /// Distinct subscription filters held at once, over all clients handed
@@ -199,13 +204,14 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            max_connections: nz(100),
-            max_segment_size_bytes: nz(128 * 1024),
+            max_connections: nz(64),
+            link_capacity: nz(16),
+            max_segment_size_bytes: nz(64 * 1024),
             max_segment_count: nz(2),
             max_filters: nz(128),
-            max_persistent_sessions: nz(1_000),
-            max_retained_topics: nz(1_024),
-            publish_queue: nz(4_096),
+            max_persistent_sessions: nz(256),
+            max_retained_topics: nz(256),
+            publish_queue: nz(2_048),
         }
     }
 }
@@ -234,7 +240,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
-            queue: nz(8_192),
+            queue: nz(4_096),
             malformed_log_per_s: 5,
         }
     }
@@ -259,8 +265,8 @@ pub struct FleetConfig {
 impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
-            max_vehicles: nz(10_000),
-            max_packages: nz(10_000),
+            max_vehicles: nz(5_000),
+            max_packages: nz(5_000),
             unknown_after_s: 600,
             sweep_interval_ms: 1_000,
         }
@@ -283,7 +289,7 @@ pub struct FanoutConfig {
 impl Default for FanoutConfig {
     fn default() -> Self {
         FanoutConfig {
-            max_subscribers: nz(32),
+            max_subscribers: nz(16),
             events_queue: nz(256),
             mqtt_queue: nz(16_384),
             mqtt_when_full: WhenFull::DropOldest,
@@ -375,8 +381,8 @@ impl Default for BridgeConfig {
             feed_queue: nz(4_096),
             command_queue: "fleetgate.commands".into(),
             notification_queue: "notifications".into(),
-            mailbox_per_user: nz(32),
-            max_mailboxes: nz(256),
+            mailbox_per_user: nz(16),
+            max_mailboxes: nz(128),
         }
     }
 }
@@ -400,7 +406,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             // One entry per vehicle: a full-fleet view conflates, never drops.
-            ws_queue: nz(10_000),
+            ws_queue: nz(5_000),
             ws_when_full: WhenFull::Conflate,
             ws_frame_interval_ms: 100,
             ws_stall_timeout_ms: 10_000,
@@ -519,6 +525,35 @@ mod tests {
         let text = include_str!("../../fleetgate.example.toml");
         let c = Config::from_toml(text, Path::new("fleetgate.example.toml")).unwrap();
         assert_eq!(c.gateway_id.0, "depot-1");
+    }
+
+    /// The bound for a small box; README's table is this budget.
+    #[test]
+    fn the_default_memory_bound_fits_a_small_box() {
+        let total = Config::default().memory_budget().total();
+        assert!(total <= 128 << 20, "default bound {} MiB", total >> 20);
+    }
+
+    /// The example's header states its bound: keep the two in step.
+    #[test]
+    fn the_example_costs_what_its_header_says() {
+        let text = include_str!("../../fleetgate.example.toml");
+        let c = Config::from_toml(text, Path::new("fleetgate.example.toml")).unwrap();
+        assert_eq!(c.fleet.max_vehicles.get(), 100_000);
+        let mib = format!(
+            "{:.1} MiB",
+            c.memory_budget().total() as f64 / (1 << 20) as f64
+        );
+        assert!(
+            text.contains(&format!("The memory bound of this file is {mib}")),
+            "{mib}"
+        );
+        let default = Config::default().memory_budget().total();
+        let default = format!("{:.1} MiB", default as f64 / (1 << 20) as f64);
+        assert!(
+            text.contains(&format!("a memory bound of {default}")),
+            "{default}"
+        );
     }
 
     #[test]

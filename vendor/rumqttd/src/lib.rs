@@ -216,6 +216,24 @@ pub struct RouterConfig {
     /// config over, and read it with `load`.
     #[serde(skip)]
     pub lagged_messages: Arc<std::sync::atomic::AtomicU64>,
+    /// fleetgate patch 6: at most this many notifications wait in one
+    /// connection's outgoing buffer; the router stops reading logs for that
+    /// connection until its link has written them out, and reads no more
+    /// than the room left. `None` (the default): `MAX_CHANNEL_CAPACITY`
+    /// (200), as upstream, where a read of `max_outgoing_packet_count` could
+    /// also overshoot it.
+    #[serde(default)]
+    pub link_capacity: Option<usize>,
+}
+
+impl RouterConfig {
+    /// fleetgate patch 6: the bound on one connection's outgoing buffer
+    /// (at least 2: a publish and the `Unschedule` marker).
+    pub fn link_capacity(&self) -> usize {
+        self.link_capacity
+            .unwrap_or(router::MAX_CHANNEL_CAPACITY)
+            .max(2)
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -32,7 +32,9 @@ impl Incoming {
     #[inline]
     pub(crate) fn new(client_id: String) -> Self {
         Self {
-            buffer: Arc::new(Mutex::new(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY))),
+            // fleetgate patch 6: grown on demand (bounded by the network
+            // link's batch size), not 200 packets up front per connection
+            buffer: Arc::new(Mutex::new(VecDeque::new())),
             meter: Default::default(),
             client_id,
         }
@@ -72,13 +74,14 @@ impl Outgoing {
     #[inline]
     pub(crate) fn new(client_id: String) -> (Self, Receiver<()>) {
         let (handle, rx) = flume::bounded(MAX_CHANNEL_CAPACITY);
-        let data_buffer = VecDeque::with_capacity(MAX_CHANNEL_CAPACITY);
+        // fleetgate patch 6: grown on demand up to the router's
+        // `RouterConfig::link_capacity`, not 200 notifications up front
+        let data_buffer = VecDeque::new();
         let inflight_buffer = VecDeque::with_capacity(MAX_INFLIGHT);
         let unacked_pubrels = VecDeque::with_capacity(MAX_INFLIGHT);
 
         // Ensure that there won't be any new allocations
         assert!(MAX_INFLIGHT <= inflight_buffer.capacity());
-        assert!(MAX_CHANNEL_CAPACITY <= data_buffer.capacity());
 
         let outgoing = Self {
             client_id,
@@ -105,6 +108,11 @@ impl Outgoing {
 
     pub fn free_slots(&self) -> usize {
         MAX_INFLIGHT - self.inflight_buffer.len()
+    }
+
+    /// fleetgate patch 6: notifications waiting for the link to write them.
+    pub fn buffered(&self) -> usize {
+        self.data_buffer.lock().len()
     }
 
     pub fn push_notification(&mut self, notification: Notification) -> usize {

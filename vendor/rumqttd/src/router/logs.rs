@@ -561,6 +561,7 @@ mod test {
             shared_subscriptions_strategy: Strategy::RoundRobin,
             max_persistent_sessions: None,
             lagged_messages: Default::default(),
+            link_capacity: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -583,6 +584,7 @@ mod test {
             shared_subscriptions_strategy: Strategy::RoundRobin,
             max_persistent_sessions: None,
             lagged_messages: Default::default(),
+            link_capacity: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

@@ -195,6 +195,12 @@ pub struct DataRequest {
     /// Maximum count of payload buffer per replica
     max_count: usize,
     pub(crate) forward_retained: bool,
+    /// fleetgate patch 6: retained messages are sent in topic order, as
+    /// many at a time as the outgoing buffer has room for; this is the last
+    /// topic sent while more remain (upstream sent one batch and dropped
+    /// the rest)
+    #[serde(default)]
+    pub(crate) retained_after: Option<Vec<u8>>,
     pub(crate) group: Option<String>,
 }
 

@@ -21,6 +21,7 @@ pub(super) fn config() -> RouterConfig {
         shared_subscriptions_strategy: Strategy::RoundRobin,
         max_persistent_sessions: None,
         lagged_messages: Default::default(),
+        link_capacity: None,
     }
 }
 
@@ -624,4 +625,93 @@ fn messages_skipped_by_a_lagging_subscriber_are_counted() {
         total as u64,
         "every message is received or counted"
     );
+}
+
+// ---------------------------------------------------------------- patch 6
+
+#[test]
+fn outgoing_buffer_never_holds_more_than_the_link_capacity() {
+    let mut config = config();
+    config.link_capacity = Some(8);
+    let mut router = Router::new(0, config);
+    let (sub, _) = connect(&mut router, "sub", true);
+    let (publisher, _) = connect(&mut router, "pub", true);
+    send(&mut router, &sub, vec![subscribe("c/1", QoS::AtMostOnce)]);
+    recv(&mut router, &sub);
+
+    let total = 100;
+    let packets = (0..total)
+        .map(|i| {
+            let payload = format!("{i}");
+            Packet::Publish(Publish::new("c/1".to_owned(), payload, false), None)
+        })
+        .collect();
+    send(&mut router, &publisher, packets);
+
+    let mut received = Vec::new();
+    loop {
+        let buffered = sub.obuf.lock().len();
+        assert!(
+            buffered <= 8,
+            "{buffered} notifications buffered, capacity 8"
+        );
+        let got = publishes(&recv(&mut router, &sub));
+        if got.is_empty() {
+            break;
+        }
+        received.extend(got);
+    }
+    assert_eq!(received.len(), total, "every message arrives, 8 at a time");
+    let in_order = received
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.payload.as_ref() == i.to_string().as_bytes());
+    assert!(in_order, "in publish order");
+}
+
+#[test]
+fn every_retained_message_arrives_however_small_the_link() {
+    let mut config = config();
+    config.link_capacity = Some(4);
+    let mut router = Router::new(0, config);
+    let (publisher, _) = connect(&mut router, "pub", true);
+    let retained = 25;
+    let packets = (0..retained)
+        .map(|i| {
+            Packet::Publish(
+                Publish::new(format!("r/{i:02}"), "kept".to_owned(), true),
+                None,
+            )
+        })
+        .collect();
+    send(&mut router, &publisher, packets);
+
+    let (sub, _) = connect(&mut router, "sub", true);
+    send(&mut router, &sub, vec![subscribe("r/+", QoS::AtMostOnce)]);
+    let mut topics = Vec::new();
+    loop {
+        assert!(sub.obuf.lock().len() <= 4);
+        let got = publishes(&recv(&mut router, &sub));
+        if got.is_empty() {
+            break;
+        }
+        topics.extend(
+            got.into_iter()
+                .map(|p| String::from_utf8_lossy(&p.topic).into_owned()),
+        );
+    }
+    let expected: Vec<String> = (0..retained).map(|i| format!("r/{i:02}")).collect();
+    assert_eq!(
+        topics, expected,
+        "each retained message once, in topic order"
+    );
+
+    // and the subscription then gets live messages as usual
+    send(
+        &mut router,
+        &publisher,
+        vec![publish("r/99", QoS::AtMostOnce, 0)],
+    );
+    let live = publishes(&recv(&mut router, &sub));
+    assert_eq!(live.len(), 1);
 }

@@ -1057,6 +1057,7 @@ impl Router {
                 max_count: 100,
                 // set true for new subscriptions
                 forward_retained,
+                retained_after: None,
                 group,
             };
 
@@ -1533,6 +1534,18 @@ fn forward_device_data(
         datalog.config.max_outgoing_packet_count
     };
 
+    // fleetgate patch 6: read no more than the outgoing buffer has room for
+    // (one slot kept for the `Unschedule` marker), so it never holds more
+    // than `link_capacity` notifications
+    let link_capacity = datalog.config.link_capacity();
+    let room = link_capacity.saturating_sub(outgoing.buffered() + 1) as u64;
+    if room == 0 {
+        outgoing.push_notification(Notification::Unschedule);
+        outgoing.handle.try_send(()).ok();
+        return ConsumeStatus::BufferFull;
+    }
+    inflight_slots = inflight_slots.min(room);
+
     if shared_group
         .as_ref()
         .is_some_and(|g| g.strategy == Strategy::RoundRobin)
@@ -1549,13 +1562,22 @@ fn forward_device_data(
         // and skip the messages previously read while reading next time.
         // but for now, we just try to read all messages and drop the excess ones
         let mut retained_publishes = datalog.read_retained_messages(&request.filter);
-        retained_publishes.truncate(inflight_slots as usize);
+        // fleetgate patch 6: all of them, in topic order, a buffer's room at
+        // a time; the rest on the next pass (upstream dropped the excess)
+        retained_publishes.sort_unstable_by(|a, b| a.0.topic.cmp(&b.0.topic));
+        if let Some(after) = request.retained_after.take() {
+            retained_publishes.retain(|p| p.0.topic.as_ref() > after.as_slice());
+        }
+        if retained_publishes.len() > inflight_slots as usize {
+            retained_publishes.truncate(inflight_slots as usize);
+            request.retained_after = retained_publishes.last().map(|p| p.0.topic.to_vec());
+        }
 
         publishes.extend(retained_publishes.into_iter().map(|p| (p, None)));
         inflight_slots -= publishes.len() as u64;
 
         // we only want to forward retained messages once
-        request.forward_retained = false;
+        request.forward_retained = request.retained_after.is_some();
     }
 
     let (next, publishes_from_datalog) =
@@ -1701,7 +1723,7 @@ fn forward_device_data(
         len
     );
 
-    if len >= MAX_CHANNEL_CAPACITY - 1 {
+    if len >= link_capacity - 1 {
         debug!("Outgoing channel reached its capacity");
         outgoing.push_notification(Notification::Unschedule);
         outgoing.handle.try_send(()).ok();
@@ -1717,7 +1739,8 @@ fn forward_device_data(
         share.cursor = request.cursor;
     }
 
-    if caughtup {
+    // fleetgate patch 6: retained messages still to send: not caught up
+    if caughtup && !request.forward_retained {
         ConsumeStatus::FilterCaughtup
     } else {
         ConsumeStatus::PartialRead
@@ -1735,7 +1758,7 @@ fn retrieve_shadow(datalog: &mut DataLog, outgoing: &mut Outgoing, shadow: Shado
         // Fill notify shadow
         let message = Notification::Shadow(shadow_reply);
         let len = outgoing.push_notification(message);
-        if len >= MAX_CHANNEL_CAPACITY - 1 {
+        if len >= datalog.config.link_capacity() - 1 {
             outgoing.push_notification(Notification::Unschedule);
         }
         outgoing.handle.try_send(()).ok();

@@ -18,6 +18,7 @@ async fn start_broker() -> SocketAddr {
         shared_subscriptions_strategy: Default::default(),
         max_persistent_sessions: None,
         lagged_messages: Default::default(),
+        link_capacity: None,
     };
     let router_tx = Router::new(0, router_config).spawn();
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
