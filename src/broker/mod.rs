@@ -236,16 +236,35 @@ impl Broker {
 
 /// How often rumqttd's lag counter is copied into the metrics.
 const LAG_COPY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most one log line about lagging subscribers per this long, with what
+/// was skipped since the last one (rumqttd's own line per skip is off with
+/// the rest of its logs by default, and would flood when on).
+const LAG_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Copies rumqttd's count of messages skipped for lagging subscribers into
-/// `broker_lagged_messages_total`, every [`LAG_COPY_INTERVAL`]: the router
-/// counts on its own thread, and `/metrics` shows it at most that late.
+/// `broker_lagged_messages_total`, every [`LAG_COPY_INTERVAL`] (the router
+/// counts on its own thread, and `/metrics` shows it at most that late), and
+/// logs new skips at most once per [`LAG_LOG_INTERVAL`].
 async fn copy_lag(lagged: Arc<AtomicU64>, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(LAG_COPY_INTERVAL);
+    let mut logged_total = 0;
+    let mut last_log: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
+        let total = lagged.load(Ordering::Relaxed);
         metrics
             .broker_lagged_messages_total
-            .store(lagged.load(Ordering::Relaxed), Ordering::Relaxed);
+            .store(total, Ordering::Relaxed);
+        let may_log = last_log.is_none_or(|at| at.elapsed() >= LAG_LOG_INTERVAL);
+        if total > logged_total && may_log {
+            tracing::warn!(
+                skipped = total - logged_total,
+                total,
+                "broker: subscribers fell behind their filters' logs and skipped the oldest messages \
+                 (broker.link_capacity, broker.max_segment_size_bytes; broker_lagged_messages_total)"
+            );
+            logged_total = total;
+            last_log = Some(tokio::time::Instant::now());
+        }
     }
 }
