@@ -12,6 +12,10 @@
 //!
 //! A cycle: TCP connect, CONNECT (clean session) with id `<prefix><n>`,
 //! SUBSCRIBE to `<prefix>/<n>/#` (QoS 0), its SUBACK, DISCONNECT, close.
+//! With `--one-connection` (many distinct filters over time, the way a
+//! long-lived dashboard subscribes per vehicle), each worker keeps one
+//! connection and a cycle is SUBSCRIBE to a new filter, its SUBACK,
+//! UNSUBSCRIBE, its UNSUBACK.
 //! Bound: `concurrency` cycles in flight, each a socket and a few bytes;
 //! every wait is bounded by [`CHURN_TIMEOUT`].
 
@@ -21,10 +25,13 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
-use crate::mqtt::{connect_packet, handshake, put_publish, resolve, subscribe_packet};
+use crate::mqtt::{
+    connect_packet, handshake, put_publish, resolve, subscribe_packet, unsubscribe_packet,
+};
 use crate::procfs::rss_kib;
 use crate::results::ChurnLine;
 
@@ -50,6 +57,13 @@ pub struct ChurnArgs {
     pub pid: Option<u32>,
     #[arg(long, default_value = "churn-")]
     pub id_prefix: String,
+    /// Each worker keeps one connection; a cycle subscribes to a new filter
+    /// and unsubscribes it again.
+    #[arg(long)]
+    pub one_connection: bool,
+    /// The scenario recorded in the JSON line.
+    #[arg(long, default_value = "churn")]
+    pub scenario: String,
     /// Name of the broker under test, recorded in the JSON line (with `"scenario": "churn"`).
     #[arg(long)]
     pub label: Option<String>,
@@ -64,6 +78,7 @@ pub struct ChurnConfig {
     pub concurrency: usize,
     pub pid: Option<u32>,
     pub id_prefix: String,
+    pub one_connection: bool,
 }
 
 impl ChurnArgs {
@@ -75,6 +90,7 @@ impl ChurnArgs {
             concurrency: self.concurrency.max(1),
             pid: self.pid,
             id_prefix: self.id_prefix.clone(),
+            one_connection: self.one_connection,
         }
     }
 }
@@ -110,9 +126,9 @@ impl ChurnReport {
         (self.completed > 0).then(|| (after as f64 - warm as f64) * 1000.0 / self.completed as f64)
     }
 
-    pub fn to_line(&self, label: Option<&str>) -> ChurnLine {
+    pub fn to_line(&self, scenario: &str, label: Option<&str>) -> ChurnLine {
         ChurnLine {
-            scenario: label.map(|_| "churn".to_owned()),
+            scenario: label.map(|_| scenario.to_owned()),
             broker: label.map(str::to_owned),
             connected: self.completed,
             refused: self.refused,
@@ -173,6 +189,48 @@ async fn cycle(addr: std::net::SocketAddr, prefix: &str, n: usize) -> std::io::R
     })
 }
 
+/// SUBSCRIBE to a new filter and UNSUBSCRIBE it, on a connection kept open.
+async fn filter_cycle(stream: &mut TcpStream, prefix: &str, n: usize) -> std::io::Result<Cycle> {
+    let filter = format!("{prefix}/{n}/#");
+    stream.write_all(&subscribe_packet(&filter, 0)).await?;
+    let mut suback = [0u8; 5];
+    timeout(CHURN_TIMEOUT, stream.read_exact(&mut suback)).await??;
+    if suback[0] != 0x90 {
+        return Err(std::io::Error::other(format!(
+            "expected SUBACK, got {suback:02x?}"
+        )));
+    }
+    stream.write_all(&unsubscribe_packet(&filter)).await?;
+    let mut unsuback = [0u8; 4];
+    timeout(CHURN_TIMEOUT, stream.read_exact(&mut unsuback)).await??;
+    if unsuback[0] != 0xb0 {
+        return Err(std::io::Error::other(format!(
+            "expected UNSUBACK, got {unsuback:02x?}"
+        )));
+    }
+    Ok(if suback[4] == 0x80 {
+        Cycle::Refused
+    } else {
+        Cycle::Subscribed
+    })
+}
+
+/// One worker's connection in `--one-connection` mode, opened on first use
+/// and again after a failed cycle.
+async fn kept_connection<'a>(
+    addr: std::net::SocketAddr,
+    prefix: &str,
+    worker: usize,
+    kept: &'a mut Option<TcpStream>,
+) -> std::io::Result<&'a mut TcpStream> {
+    if kept.is_none() {
+        let connect = connect_packet(&format!("{prefix}w{worker}"), 30, None, None);
+        *kept = Some(timeout(CHURN_TIMEOUT, handshake(addr, &connect)).await??);
+    }
+    kept.as_mut()
+        .ok_or_else(|| std::io::Error::other("no connection"))
+}
+
 /// Runs `count` cycles numbered from `first`, `concurrency` at a time.
 async fn run_cycles(
     addr: std::net::SocketAddr,
@@ -180,23 +238,36 @@ async fn run_cycles(
     first: usize,
     count: usize,
     concurrency: usize,
+    one_connection: bool,
 ) -> (usize, usize, usize) {
     let next = Arc::new(AtomicUsize::new(first));
     let end = first + count;
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency.min(count.max(1)) {
+    for worker in 0..concurrency.min(count.max(1)) {
         let (next, prefix) = (Arc::clone(&next), Arc::clone(prefix));
         workers.spawn(async move {
             let (mut ok, mut refused, mut failed) = (0, 0, 0);
+            let mut kept = None;
             loop {
                 let n = next.fetch_add(1, Relaxed);
                 if n >= end {
                     return (ok, refused, failed);
                 }
-                match cycle(addr, &prefix, n).await {
+                let outcome = if one_connection {
+                    match kept_connection(addr, &prefix, worker, &mut kept).await {
+                        Ok(stream) => filter_cycle(stream, &prefix, n).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    cycle(addr, &prefix, n).await
+                };
+                match outcome {
                     Ok(Cycle::Subscribed) => ok += 1,
                     Ok(Cycle::Refused) => refused += 1,
-                    Err(_) => failed += 1,
+                    Err(_) => {
+                        failed += 1;
+                        kept = None;
+                    }
                 }
             }
         });
@@ -246,11 +317,26 @@ async fn still_delivers(addr: std::net::SocketAddr, prefix: &str) -> anyhow::Res
 pub async fn churn(cfg: ChurnConfig) -> anyhow::Result<ChurnReport> {
     let addr = resolve(&cfg.broker).await?;
     let prefix: Arc<str> = Arc::from(cfg.id_prefix.as_str());
-    let _ = run_cycles(addr, &prefix, 0, cfg.warmup, cfg.concurrency).await;
+    let _ = run_cycles(
+        addr,
+        &prefix,
+        0,
+        cfg.warmup,
+        cfg.concurrency,
+        cfg.one_connection,
+    )
+    .await;
     let rss_warm_kib = cfg.pid.and_then(rss_kib);
     let started = Instant::now();
-    let (completed_ok, refused, failed) =
-        run_cycles(addr, &prefix, cfg.warmup, cfg.cycles, cfg.concurrency).await;
+    let (completed_ok, refused, failed) = run_cycles(
+        addr,
+        &prefix,
+        cfg.warmup,
+        cfg.cycles,
+        cfg.concurrency,
+        cfg.one_connection,
+    )
+    .await;
     let elapsed = started.elapsed();
     let rss_after_kib = cfg.pid.and_then(rss_kib);
     let still_delivers = still_delivers(addr, &prefix).await.unwrap_or(false);

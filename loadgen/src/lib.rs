@@ -19,6 +19,8 @@
 //! - [`churn`]: clients that come and go with fresh ids and new filters:
 //!   cycles/s, refusals, the broker's growth per client, and whether a new
 //!   client still subscribes and receives (`loadgen churn`).
+//! - [`conformance`]: MQTT 3.1.1's MUST-close rules tried one by one, how
+//!   many the broker closes (`loadgen conformance`).
 //! - [`ws_watch`] (a folder: reading and stalled clients, histogram,
 //!   report): a client of the gateway's WebSocket feed (`loadgen ws-watch`).
 //! - [`report`] and [`chart`] (a folder: grid, panels, axes, formatting,
@@ -39,6 +41,7 @@
 pub mod bench;
 pub mod chart;
 pub mod churn;
+pub mod conformance;
 pub mod idle_conn;
 pub mod mqtt;
 pub mod procfs;

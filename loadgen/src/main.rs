@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use firmware_sim::cli::init_tracing;
 use loadgen::bench::{run_bench, BenchArgs};
 use loadgen::churn::{churn, ChurnArgs};
+use loadgen::conformance::{conformance, ConformanceArgs};
 use loadgen::idle_conn::{idle_connections, IdleConnArgs};
 use loadgen::ws_watch::{ws_watch, WsWatchArgs};
 use loadgen::{chart, report, results};
@@ -38,6 +39,8 @@ enum Command {
     IdleConn(IdleConnArgs),
     /// Clients that come and go (fresh id, a new filter each): cycles/s, refusals, the broker's growth, and whether a new client still receives.
     Churn(ChurnArgs),
+    /// MQTT 3.1.1's MUST-close rules, one case per connection: how many the broker closes.
+    Conformance(ConformanceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::WsWatch(args) => run_ws_watch(&args),
         Command::IdleConn(args) => run_idle_conn(&args),
         Command::Churn(args) => run_churn(&args),
+        Command::Conformance(args) => run_conformance(&args),
     }
 }
 
@@ -134,6 +138,17 @@ fn run_idle_conn(args: &IdleConnArgs) -> anyhow::Result<()> {
 fn run_churn(args: &ChurnArgs) -> anyhow::Result<()> {
     init_tracing();
     let report = multi_thread()?.block_on(churn(args.to_config()))?;
+    eprint!("{}", report.to_human());
+    println!(
+        "{}",
+        results::to_line(&report.to_line(&args.scenario, args.label.as_deref()))
+    );
+    Ok(())
+}
+
+fn run_conformance(args: &ConformanceArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let report = multi_thread()?.block_on(conformance(args.to_config()))?;
     eprint!("{}", report.to_human());
     println!(
         "{}",

@@ -115,6 +115,20 @@ pub fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
     out
 }
 
+/// UNSUBSCRIBE (packet id 2) of one filter.
+pub fn unsubscribe_packet(filter: &str) -> Vec<u8> {
+    let mut out = vec![0xa2];
+    put_remaining_length(&mut out, 2 + 2 + filter.len());
+    out.extend_from_slice(&2u16.to_be_bytes());
+    out.extend_from_slice(
+        &u16::try_from(filter.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(filter.as_bytes());
+    out
+}
+
 /// One MQTT packet at the front of `buf`: (first byte, body range end = total length, body start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameAt {

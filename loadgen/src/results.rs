@@ -60,6 +60,20 @@ pub struct IdleConnLine {
     pub kib_per_connection: Option<f64>,
 }
 
+/// The JSON line of a conformance run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConformanceLine {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    pub cases: usize,
+    pub closed: usize,
+    /// The rules of the cases the broker left open.
+    pub not_closed: Vec<String>,
+}
+
 /// The JSON line of a churn run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -448,6 +462,7 @@ pub enum ResultLine {
     Ws(Box<WsRecord>),
     BridgeBench(Box<BridgeBenchRecord>),
     Churn(ChurnLine),
+    Conformance(ConformanceLine),
     Other(OtherRecord),
 }
 
@@ -465,6 +480,8 @@ impl<'de> Deserialize<'de> for ResultLine {
             .is_some()
         {
             serde_json::from_value(value.clone()).map(|r| ResultLine::BridgeBench(Box::new(r)))
+        } else if object.contains_key("not_closed") {
+            serde_json::from_value(value.clone()).map(ResultLine::Conformance)
         } else if object.contains_key("still_delivers") {
             serde_json::from_value(value.clone()).map(ResultLine::Churn)
         } else if object.contains_key("kib_per_connection") {
@@ -489,6 +506,7 @@ impl ResultLine {
             ResultLine::Ws(r) => r.scenario.as_deref(),
             ResultLine::BridgeBench(r) => r.scenario.as_deref(),
             ResultLine::Churn(l) => l.scenario.as_deref(),
+            ResultLine::Conformance(l) => l.scenario.as_deref(),
             ResultLine::Other(r) => r.scenario.as_deref(),
         }
     }
@@ -501,6 +519,7 @@ impl ResultLine {
             ResultLine::Ws(r) => r.broker.as_deref(),
             ResultLine::BridgeBench(r) => r.broker.as_deref(),
             ResultLine::Churn(l) => l.broker.as_deref(),
+            ResultLine::Conformance(l) => l.broker.as_deref(),
             ResultLine::Other(r) => r.broker.as_deref(),
         }
     }
@@ -535,6 +554,7 @@ mod tests {
                 ResultLine::Ws(_) => "ws",
                 ResultLine::BridgeBench(_) => "bridge_bench",
                 ResultLine::Churn(_) => "churn",
+                ResultLine::Conformance(_) => "conformance",
                 ResultLine::Other(_) => "other",
             });
             // The same keys, the same values, the same number types (an
@@ -549,6 +569,20 @@ mod tests {
             (14, 2, 1)
         );
         assert_eq!((count("bridge_bench"), count("other")), (1, 0));
+    }
+
+    #[test]
+    fn conformance_and_many_filters_lines_read_as_their_kinds() {
+        let raw = r#"{"broker":"m","cases":30,"closed":25,"not_closed":["dup_at_qos0 (0x38)"],"scenario":"conformance"}"#;
+        let line: ResultLine = serde_json::from_str(raw).unwrap();
+        assert!(
+            matches!(&line, ResultLine::Conformance(l) if l.closed == 25 && l.not_closed.len() == 1)
+        );
+        assert_eq!(to_line(&line), raw);
+        let raw = r#"{"broker":"f","connected":10,"cycles_per_s":5.0,"failed":0,"growth_kib_per_1000":null,"refused":0,"rss_after_kib":null,"rss_warm_kib":null,"scenario":"many-filters","still_delivers":true}"#;
+        let line: ResultLine = serde_json::from_str(raw).unwrap();
+        assert_eq!(line.scenario(), Some("many-filters"));
+        assert!(matches!(line, ResultLine::Churn(_)));
     }
 
     #[test]

@@ -7,77 +7,8 @@ use crate::common::{await_metric, gateway, metric, RawClient};
 use fleetgate::Gateway;
 use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
-
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first, body.len() as u8];
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &[u8]) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
-
-fn publish(first: u8, topic: &[u8], pkid: Option<u16>) -> Vec<u8> {
-    let mut body = string(topic);
-    if let Some(id) = pkid {
-        body.extend_from_slice(&id.to_be_bytes());
-    }
-    body.extend_from_slice(b"{}");
-    frame(first, &body)
-}
-
-fn subscribe(first: u8, filter: &[u8], qos: u8) -> Vec<u8> {
-    let mut body = 7u16.to_be_bytes().to_vec();
-    body.extend(string(filter));
-    body.push(qos);
-    frame(first, &body)
-}
-
-/// Each case: the bytes a client sends after its CONNECT, and the rule.
-fn violations() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        ("reserved_flags", frame(0xc1, &[])),
-        ("reserved_flags", subscribe(0x80, b"a", 0)),
-        ("reserved_flags", frame(0x60, &[0, 1])),
-        ("publish_qos3", publish(0x36, b"v/t1/pos", Some(1))),
-        ("dup_at_qos0", publish(0x38, b"v/t1/pos", None)),
-        ("empty_topic", publish(0x30, b"", None)),
-        ("wildcard_in_topic", publish(0x30, b"a/+", None)),
-        ("wildcard_in_topic", publish(0x32, b"a/#", Some(1))),
-        ("bad_utf8", publish(0x30, b"a\0b", None)),
-        ("bad_utf8", publish(0x30, b"\xc3\x28", None)),
-        ("packet_id_zero", publish(0x32, b"v/t1/pos", Some(0))),
-        (
-            "packet_id_zero",
-            subscribe(0x82, b"a", 0)
-                .into_iter()
-                .enumerate()
-                .map(|(i, b)| if i == 2 || i == 3 { 0 } else { b })
-                .collect(),
-        ),
-        ("no_filters", frame(0x82, &[0, 7])),
-        ("no_filters", frame(0xa2, &[0, 7])),
-        ("bad_filter", subscribe(0x82, b"a/#/b", 0)),
-        ("bad_filter", subscribe(0x82, b"a+/b", 0)),
-        ("bad_requested_qos", subscribe(0x82, b"a", 3)),
-        ("malformed", frame(0xa2, &[0, 7, 0, 9, b'a'])),
-        ("malformed", frame(0xe0, &[0])),
-        ("second_connect", {
-            let mut body = string(b"MQTT");
-            body.extend_from_slice(&[4, 2, 0, 30]);
-            body.extend(string(b"again"));
-            frame(0x10, &body)
-        }),
-        ("server_packet", frame(0x20, &[0, 0])),
-        ("server_packet", frame(0x90, &[0, 7, 0])),
-        ("reserved_packet_type", frame(0xf0, &[])),
-        ("unsolicited_ack", frame(0x40, &[0, 9])),
-        ("unsolicited_ack", frame(0x50, &[0, 9])),
-    ]
-}
+// The cases `loadgen conformance` tries against any broker (benches/compare.sh).
+use loadgen::conformance::{connect_with_flags, violations};
 
 fn series(reason: &str) -> String {
     format!("fleetgate_protocol_violations_total{{reason=\"{reason}\"}}")
@@ -164,13 +95,9 @@ async fn a_connect_with_contradictory_flags_is_closed_without_connack() {
     ];
     for (flags, payload, reason) in cases {
         let before = metric(&gw, &series(reason)).await;
-        let mut body = string(b"MQTT");
-        body.extend_from_slice(&[4, flags, 0, 30]);
-        for field in payload {
-            body.extend(string(field));
-        }
         let mut client = RawClient::connect(gw.mqtt_addr).await;
-        client.send_raw(&frame(0x10, &body)).await;
+        let connect = connect_with_flags(flags, payload[0], &payload[1..]);
+        client.send_raw(&connect).await;
         assert_eq!(
             client.recv().await,
             None,
