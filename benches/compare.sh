@@ -28,6 +28,9 @@
 #   fan-in         10 000 vehicles at 1 position/s (postcard, QoS 1) → one
 #                  dashboard subscriber (Mosquitto: the raw v/+/pos;
 #                  fleetgate: its decoded JSON on fleet/+/position)
+#   fan-in-generic 100 publishers × 200 msg/s, 32 B, QoS 1 → one subscriber, at
+#                  that fixed rate: latency percentiles and broker CPU per
+#                  delivered message (the generic MQTT path, through rumqttd)
 #   fan-in-max     100 publishers, 32 B, QoS 1 → one subscriber: the offered
 #                  rate rises ×1.5 every 3 s until a step loses a message or
 #                  its p99 passes 50 ms; the last passing step is the max
@@ -40,6 +43,12 @@
 #                  used, 16 at a time) after 1 000 of warm-up: cycles/s,
 #                  subscriptions refused, RSS growth per 1 000 clients, and
 #                  whether a new client still subscribes and receives
+#   many-filters   16 long-lived clients, each subscribing to a new filter and
+#                  unsubscribing it, 20 000 times after 1 000 of warm-up (a
+#                  dashboard that subscribes per vehicle): cycles/s, refusals,
+#                  RSS growth per 1 000 filters, and the lockout check
+#   conformance    the MQTT 3.1.1 MUST-close cases of `loadgen conformance`,
+#                  one connection each: how many the broker closes
 #   slow-sub       10 publishers × 500 msg/s → 5 subscribers; from the second
 #                  half one stops reading: the others' p99 and the broker's RSS
 #   pipeline       fleetgate only: 10 000 vehicles at 1 Hz with an MQTT JSON
@@ -61,7 +70,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 SCALE=full
 [ "${1:-}" = --smoke ] && SCALE=smoke
-SCENARIOS=${SCENARIOS:-fan-in fan-in-max fan-in-max-q0 fan-out shared-sub idle-conn churn slow-sub pipeline outage-drain}
+SCENARIOS=${SCENARIOS:-fan-in fan-in-generic fan-in-max fan-in-max-q0 fan-out shared-sub idle-conn churn many-filters conformance slow-sub pipeline outage-drain}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=${BIN_DIR:-$TARGET_DIR/release}
 OUT_DIR=${OUT_DIR:-$TARGET_DIR/compare/$(date +%Y%m%d-%H%M%S)-$SCALE}
@@ -78,6 +87,7 @@ need curl
 # ------------------------------------------------------------------ scale
 if [ "$SCALE" = full ]; then
     FANIN_VEHICLES=10000 FANIN_WARMUP=5 FANIN_SECS=20
+    GENERIC_PUBS=100 GENERIC_RATE=200 GENERIC_SECS=20
     MAX_PUBS=100 MAX_FROM=10000 STEP_S=3 MAX_STEPS=12
     FANOUT_SUBS=100 FANOUT_FROM=100
     SHARED_PUBS=10 SHARED_SUBS=4 SHARED_FROM=5000
@@ -88,6 +98,7 @@ if [ "$SCALE" = full ]; then
     DRAIN_ARGS=(--backlog 100000 --live-rate 1000 --live-vehicles 200 --before-s 10 --after-s 5)
 else
     FANIN_VEHICLES=50 FANIN_WARMUP=0.5 FANIN_SECS=1
+    GENERIC_PUBS=10 GENERIC_RATE=50 GENERIC_SECS=1
     MAX_PUBS=10 MAX_FROM=1000 STEP_S=0.5 MAX_STEPS=2
     FANOUT_SUBS=10 FANOUT_FROM=50
     SHARED_PUBS=2 SHARED_SUBS=2 SHARED_FROM=200
@@ -223,7 +234,7 @@ run_tool() {
     python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-sys.exit(0 if (r.get("received", 0) if "received" in r else r.get("connected", 0)) > 0 else 1)
+sys.exit(0 if (r.get("received", 0) if "received" in r else r.get("connected", r.get("cases", 0))) > 0 else 1)
 ' "$TMP/line.json" || die "$name on $broker measured nothing (see $log)"
     cat "$TMP/line.json" >>"$RESULTS"
     sed 's/^/    /' "$log" >&2
@@ -261,6 +272,10 @@ if wants fan-in; then
         --publishers "$FANIN_VEHICLES" --subscribers 1 --rate 1 --warmup-s "$FANIN_WARMUP" \
         --duration-s "$FANIN_SECS" --connect-rate 2000
 fi
+if wants fan-in-generic; then
+    side_by_side fan-in-generic "" bench --qos 1 --publishers "$GENERIC_PUBS" --rate "$GENERIC_RATE" \
+        --subscribers 1 --warmup-s "$FANIN_WARMUP" --duration-s "$GENERIC_SECS"
+fi
 if wants fan-in-max; then
     # shellcheck disable=SC2046
     side_by_side fan-in-max "" bench --qos 1 --publishers "$MAX_PUBS" --subscribers 1 $(search_args "$MAX_FROM")
@@ -295,6 +310,23 @@ if wants churn; then
         stop_broker
     done
     ORDER=$((ORDER + 1))
+fi
+if wants many-filters; then
+    for broker in $([ $((ORDER % 2)) = 0 ] && echo mosquitto fleetgate || echo fleetgate mosquitto); do
+        if [ "$broker" = mosquitto ]; then start_mosquitto; else start_fleetgate; fi
+        run_tool many-filters "$broker" churn --one-connection --scenario many-filters \
+            --cycles "$CHURN_CYCLES" --warmup "$CHURN_WARMUP" --id-prefix filters- \
+            --broker "$BROKER_ADDR" --pid "$BROKER_PID" --label "$broker"
+        stop_broker
+    done
+    ORDER=$((ORDER + 1))
+fi
+if wants conformance; then
+    for broker in mosquitto fleetgate; do
+        if [ "$broker" = mosquitto ]; then start_mosquitto; else start_fleetgate; fi
+        run_tool conformance "$broker" conformance --broker "$BROKER_ADDR" --label "$broker"
+        stop_broker
+    done
 fi
 if wants slow-sub; then
     side_by_side slow-sub "" bench --qos 1 --publishers "$SLOW_PUBS" --rate "$SLOW_RATE" \

@@ -80,6 +80,20 @@ pub fn metrics_of(run: &ResultLine) -> Vec<Metric> {
         ResultLine::BridgeBench(record) => drain_metrics(record.bridge_bench.phase_b.as_ref()),
         ResultLine::IdleConn(line) => idle_metrics(line),
         ResultLine::Churn(line) => churn_metrics(line),
+        ResultLine::Conformance(line) => vec![
+            metric(
+                "MUST-close cases closed",
+                Better::Higher,
+                Unit::Count,
+                Some(line.closed as f64),
+            ),
+            metric(
+                "MUST-close cases tried",
+                Better::Neither,
+                Unit::Count,
+                Some(line.cases as f64),
+            ),
+        ],
         ResultLine::Bench(line) => bench_metrics(line),
         ResultLine::Other(_) => bench_metrics(&BenchLine::default()),
     }
@@ -168,27 +182,33 @@ fn drain_metrics(b: Option<&PhaseBLine>) -> Vec<Metric> {
 
 fn churn_metrics(run: &ChurnLine) -> Vec<Metric> {
     use Better::{Higher, Lower};
+    // `many-filters` is the same tool with one connection per worker.
+    let (rate, per) = if run.scenario.as_deref() == Some("many-filters") {
+        ("subscribe + unsubscribe/s (a new filter each)", "filters")
+    } else {
+        ("churn: clients/s (fresh id, new filter each)", "clients")
+    };
     vec![
         metric(
-            "churn: clients/s (fresh id, new filter each)",
+            rate,
             Higher,
             Unit::PerSecond,
             finite(Some(run.cycles_per_s)),
         ),
         metric(
-            "churn: subscriptions refused",
+            "subscriptions refused",
             Lower,
             Unit::Count,
             Some(run.refused as f64),
         ),
         metric(
-            "churn: RSS growth per 1 000 clients",
+            format!("RSS growth per 1 000 {per}"),
             Lower,
             Unit::KiB,
             finite(run.growth_kib_per_1000),
         ),
         metric(
-            "churn: a new client still receives (1 = yes)",
+            "a new client still receives (1 = yes)",
             Higher,
             Unit::Count,
             Some(if run.still_delivers { 1.0 } else { 0.0 }),
@@ -225,6 +245,13 @@ fn idle_metrics(run: &IdleConnLine) -> Vec<Metric> {
             kib_to_mib(run.rss_after_kib),
         ),
     ]
+}
+
+/// CPU time per delivered message: `cpu_pct` % of a core over the run,
+/// divided by the messages delivered per second.
+fn cpu_per_message_us(cpu_pct: Option<f64>, per_s: Option<f64>) -> Option<f64> {
+    let (cpu, rate) = (finite(cpu_pct)?, finite(per_s)?);
+    (rate > 0.0).then(|| cpu / 100.0 * 1e6 / rate)
 }
 
 fn bench_metrics(run: &BenchLine) -> Vec<Metric> {
@@ -341,6 +368,12 @@ fn bench_metrics(run: &BenchLine) -> Vec<Metric> {
             Lower,
             Unit::Percent,
             finite(run.cpu_pct),
+        ),
+        metric(
+            "broker CPU per delivered message",
+            Lower,
+            Unit::Micros,
+            cpu_per_message_us(run.cpu_pct, run.received_per_s),
         ),
         metric(
             "broker RSS idle, before the run",
