@@ -123,6 +123,9 @@ pub fn start(
             FsyncMode::Always => FsyncPolicy::Always,
             FsyncMode::Interval => FsyncPolicy::IntervalMs(bridge.spool_fsync_interval_ms),
         },
+        // Each publish in flight can split one range of confirms from the
+        // next: a window's worth keeps every confirm across a restart.
+        persisted_ranges: bridge.confirm_window.get(),
     })?;
     log_recovery(&spool_dir, &report);
     metrics
