@@ -211,6 +211,8 @@ metrics! {
     bridge_spool_dropped_total_package: counter in "bridge_spool_dropped_total" {"class=\"package\""};
     /// Bytes of torn or corrupt tail cut from the spool when it was opened.
     bridge_spool_recovered_cut_bytes: gauge;
+    /// Records found unconfirmed in the spool at start and sent since, each once: what this run sent again of what the last one left (at most the confirm window of them had reached RabbitMQ before).
+    bridge_spool_resent_after_recovery_total: counter;
     /// Commands from RabbitMQ handed to the broker for a device.
     bridge_commands_total: counter;
     /// Notifications from RabbitMQ handled.

@@ -25,6 +25,7 @@ fn config(dir: &Path) -> SpoolConfig {
         max_bytes: 64 << 20,
         segment_bytes: 8192,
         fsync: FsyncPolicy::Always,
+        persisted_ranges: 512,
     }
 }
 

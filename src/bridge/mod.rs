@@ -123,6 +123,9 @@ pub fn start(
             FsyncMode::Always => FsyncPolicy::Always,
             FsyncMode::Interval => FsyncPolicy::IntervalMs(bridge.spool_fsync_interval_ms),
         },
+        // Each publish in flight can split one range of confirms from the
+        // next: a window's worth keeps every confirm across a restart.
+        persisted_ranges: bridge.confirm_window.get(),
     })?;
     log_recovery(&spool_dir, &report);
     metrics
@@ -197,6 +200,16 @@ fn log_recovery(dir: &Path, report: &spool::RecoveryReport) {
     } else {
         tracing::info!(dir = %dir.display(), records = report.records, segments = report.segments, "spool opened");
     }
+    if report.unconfirmed > 0 || report.confirmed_out_of_order > 0 {
+        // Once, at start: what this run will send of what the last one
+        // left (counted as sent in bridge_spool_resent_after_recovery_total).
+        tracing::info!(
+            to_send = report.unconfirmed,
+            skipped_confirmed_out_of_order = report.confirmed_out_of_order,
+            confirmed_through = report.confirmed_through,
+            "spool: unconfirmed records from the last run will be sent (again)"
+        );
+    }
 }
 
 /// Copies the spool's figures into `/metrics` once a second.
@@ -232,5 +245,8 @@ async fn report_stats(spool: SharedSpool, metrics: Arc<Metrics>) {
         metrics
             .bridge_spool_dropped_total_package
             .store(stats.dropped[3], Ordering::Relaxed);
+        metrics
+            .bridge_spool_resent_after_recovery_total
+            .store(stats.resent_after_recovery, Ordering::Relaxed);
     }
 }

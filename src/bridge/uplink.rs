@@ -216,7 +216,8 @@ async fn session(
                     let gone = std::mem::take(&mut dropped);
                     let (n, d) = (ids.len() as u64, gone.len() as u64);
                     // A dropped record is confirmed too: it leaves the spool.
-                    spool.with(move |s| for id in ids.into_iter().chain(gone) { s.confirm(id) }).await;
+                    // One call, so one state write for the whole batch.
+                    spool.with(move |s| s.confirm_all(ids.into_iter().chain(gone))).await;
                     metrics.bridge_confirmed_total.fetch_add(n, Ordering::Relaxed);
                     metrics.bridge_unroutable_dropped_total.fetch_add(d, Ordering::Relaxed);
                     confirmed = Vec::with_capacity(window);

@@ -227,33 +227,84 @@ pub fn rabbit_addr() -> SocketAddr {
 /// first occurrences come in order per vehicle and that a duplicate carries
 /// the message_id of its first copy.
 pub async fn expect_every_seq(consumer: &mut Consumer, vehicles: &[String], n: u64) {
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
-    let mut ids: HashMap<(String, u64), String> = HashMap::new();
-    let done = |seen: &HashMap<String, Vec<u64>>| {
-        vehicles
-            .iter()
-            .all(|v| seen.get(v).is_some_and(|s| s.len() as u64 == n))
+    expect_every_update(consumer, vehicles, n, &[]).await;
+}
+
+/// What [`expect_every_update`] saw.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub messages: u64,
+    /// Copies past the first, counted by `message_id`.
+    pub duplicates: u64,
+}
+
+/// Reads until every position seq in `1..=n` of each vehicle and every
+/// status number in `statuses` (of [`super::status_fix`]) of each vehicle
+/// was seen. Checks that first copies come in order per vehicle and kind,
+/// positions with no gap, and that a duplicate (same vehicle, kind and
+/// number) carries the `message_id` of its first copy and no other update
+/// does. Returns how many copies came past the first, by `message_id`.
+pub async fn expect_every_update(
+    consumer: &mut Consumer,
+    vehicles: &[String],
+    n: u64,
+    statuses: &[u32],
+) -> Delivered {
+    // (vehicle, is a status) → the numbers seen, in order of first copy.
+    let mut seen: HashMap<(String, bool), Vec<u64>> = HashMap::new();
+    let mut ids: HashMap<(String, bool, u64), String> = HashMap::new();
+    let mut copies: HashMap<String, u64> = HashMap::new();
+    let mut delivered = Delivered::default();
+    let done = |seen: &HashMap<(String, bool), Vec<u64>>| {
+        vehicles.iter().all(|v| {
+            let got = |status: bool| seen.get(&(v.clone(), status)).map_or(0, Vec::len);
+            got(false) as u64 == n && got(true) == statuses.len()
+        })
     };
     while !done(&seen) {
         let m = next(consumer).await;
+        delivered.messages += 1;
         let vid = m.body["vehicle_id"].as_str().unwrap().to_string();
-        let seq = m.body["seq"].as_u64().unwrap();
+        let is_status = m.routing_key.ends_with(".status");
+        let number = if is_status {
+            let time_ms = m.body["time_ms"].as_u64().unwrap();
+            u64::from(super::status_number(time_ms).expect("a fixture status"))
+        } else {
+            m.body["seq"].as_u64().unwrap()
+        };
         let message_id = m.properties.message_id().as_ref().unwrap().to_string();
-        match ids.get(&(vid.clone(), seq)) {
+        let count = copies.entry(message_id.clone()).or_default();
+        *count += 1;
+        if *count > 1 {
+            delivered.duplicates += 1;
+        }
+        let key = (vid.clone(), is_status, number);
+        match ids.get(&key) {
             Some(first) => assert_eq!(
                 first, &message_id,
                 "a duplicate carries the same message_id"
             ),
             None => {
-                ids.insert((vid.clone(), seq), message_id);
-                let s = seen.entry(vid.clone()).or_default();
-                assert_eq!(
-                    s.last().map_or(1, |l| l + 1),
-                    seq,
-                    "{vid}: first copies arrive in order, no gap"
-                );
-                s.push(seq);
+                assert_eq!(*count, 1, "{message_id} names two different updates");
+                ids.insert(key, message_id);
+                let s = seen.entry((vid.clone(), is_status)).or_default();
+                if is_status {
+                    let expected = statuses.get(s.len()).map(|&k| u64::from(k));
+                    assert_eq!(
+                        expected,
+                        Some(number),
+                        "{vid}: status first copies arrive in order, none missing"
+                    );
+                } else {
+                    assert_eq!(
+                        s.last().map_or(1, |l| l + 1),
+                        number,
+                        "{vid}: first copies arrive in order, no gap"
+                    );
+                }
+                s.push(number);
             }
         }
     }
+    delivered
 }

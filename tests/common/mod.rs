@@ -105,24 +105,38 @@ pub async fn metric(gw: &Gateway, series: &str) -> u64 {
 
 /// Polls `/metrics` until `series` reaches `at_least`; fails after [`DEADLINE`].
 pub async fn await_metric(gw: &Gateway, series: &str, at_least: u64) -> u64 {
-    await_metric_where(gw, series, |v| v >= at_least, &format!(">= {at_least}")).await
+    await_metric_at(gw.http_addr, series, at_least).await
+}
+
+/// [`await_metric`] for the gateway serving HTTP at `http` (a
+/// [`GatewayProcess`], say).
+pub async fn await_metric_at(http: SocketAddr, series: &str, at_least: u64) -> u64 {
+    await_metric_where(http, series, |v| v >= at_least, &format!(">= {at_least}")).await
 }
 
 /// Polls `/metrics` until `series` falls to `at_most` (a gauge emptying, a
 /// connection seen lost); fails after [`DEADLINE`].
 pub async fn await_metric_at_most(gw: &Gateway, series: &str, at_most: u64) -> u64 {
-    await_metric_where(gw, series, |v| v <= at_most, &format!("<= {at_most}")).await
+    await_metric_where(
+        gw.http_addr,
+        series,
+        |v| v <= at_most,
+        &format!("<= {at_most}"),
+    )
+    .await
 }
 
 async fn await_metric_where(
-    gw: &Gateway,
+    http: SocketAddr,
     series: &str,
     ok: impl Fn(u64) -> bool,
     expected: &str,
 ) -> u64 {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let v = metric(gw, series).await;
+        let v = metric_at(http, series)
+            .await
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"));
         if ok(v) {
             return v;
         }

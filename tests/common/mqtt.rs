@@ -1,5 +1,6 @@
 //! MQTT from the device's side: a raw 3.1.1 client that sends exactly the
-//! bytes a test chooses, and a device that publishes fixes at QoS 1.
+//! bytes a test chooses, and a device that publishes fixes (and statuses)
+//! at QoS 1.
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{position, DEADLINE};
+use super::{position, status, DEADLINE};
 
 /// A raw MQTT 3.1.1 client: exactly the bytes a test chooses.
 pub struct RawClient {
@@ -98,28 +99,74 @@ pub async fn drive(addr: SocketAddr, vid: &str, seqs: std::ops::RangeInclusive<u
     c.send(Packet::Disconnect).await;
 }
 
-/// Publishes positions `seqs` for `vid` at QoS 1 as fast as the socket
-/// takes them, then waits for every PUBACK: how a device drains its
-/// offline ring. Returns how many were acknowledged.
+/// What a device was told is kept: the positions (by seq) and statuses
+/// (by number) whose PUBACK came back.
+#[derive(Debug, Default)]
+pub struct Acked {
+    pub positions: Vec<u32>,
+    pub statuses: Vec<u32>,
+}
+
+/// Publishes positions `seqs` for `vid` at QoS 1, and after every
+/// `status_every`-th one status number `seq / status_every` (0: none),
+/// without waiting for acknowledgements in between, as a device drains its
+/// offline ring: at most `per_s` publishes a second (0: as fast as the
+/// socket takes them). Then waits for every PUBACK, telling them apart by
+/// packet id. Returns what was acknowledged.
 pub async fn drive_pipelined(
     addr: SocketAddr,
     vid: &str,
     seqs: std::ops::RangeInclusive<u32>,
-) -> u32 {
+    status_every: u32,
+    per_s: u32,
+) -> Acked {
     let mut c = RawClient::mqtt(addr, &format!("dev-{vid}"), 30).await;
-    let n = seqs.clone().count() as u32;
+    // Packet id → (is a status, number): one id per publish in flight.
+    let mut sent = std::collections::HashMap::new();
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(1));
+    let per_tick = per_s.div_ceil(1000);
+    let mut in_tick = 0;
+    let mut next_pkid = 0u16;
     for seq in seqs {
-        let mut p = Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
-        p.pkid = (seq % 60_000 + 1) as u16;
-        c.send(Packet::Publish(p)).await;
+        let status_due = status_every > 0 && seq % status_every == 0;
+        let publishes = [
+            Some((format!("v/{vid}/pos"), position(seq), (false, seq))),
+            status_due.then(|| {
+                let k = seq / status_every;
+                (format!("v/{vid}/status"), status(k), (true, k))
+            }),
+        ];
+        for (topic, payload, what) in publishes.into_iter().flatten() {
+            if per_s > 0 {
+                if in_tick == per_tick {
+                    pace.tick().await;
+                    in_tick = 0;
+                }
+                in_tick += 1;
+            }
+            next_pkid = next_pkid % 60_000 + 1;
+            let mut p = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
+            p.pkid = next_pkid;
+            assert!(
+                sent.insert(next_pkid, what).is_none(),
+                "more than 60 000 publishes in flight"
+            );
+            c.send(Packet::Publish(p)).await;
+        }
     }
-    let mut acked = 0;
-    while acked < n {
+    let mut acked = Acked::default();
+    while !sent.is_empty() {
         match c.recv().await {
-            Some(Packet::PubAck(_)) => acked += 1,
+            Some(Packet::PubAck(ack)) => match sent.remove(&ack.pkid) {
+                Some((false, seq)) => acked.positions.push(seq),
+                Some((true, k)) => acked.statuses.push(k),
+                None => panic!("a PUBACK for packet id {} that was not in flight", ack.pkid),
+            },
             Some(_) => {}
             None => break,
         }
     }
+    acked.positions.sort_unstable();
+    acked.statuses.sort_unstable();
     acked
 }

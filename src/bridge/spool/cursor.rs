@@ -5,18 +5,18 @@
 //! In: [`Spool::read_unsent`], [`Spool::rewind`] and [`Spool::confirm`]
 //! calls, in any order, confirms repeated or out of order. Out: records in id
 //! order from the sent cursor; the watermark W moved past every record
-//! confirmed (or gone) and written to the state file; sealed segments wholly
-//! behind W deleted. Bound: at most [`MAX_CONFIRMED_AHEAD`] out-of-order
-//! confirms (one that does not fit causes a duplicate, never a loss); one
-//! payload buffer; at most 4 open read handles.
+//! confirmed (or gone), and W with the out-of-order confirms written to the
+//! state file once per confirm call; sealed segments wholly behind W
+//! deleted. Bound: at most
+//! [`MAX_CONFIRMED_RANGES`](super::MAX_CONFIRMED_RANGES) ranges of
+//! out-of-order confirms (one that does not fit causes a duplicate, never a
+//! loss); one payload buffer; at most 4 open read handles.
 
 use std::fs::{self, File};
 use std::time::Duration;
 
 use super::format::{read_frame, FrameHead, FrameRead, PosReader};
-use super::{
-    io_err, FsyncPolicy, Record, Spool, SpoolError, MAX_CONFIRMED_AHEAD, SEGMENT_HEADER_BYTES,
-};
+use super::{io_err, FsyncPolicy, Record, Spool, SpoolError, SEGMENT_HEADER_BYTES};
 
 /// How often, at most, a confirm fsyncs the watermark under
 /// [`FsyncPolicy::Always`] (under `IntervalMs(n)`: every n ms).
@@ -65,8 +65,12 @@ impl Spool {
                     ..found.at
                 }),
             };
-            if self.confirmed_ahead.contains(&found.head.id) {
+            if self.confirmed.contains(found.head.id) {
                 continue;
+            }
+            if found.head.id < self.recovered_below && found.head.id > self.resent_through {
+                self.resent_through = found.head.id;
+                self.resent_after_recovery += 1;
             }
             out.push(Record {
                 id: found.head.id,
@@ -81,29 +85,69 @@ impl Spool {
 
     /// [`Spool::confirm`]: the oldest unconfirmed record moves W (and
     /// deletes what is behind it); any other is remembered, within
-    /// [`MAX_CONFIRMED_AHEAD`].
+    /// [`MAX_CONFIRMED_RANGES`](super::MAX_CONFIRMED_RANGES). Either marks
+    /// the state for [`Spool::save_state`].
     pub(super) fn record_confirm(&mut self, id: u64) {
         if id <= self.watermark || id >= self.next_id {
             return;
         }
+        if self.front_head.is_none() {
+            // Unknown since a compaction or a cut: found first, so that only
+            // the front itself may pass the bound below.
+            if let Err(e) = self.advance_front() {
+                self.confirm_errors += 1;
+                tracing::warn!(error = %e, id, "spool: confirm could not find the oldest record");
+                return;
+            }
+            if id <= self.watermark {
+                return;
+            }
+        }
         if let Some(head) = self.front_head {
             if head.id != id {
-                if self.confirmed_ahead.len() < MAX_CONFIRMED_AHEAD {
-                    self.confirmed_ahead.insert(id);
-                } else if !self.confirmed_ahead.contains(&id) {
+                if self.confirmed.contains(id) {
+                    return;
+                }
+                if self.confirmed.insert(id) {
+                    self.state_dirty = true;
+                } else {
                     self.confirms_not_remembered += 1;
                 }
                 return;
             }
         }
-        self.confirmed_ahead.insert(id);
+        // The front: past the bound is fine, `advance_front` takes it (and
+        // removes it) at once. Refused, W would wait behind it for good.
+        self.confirmed.insert_past_bound(id);
         if let Err(e) = self.advance_front() {
             self.confirm_errors += 1;
             tracing::warn!(error = %e, id, "spool: confirm could not move the watermark");
         }
     }
 
-    /// segments behind it, and writes the watermark.
+    /// Writes W and the confirmed ranges if they changed since the last
+    /// write: into the page cache at once (a process kill keeps them),
+    /// fsynced at most every 100 ms (`Always`) or n ms (`IntervalMs(n)`).
+    /// A failure is counted: it costs duplicates after a restart, nothing
+    /// more.
+    pub(super) fn save_state(&mut self) {
+        if !self.state_dirty {
+            return;
+        }
+        let every = match self.cfg.fsync {
+            FsyncPolicy::Always => ALWAYS_WATERMARK_SYNC_MS,
+            FsyncPolicy::IntervalMs(ms) => ms,
+        };
+        let durable = self.last_state_sync.elapsed() >= Duration::from_millis(every);
+        if let Err(e) = self.write_state(durable) {
+            self.confirm_errors += 1;
+            tracing::warn!(error = %e, "spool: confirms could not be written to the state file");
+        }
+    }
+
+    /// Moves W past every record confirmed (or gone) at the front, deletes
+    /// the sealed segments behind it, and marks the state for
+    /// [`Spool::save_state`] when W moved.
     pub(super) fn advance_front(&mut self) -> Result<(), SpoolError> {
         let before = self.watermark;
         loop {
@@ -123,7 +167,7 @@ impl Spool {
                     self.above_watermark = 0;
                     break;
                 }
-                Some(found) if self.confirmed_ahead.remove(&found.head.id) => {
+                Some(found) if self.confirmed.contains(found.head.id) => {
                     self.watermark = found.head.id;
                     self.front = Cursor {
                         after: found.head.id,
@@ -145,7 +189,7 @@ impl Spool {
                 }
             }
         }
-        self.confirmed_ahead = self.confirmed_ahead.split_off(&(self.watermark + 1));
+        self.confirmed.remove_through(self.watermark);
         // Sealed segments wholly behind W go.
         while self.segs.len() > 1 && self.segs[0].last_id.is_none_or(|l| l <= self.watermark) {
             let seg = self.segs[0].clone();
@@ -157,12 +201,7 @@ impl Spool {
             self.total_bytes -= seg.bytes;
         }
         if self.watermark != before {
-            let every = match self.cfg.fsync {
-                FsyncPolicy::Always => ALWAYS_WATERMARK_SYNC_MS,
-                FsyncPolicy::IntervalMs(ms) => ms,
-            };
-            let durable = self.last_state_sync.elapsed() >= Duration::from_millis(every);
-            self.write_state(durable)?;
+            self.state_dirty = true;
         }
         Ok(())
     }

@@ -15,13 +15,20 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{
-    io_err, RecordClass, SpoolError, FORMAT_VERSION, FRAME_OVERHEAD_BYTES, SEGMENT_HEADER_BYTES,
+    io_err, RecordClass, SpoolError, FORMAT_VERSION, FRAME_OVERHEAD_BYTES, MAX_PERSISTED_RANGES,
+    SEGMENT_HEADER_BYTES,
 };
 
 pub(super) const SEGMENT_MAGIC: [u8; 8] = *b"FGSPOOL\0";
 pub(super) const STATE_MAGIC: [u8; 8] = *b"FGSPSTA\0";
 pub(super) const STATE_FILE: &str = "state";
-pub(super) const STATE_SLOT_BYTES: usize = 40;
+/// The state file's format; version 1 (40-byte slots, no ranges) is read too.
+pub(super) const STATE_VERSION: u32 = 2;
+/// A version-1 slot, and the head of a version-2 one.
+pub(super) const STATE_V1_SLOT_BYTES: usize = 40;
+/// Room for a version-2 slot with every range it may hold: the second slot
+/// starts here.
+pub(super) const STATE_SLOT_BYTES: usize = 48 + 16 * MAX_PERSISTED_RANGES;
 
 pub(super) fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
@@ -170,7 +177,8 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_err("fsyncing directory", dir))
 }
 
-/// The state file's content.
+/// The state file's content, less the confirmed ranges (which the spool
+/// keeps in [`super::confirmed::Confirmed`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct State {
     pub(super) seq: u64,
@@ -178,37 +186,95 @@ pub(super) struct State {
     pub(super) id_floor: u64,
 }
 
-pub(super) fn encode_state(s: &State) -> [u8; STATE_SLOT_BYTES] {
-    let mut b = [0u8; STATE_SLOT_BYTES];
-    b[..8].copy_from_slice(&STATE_MAGIC);
-    b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    b[12..20].copy_from_slice(&s.seq.to_le_bytes());
-    b[20..28].copy_from_slice(&s.confirmed_through.to_le_bytes());
-    b[28..36].copy_from_slice(&s.id_floor.to_le_bytes());
-    let crc = crc32fast::hash(&b[..36]);
-    b[36..40].copy_from_slice(&crc.to_le_bytes());
-    b
+/// One slot as read back.
+#[derive(Clone, Debug)]
+pub(super) struct SlotRead {
+    pub(super) state: State,
+    /// The slot's format: 1 (no ranges) or [`STATE_VERSION`].
+    pub(super) version: u32,
+    /// Confirmed id ranges above `confirmed_through`, ascending, disjoint.
+    pub(super) ranges: Vec<(u64, u64)>,
 }
 
-pub(super) fn decode_state(path: &Path, b: &[u8]) -> Result<Option<State>, SpoolError> {
-    if b.len() < STATE_SLOT_BYTES
+/// Encodes a slot of [`STATE_VERSION`] into `buf`: the head (laid out as a
+/// version-1 slot, so a build that reads only version 1 refuses the file
+/// rather than taking it for garbage), then at most
+/// [`MAX_PERSISTED_RANGES`] of `ranges`.
+pub(super) fn encode_state(buf: &mut Vec<u8>, s: &State, ranges: impl Iterator<Item = (u64, u64)>) {
+    buf.clear();
+    buf.extend_from_slice(&STATE_MAGIC);
+    buf.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    buf.extend_from_slice(&s.seq.to_le_bytes());
+    buf.extend_from_slice(&s.confirmed_through.to_le_bytes());
+    buf.extend_from_slice(&s.id_floor.to_le_bytes());
+    let crc = crc32fast::hash(&buf[..36]);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    let mut n = 0u32;
+    for (first, last) in ranges.take(MAX_PERSISTED_RANGES) {
+        buf.extend_from_slice(&first.to_le_bytes());
+        buf.extend_from_slice(&last.to_le_bytes());
+        n += 1;
+    }
+    buf[40..44].copy_from_slice(&n.to_le_bytes());
+    let crc = crc32fast::hash(buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes the slot at the start of `b`: `None` for anything that does not
+/// check (torn, garbled, ranges out of order), an error for a valid head of
+/// a version this build does not know (never overwrite a newer format).
+pub(super) fn decode_state(path: &Path, b: &[u8]) -> Result<Option<SlotRead>, SpoolError> {
+    if b.len() < STATE_V1_SLOT_BYTES
         || b[..8] != STATE_MAGIC
         || crc32fast::hash(&b[..36]) != le_u32(b, 36)
     {
         return Ok(None);
     }
-    let version = le_u32(b, 8);
-    if version != FORMAT_VERSION {
-        return Err(SpoolError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(Some(State {
+    let state = State {
         seq: le_u64(b, 12),
         confirmed_through: le_u64(b, 20),
         id_floor: le_u64(b, 28),
+    };
+    let version = le_u32(b, 8);
+    match version {
+        1 => {
+            return Ok(Some(SlotRead {
+                state,
+                version,
+                ranges: Vec::new(),
+            }))
+        }
+        STATE_VERSION => {}
+        _ => {
+            return Err(SpoolError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: STATE_VERSION,
+            })
+        }
+    }
+    let n = le_u32(b, 40) as usize;
+    let end = 44 + 16 * n;
+    if n > MAX_PERSISTED_RANGES || b.len() < end + 4 || crc32fast::hash(&b[..end]) != le_u32(b, end)
+    {
+        return Ok(None);
+    }
+    let mut ranges = Vec::with_capacity(n);
+    let mut floor = state.confirmed_through;
+    for i in 0..n {
+        let (first, last) = (le_u64(b, 44 + 16 * i), le_u64(b, 52 + 16 * i));
+        // Written ascending, above W, disjoint: anything else is not ours.
+        if first <= floor || last < first {
+            return Ok(None);
+        }
+        ranges.push((first, last));
+        floor = last;
+    }
+    Ok(Some(SlotRead {
+        state,
+        version,
+        ranges,
     }))
 }
 

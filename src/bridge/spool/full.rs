@@ -59,6 +59,7 @@ impl Spool {
         }
         if dropped_any {
             self.advance_front()?;
+            self.save_state();
         }
         Ok(())
     }
@@ -159,7 +160,7 @@ impl Spool {
         } else if seg.first_record.is_some_and(|f| f > self.watermark) {
             seg.records
         } else {
-            match scan_segment(&path, seg.first_id, 0, self.watermark, 0)? {
+            match scan_segment(&path, seg.first_id, 0, self.watermark, &self.confirmed, 0)? {
                 Scan::Read { above, .. } => above,
                 Scan::BadHeader => seg.records,
             }

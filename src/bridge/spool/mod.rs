@@ -7,13 +7,13 @@
 //! ([`Spool::read_unsent`]), until RabbitMQ confirms them
 //! ([`Spool::confirm`]); a record leaves the spool only after its confirm,
 //! or when the full policy drops it (counted). Bound: `max_bytes` on disk;
-//! in memory a summary per segment and at most [`MAX_CONFIRMED_AHEAD`]
-//! out-of-order confirms (see *Memory* below). The API is synchronous and
-//! `std` only: the bridge calls it from a blocking thread. One process per
-//! directory: `Spool::open` takes no lock itself, but the bridge takes an
-//! exclusive lock on `<dir>/LOCK` (`File::try_lock`, in `bridge::lock_dir`)
-//! before it opens the spool and holds it while the spool is open, so a
-//! second gateway on the same directory fails to start
+//! in memory a summary per segment and at most [`MAX_CONFIRMED_RANGES`]
+//! ranges of out-of-order confirms (see *Memory* below). The API is
+//! synchronous and `std` only: the bridge calls it from a blocking thread.
+//! One process per directory: `Spool::open` takes no lock itself, but the
+//! bridge takes an exclusive lock on `<dir>/LOCK` (`File::try_lock`, in
+//! `bridge::lock_dir`) before it opens the spool and holds it while the
+//! spool is open, so a second gateway on the same directory fails to start
 //! (`BridgeError::InUse`). The kernel releases the lock when the process
 //! ends, however it ends.
 //!
@@ -25,7 +25,7 @@
 //! ```text
 //! <dir>/00000000000000000001.seg    segments, named by the lowest id they may hold,
 //! <dir>/00000000000000004097.seg    20 digits so lexical order = numeric order
-//! <dir>/state                       watermark and id reservation (two slots)
+//! <dir>/state                       watermark, confirmed ranges, id reservation (two slots)
 //! <dir>/*.seg.tmp                   a compaction in progress (removed at open)
 //! <dir>/LOCK                        the bridge's lock file (empty; the spool ignores it)
 //! ```
@@ -54,17 +54,37 @@
 //!
 //! # The state file
 //!
-//! Two 40-byte slots, written alternately in place (one `pwrite`):
+//! Two slots, written alternately in place (one `pwrite` each), slot i at
+//! offset i × 16 432 (`STATE_SLOT_BYTES`, room for the most ranges a slot
+//! may hold; a write covers only the bytes used):
 //!
 //! ```text
-//! slot: magic "FGSPSTA\0" [8] | version u32 | seq u64 | confirmed_through u64 | id_floor u64 | crc32 u32 (of the 36 bytes before it)
+//! slot (48 + 16n bytes): magic "FGSPSTA\0" [8] | version u32 (= 2) | seq u64 | confirmed_through u64
+//!     | id_floor u64 | crc32 u32 (of the 36 bytes before it)
+//!     | n u32 | n × (first u64 | last u64) | crc32 u32 (of the 44 + 16n bytes before it)
 //! ```
 //!
 //! At open the valid slot with the higher `seq` wins, so a torn slot write
-//! loses only that update. `confirmed_through` (the watermark, *W*) is the
-//! highest id such that every id ≤ W is confirmed or no longer in the spool
-//! (dropped by the full policy, or cut as corrupt): nothing ≤ W is ever read
-//! again. `id_floor` reserves ids: before handing out an id ≥ `id_floor`,
+//! loses only that update: the other slot holds the state before it, which
+//! confirms nothing this one did not (confirms only add), so it costs
+//! duplicates, never a record. `confirmed_through` (the watermark, *W*) is
+//! the highest id such that every id ≤ W is confirmed or no longer in the
+//! spool (dropped by the full policy, or cut as corrupt): nothing ≤ W is
+//! ever read again. The `first..=last` ranges are ids above W confirmed out
+//! of order (every id in a range was confirmed), ascending and disjoint: a
+//! record in one is never read again either, before or after a restart.
+//! A slot holds the lowest [`SpoolConfig::persisted_ranges`] of them (the
+//! bridge passes `bridge.confirm_window`, at most [`MAX_PERSISTED_RANGES`]);
+//! records in ranges past those are sent again after a restart (duplicates).
+//!
+//! Version 1 had 40-byte slots at offsets 0 and 40: the head above, no
+//! ranges. It is still read; the first write after opening one goes to the
+//! second slot (offset 16 432, clear of both old ones) and is fsynced, so a
+//! torn upgrade leaves the old state whole. The head's layout is the same in
+//! both versions, so a build that reads only version 1 refuses a version-2
+//! file (unknown version) rather than take it for garbage and resend all.
+//!
+//! `id_floor` reserves ids: before handing out an id ≥ `id_floor`,
 //! the spool writes `id_floor = id + 4096` into both slots, one after the
 //! other, fsyncing each (so one damaged slot cannot lose it). At open
 //! the next id is the highest of `id_floor`, W + 1, the last segment's name
@@ -126,14 +146,17 @@
 //!   loses up to n ms of appends (the torn tail is cut at open, see below).
 //!   Nothing flushes at shutdown (see *Shutdown*).
 //!
-//! The watermark is written into the state file (page cache) on every
-//! confirm that moves it, so a process kill resends nothing confirmed in
-//! order. It is fsynced by [`Spool::flush`], when a segment is created, on
-//! each id reservation, and otherwise at most every 100 ms (`Always`) or n
-//! ms (`IntervalMs(n)`) on a confirm. A power cut can therefore lose the
-//! last watermark moves: those records are published again (at least once,
-//! same id). Out-of-order confirms live only in memory: after a restart,
-//! records above W are resent even if they had been confirmed out of order.
+//! The watermark and the confirmed ranges are written into the state file
+//! (page cache) by every confirm call that changes them (the uplink
+//! confirms a batch of acks per call, [`Spool::confirm_all`]: one `pwrite`
+//! of 48 + 16 × ranges bytes), so after a process kill only records whose
+//! ack had not reached the spool are sent again: at most the uplink's
+//! confirm window of duplicates, however long ago W last moved (within
+//! `persisted_ranges` ranges). The state is fsynced by [`Spool::flush`],
+//! when a segment is created, on each id reservation, and otherwise at most
+//! every 100 ms (`Always`) or n ms (`IntervalMs(n)`) on a confirm. A power
+//! cut can therefore lose the last of those writes: those records are
+//! published again (at least once, same id).
 //!
 //! # Shutdown
 //!
@@ -147,10 +170,10 @@
 //! - every update the edge had acknowledged is appended and fsynced before
 //!   the process exits (unless the drain takes longer than
 //!   `DRAIN_TIMEOUT`, logged), and the next start sends it;
-//! - records published but not yet confirmed, and those confirmed out of
-//!   order, are sent again at the next start (same id, so same
-//!   `message_id`); records confirmed in order are not, since each move of
-//!   W reached the state file's page cache as it happened.
+//! - records published but not yet confirmed are sent again at the next
+//!   start (same id, so same `message_id`): at most the confirm window;
+//!   records confirmed, in order or not, are not, since each confirm
+//!   reached the state file's page cache as it happened.
 //!
 //! A SIGKILL (or a panic that ends the process, or the OOM killer) drains
 //! nothing, and loses nothing a device was told is kept: the edge answers a
@@ -165,7 +188,8 @@
 //! # Recovery
 //!
 //! [`Spool::open`] creates the directory, removes stale `.tmp` files, reads
-//! the state file (no valid slot: W = 0, everything on disk is resent), then
+//! the state file (no valid slot: W = 0, everything on disk is resent) and
+//! its confirmed ranges (a record in one is skipped, as by a read), then
 //! scans every segment in order, checking every frame:
 //!
 //! - in the **last** segment, a torn or corrupt tail (a partial frame, a bad
@@ -192,10 +216,12 @@
 //! No record is kept in memory. Per segment: a summary of ~100 bytes (name,
 //! size, record counts by class, last id). Segments number about
 //! `max_bytes / segment_bytes + 1`; compaction can leave smaller ones,
-//! at worst `max_bytes / (24 + 25)`. Out-of-order confirms: a set of at most
-//! [`MAX_CONFIRMED_AHEAD`] ids above W (~3 MiB at worst); a confirm that
-//! does not fit is not recorded, so that record is sent again (a duplicate,
-//! never a loss). Buffers: one frame for writing, one payload for reading.
+//! at worst `max_bytes / (24 + 25)`. Out-of-order confirms: at most
+//! [`MAX_CONFIRMED_RANGES`] ranges of ids above W (a `BTreeMap` entry each,
+//! ~3 MiB at worst, however many ids they cover); a confirm that would start
+//! one more is not recorded, so that record is sent again (a duplicate,
+//! never a loss). Buffers: one frame for writing, one payload for reading,
+//! one state slot (at most 16 KiB).
 //!
 //! # Code
 //!
@@ -204,26 +230,34 @@
 //! - `writer.rs`: appends, seals, id reservations, fsyncs (*Fsync policy*).
 //! - `full.rs`: the full policy (*Who deletes what, when*).
 //! - `cursor.rs`: the sent cursor, confirms, the watermark (*Cursors*).
+//! - `confirmed.rs`: the out-of-order confirms, as ranges (*Memory*).
+//! - `report.rs`: what open found and the figures for `/metrics`.
 //!
 //! This file holds the types and the public API; the `impl Spool` blocks
 //! that do the work live in those modules, one job each.
 
+mod confirmed;
 mod cursor;
 mod format;
 mod full;
 mod recovery;
+mod report;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use confirmed::Confirmed;
 use cursor::Cursor;
 use format::{segment_name, FrameHead, State};
+pub use report::{RecoveryReport, SpoolStats};
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -233,8 +267,10 @@ pub const SEGMENT_HEADER_BYTES: u64 = 24;
 pub const FRAME_OVERHEAD_BYTES: u64 = 25;
 /// The smallest `segment_bytes` accepted.
 pub const MIN_SEGMENT_BYTES: u64 = 256;
-/// The most out-of-order confirms remembered (see *Memory*).
-pub const MAX_CONFIRMED_AHEAD: usize = 65_536;
+/// The most ranges of out-of-order confirms remembered (see *Memory*).
+pub const MAX_CONFIRMED_RANGES: usize = 65_536;
+/// The most confirmed ranges a state slot holds (see *The state file*).
+pub const MAX_PERSISTED_RANGES: usize = 1024;
 
 /// When appended records are forced to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +296,11 @@ pub struct SpoolConfig {
     /// `segment_bytes - 24 - 25` bytes of payload.
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
+    /// How many ranges of out-of-order confirms the state file keeps, so a
+    /// restart skips them (see *The state file*); capped at
+    /// [`MAX_PERSISTED_RANGES`]. The bridge passes its confirm window: each
+    /// publish still in flight can split one range from the next.
+    pub persisted_ranges: usize,
 }
 
 /// What a record is, for the full policy: positions are dropped first.
@@ -303,57 +344,6 @@ pub struct Record {
     /// Wall-clock time of the append, ms since the Unix epoch.
     pub appended_ms: u64,
     pub payload: Vec<u8>,
-}
-
-/// What [`Spool::open`] found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Good records on disk after recovery (confirmed ones included).
-    pub records: u64,
-    /// Of those, the ones above the watermark: they will be sent.
-    pub unconfirmed: u64,
-    /// Bytes cut: torn or corrupt tails, unreadable segments.
-    pub truncated_bytes: u64,
-    /// Cut points: each is one unreadable record (what follows it in its
-    /// segment is counted in `truncated_bytes` only).
-    pub corrupt_records: u64,
-    /// Segments after recovery.
-    pub segments: usize,
-    /// The watermark read from the state file.
-    pub confirmed_through: u64,
-    /// No valid state slot was found (first start, or both slots corrupt).
-    pub state_reset: bool,
-}
-
-/// The spool's figures, for `/metrics`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SpoolStats {
-    /// Segment bytes on disk.
-    pub bytes: u64,
-    /// Records on disk, confirmed ones included.
-    pub records: u64,
-    /// Records not yet confirmed.
-    pub unconfirmed: u64,
-    /// `appended_ms` of the oldest unconfirmed record.
-    pub oldest_unconfirmed_ms: Option<u64>,
-    /// Records dropped by the full policy, indexed by `RecordClass as usize`.
-    pub dropped: [u64; 4],
-    pub segments: usize,
-    /// The watermark W.
-    pub confirmed_through: u64,
-    pub next_id: u64,
-    /// Corrupt records found after open (bit rot), cut.
-    pub corrupt_records: u64,
-    /// Out-of-order confirms not remembered (see *Memory*).
-    pub confirms_not_remembered: u64,
-    /// I/O errors met by `confirm` (which cannot return them).
-    pub confirm_errors: u64,
-}
-
-impl SpoolStats {
-    pub fn dropped_of(&self, class: RecordClass) -> u64 {
-        self.dropped[class as usize]
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -407,11 +397,16 @@ pub struct Spool {
     /// The oldest unconfirmed record, when known.
     front_head: Option<FrameHead>,
     sent: Cursor,
-    confirmed_ahead: BTreeSet<u64>,
+    /// Confirms above W, out of order (in the state file too).
+    confirmed: Confirmed,
     /// Records on disk with id > W.
     above_watermark: u64,
     state_file: File,
     state: State,
+    /// W or the confirmed ranges changed since the state was last written.
+    state_dirty: bool,
+    /// The slot being written.
+    state_buf: Vec<u8>,
     state_unsynced: bool,
     last_state_sync: Instant,
     unsynced: bool,
@@ -421,6 +416,11 @@ pub struct Spool {
     corrupt_records: u64,
     confirms_not_remembered: u64,
     confirm_errors: u64,
+    /// `next_id` at open: ids below it were recovered, not appended.
+    recovered_below: u64,
+    /// The highest recovered id handed out since open.
+    resent_through: u64,
+    resent_after_recovery: u64,
     frame_buf: Vec<u8>,
     payload_buf: Vec<u8>,
     /// Open read handles: (segment, generation, file); at most 4.
@@ -457,7 +457,15 @@ impl Spool {
     /// [`SpoolStats::confirm_errors`]: a confirm that failed to persist only
     /// causes a duplicate.
     pub fn confirm(&mut self, id: u64) {
-        self.record_confirm(id);
+        self.confirm_all([id]);
+    }
+
+    /// [`Spool::confirm`] for each of `ids`, with one state write for all.
+    pub fn confirm_all(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            self.record_confirm(id);
+        }
+        self.save_state();
     }
 
     /// Fsyncs what was appended, the watermark and the directory.
@@ -469,9 +477,7 @@ impl Spool {
         SpoolStats {
             bytes: self.total_bytes,
             records: self.segs.iter().map(|s| s.records).sum(),
-            unconfirmed: self
-                .above_watermark
-                .saturating_sub(self.confirmed_ahead.len() as u64),
+            unconfirmed: self.above_watermark.saturating_sub(self.confirmed.len()),
             oldest_unconfirmed_ms: if self.above_watermark > 0 {
                 self.front_head.map(|h| h.appended_ms)
             } else {
@@ -483,6 +489,8 @@ impl Spool {
             next_id: self.next_id,
             corrupt_records: self.corrupt_records,
             confirms_not_remembered: self.confirms_not_remembered,
+            confirmed_ranges: self.confirmed.range_count(),
+            resent_after_recovery: self.resent_after_recovery,
             confirm_errors: self.confirm_errors,
         }
     }

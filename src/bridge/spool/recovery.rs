@@ -9,16 +9,18 @@
 //! wipe). Bound: one 64 KiB read buffer and one payload at a time while
 //! scanning; the per-segment summaries the spool keeps anyway.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::time::Instant;
 
+use super::confirmed::Confirmed;
 use super::cursor::Cursor;
 use super::format::{
     create_segment, decode_state, le_u32, le_u64, parse_segment_name, read_frame, read_up_to,
-    segment_name, sync_dir, FrameRead, SEGMENT_MAGIC, STATE_FILE, STATE_SLOT_BYTES,
+    segment_name, sync_dir, FrameRead, SlotRead, SEGMENT_MAGIC, STATE_FILE, STATE_SLOT_BYTES,
+    STATE_V1_SLOT_BYTES,
 };
 use super::{
     io_err, FsyncPolicy, RecoveryReport, Seg, Spool, SpoolConfig, SpoolError, FORMAT_VERSION,
@@ -77,15 +79,30 @@ impl Spool {
             .truncate(false)
             .open(&state_path)
             .map_err(io_err("opening", &state_path))?;
-        let mut raw = [0u8; 2 * STATE_SLOT_BYTES];
+        let mut raw = vec![0u8; 2 * STATE_SLOT_BYTES];
         let n = read_up_to(&state_file, &mut raw).map_err(io_err("reading", &state_path))?;
-        let slots = [
-            decode_state(&state_path, &raw[..n.min(STATE_SLOT_BYTES)])?,
-            decode_state(&state_path, raw.get(STATE_SLOT_BYTES..n).unwrap_or(&[]))?,
-        ];
-        let state = slots.iter().flatten().max_by_key(|s| s.seq).copied();
-        report.state_reset = state.is_none();
-        let state = state.unwrap_or_default();
+        let raw = &raw[..n];
+        // Version-2 slots at 0 and STATE_SLOT_BYTES; a version-1 file's at 0
+        // and 40. The valid one with the highest seq wins, whichever it is.
+        let mut best: Option<SlotRead> = None;
+        for at in [0, STATE_V1_SLOT_BYTES, STATE_SLOT_BYTES] {
+            let Some(slot) = decode_state(&state_path, raw.get(at..).unwrap_or(&[]))? else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| slot.state.seq > b.state.seq) {
+                best = Some(slot);
+            }
+        }
+        report.state_reset = best.is_none();
+        let upgrade = best.as_ref().is_some_and(|b| b.version == 1);
+        let mut confirmed = Confirmed::default();
+        let mut state = Default::default();
+        if let Some(best) = best {
+            for (first, last) in best.ranges {
+                confirmed.insert_range(first, last);
+            }
+            state = best.state;
+        }
         let watermark = state.confirmed_through;
         report.confirmed_through = watermark;
 
@@ -101,7 +118,7 @@ impl Spool {
                 .map_err(io_err("reading metadata of", &path))?
                 .len();
             next_gen += 1;
-            match scan_segment(&path, first_id, last_id, watermark, next_gen)? {
+            match scan_segment(&path, first_id, last_id, watermark, &confirmed, next_gen)? {
                 Scan::BadHeader => {
                     report.corrupt_records += 1;
                     report.truncated_bytes += file_len;
@@ -112,7 +129,12 @@ impl Spool {
                         fs::remove_file(&path).map_err(io_err("removing", &path))?;
                     }
                 }
-                Scan::Read { seg, cut, above } => {
+                Scan::Read {
+                    seg,
+                    cut,
+                    above,
+                    above_confirmed,
+                } => {
                     if cut || file_len > seg.bytes {
                         report.corrupt_records += 1;
                         report.truncated_bytes += file_len - seg.bytes;
@@ -131,6 +153,7 @@ impl Spool {
                         last_id = l;
                     }
                     above_watermark += above;
+                    report.confirmed_out_of_order += above_confirmed;
                     segs.push_back(seg);
                 }
             }
@@ -179,10 +202,12 @@ impl Spool {
             front: start,
             front_head: None,
             sent: start,
-            confirmed_ahead: BTreeSet::new(),
+            confirmed,
             above_watermark,
             state_file,
             state,
+            state_dirty: false,
+            state_buf: Vec::new(),
             state_unsynced: false,
             last_state_sync: now,
             unsynced: false,
@@ -192,19 +217,32 @@ impl Spool {
             corrupt_records: 0,
             confirms_not_remembered: 0,
             confirm_errors: 0,
+            recovered_below: next_id,
+            resent_through: 0,
+            resent_after_recovery: 0,
             frame_buf: Vec::new(),
             payload_buf: Vec::new(),
             readers: Vec::new(),
             cfg: config,
         };
-        if report.state_reset {
-            // A first state, so the file holds a valid slot from now on.
+        if report.state_reset || upgrade {
+            if upgrade && spool.state.seq % 2 == 1 {
+                // So the next write (seq + 1, odd) goes to the second slot,
+                // clear of both version-1 slots: torn, it leaves the old
+                // state whole.
+                spool.state.seq += 1;
+            }
+            // A first state (or the first in this version), so the file
+            // holds a valid slot from now on.
             spool.write_state(true)?;
         }
         spool.advance_front()?;
+        spool.save_state();
         spool.sent = spool.front;
         report.records = spool.segs.iter().map(|s| s.records).sum();
-        report.unconfirmed = spool.above_watermark;
+        report.unconfirmed = spool
+            .above_watermark
+            .saturating_sub(report.confirmed_out_of_order);
         report.segments = spool.segs.len();
         Ok((spool, report))
     }
@@ -225,7 +263,14 @@ impl Spool {
             .checked_sub(1)
             .and_then(|i| self.segs[i].last_id)
             .unwrap_or(0);
-        let seg = match scan_segment(&path, old.first_id, after, self.watermark, self.next_gen)? {
+        let seg = match scan_segment(
+            &path,
+            old.first_id,
+            after,
+            self.watermark,
+            &self.confirmed,
+            self.next_gen,
+        )? {
             Scan::Read { mut seg, .. } => {
                 seg.bytes = seg.bytes.min(offset);
                 seg
@@ -251,6 +296,8 @@ pub(super) enum Scan {
         cut: bool,
         /// Good records with id > the watermark given.
         above: u64,
+        /// Of those, the ones in the confirmed ranges given.
+        above_confirmed: u64,
     },
 }
 
@@ -260,6 +307,7 @@ pub(super) fn scan_segment(
     first_id: u64,
     after_id: u64,
     watermark: u64,
+    confirmed: &Confirmed,
     gen: u64,
 ) -> Result<Scan, SpoolError> {
     let file = File::open(path).map_err(io_err("opening", path))?;
@@ -290,6 +338,7 @@ pub(super) fn scan_segment(
     }
     let mut seg = Seg::empty(first_id, gen);
     let mut above = 0;
+    let mut above_confirmed = 0;
     let mut last = after_id.max(first_id.saturating_sub(1));
     let mut payload = Vec::new();
     let cut = loop {
@@ -304,10 +353,18 @@ pub(super) fn scan_segment(
                 last = head.id;
                 if head.id > watermark {
                     above += 1;
+                    if confirmed.contains(head.id) {
+                        above_confirmed += 1;
+                    }
                 }
                 seg.add(&head);
             }
         }
     };
-    Ok(Scan::Read { seg, cut, above })
+    Ok(Scan::Read {
+        seg,
+        cut,
+        above,
+        above_confirmed,
+    })
 }

@@ -1,6 +1,7 @@
 //! The spool's unit tests: every case of the design documentation, against
-//! real files in a temporary directory. Crash tests with a real process kill
-//! are in `tests/spool_crash.rs`.
+//! real files in a temporary directory. The state file's confirmed ranges
+//! are tested in `state_tests.rs`, with these helpers; crash tests with a
+//! real process kill are in `tests/spool_crash.rs`.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -11,47 +12,48 @@ use std::time::Instant;
 use super::format::{segment_header, STATE_FILE, STATE_SLOT_BYTES};
 use super::*;
 
-const SEG: u64 = 4096;
+pub(super) const SEG: u64 = 4096;
 
-fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
+pub(super) fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
     SpoolConfig {
         dir: dir.to_path_buf(),
         max_bytes,
         segment_bytes: SEG,
         fsync: FsyncPolicy::IntervalMs(1000),
+        persisted_ranges: 512,
     }
 }
 
-fn open(dir: &Path, max_bytes: u64) -> (Spool, RecoveryReport) {
+pub(super) fn open(dir: &Path, max_bytes: u64) -> (Spool, RecoveryReport) {
     match Spool::open(config(dir, max_bytes)) {
         Ok(x) => x,
         Err(e) => panic!("open failed: {e}"),
     }
 }
 
-fn payload(i: u64) -> Vec<u8> {
+pub(super) fn payload(i: u64) -> Vec<u8> {
     let mut p = format!("record {i:>6} ").into_bytes();
     p.resize(100, b'.');
     p
 }
 
-fn append_n(spool: &mut Spool, n: u64, class: impl Fn(u64) -> RecordClass) -> Vec<u64> {
+pub(super) fn append_n(spool: &mut Spool, n: u64, class: impl Fn(u64) -> RecordClass) -> Vec<u64> {
     (0..n)
         .map(|i| spool.append(class(i), &payload(i)).expect("append"))
         .collect()
 }
 
-fn read_all(spool: &mut Spool) -> Vec<Record> {
+pub(super) fn read_all(spool: &mut Spool) -> Vec<Record> {
     let mut out = Vec::new();
     while spool.read_unsent(7, &mut out).expect("read_unsent") > 0 {}
     out
 }
 
-fn ids(records: &[Record]) -> Vec<u64> {
+pub(super) fn ids(records: &[Record]) -> Vec<u64> {
     records.iter().map(|r| r.id).collect()
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .expect("read_dir")
         .map(|e| e.expect("entry").path())
@@ -113,20 +115,6 @@ fn restart_resends_unconfirmed_records() {
     let back = read_all(&mut spool);
     assert_eq!(ids(&back), appended[30..]);
     assert_eq!(back[0].payload, payload(30));
-}
-
-#[test]
-fn a_confirm_above_a_gap_is_resent_after_restart_never_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut spool, _) = open(dir.path(), 1 << 20);
-    let appended = append_n(&mut spool, 10, |_| RecordClass::Event);
-    read_all(&mut spool);
-    spool.confirm(appended[5]); // the 1st..5th are still unconfirmed
-    assert_eq!(spool.stats().unconfirmed, 9);
-    drop(spool);
-    let (mut spool, _) = open(dir.path(), 1 << 20);
-    // Out-of-order confirms live in memory only: a duplicate, not a loss.
-    assert_eq!(ids(&read_all(&mut spool)), appended);
 }
 
 #[test]
@@ -545,6 +533,7 @@ fn spool_append_throughput_with_each_fsync_policy() {
             max_bytes: 256 << 20,
             segment_bytes: 4 << 20,
             fsync: policy,
+            persisted_ranges: 512,
         })
         .expect("open");
         let body = [7u8; 200];

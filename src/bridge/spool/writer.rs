@@ -4,10 +4,11 @@
 //! In: a record's class and payload from [`Spool::append`]; [`Spool::flush`]
 //! calls. Out: one frame per record at the end of the active segment (one
 //! `pwrite`, so a process kill loses nothing `append` returned), new segments
-//! when the active one is full, state-file slots reserving ids in blocks of
-//! 4096, and fsyncs of segments, state file and directory as the
-//! [`FsyncPolicy`] asks. Bound: one frame buffer (the largest payload plus 25
-//! bytes); the full policy ([`super::full`]) runs first, so `max_bytes` holds.
+//! when the active one is full, state-file slots (W, confirmed ranges, ids
+//! reserved in blocks of 4096), and fsyncs of segments, state file and
+//! directory as the [`FsyncPolicy`] asks. Bound: one frame buffer (the
+//! largest payload plus 25 bytes) and one state slot (at most 16 KiB); the
+//! full policy ([`super::full`]) runs first, so `max_bytes` holds.
 
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -120,15 +121,31 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes the state into its older slot; `durable` fsyncs it.
+    /// Writes the state (W, the lowest `persisted_ranges` confirmed ranges,
+    /// the id reservation) into its older slot; `durable` fsyncs it.
     pub(super) fn write_state(&mut self, durable: bool) -> Result<(), SpoolError> {
         let path = self.dir().join(STATE_FILE);
         self.state.seq += 1;
-        self.state.confirmed_through = self.watermark;
+        let w = self.watermark;
+        self.state.confirmed_through = w;
+        // Clipped to above W: a move of W cut short by an I/O error may
+        // leave confirms at or below it, and a slot with one would not
+        // decode.
+        let ranges = self
+            .confirmed
+            .ranges()
+            .filter(|&(_, last)| last > w)
+            .map(|(first, last)| (first.max(w + 1), last));
+        encode_state(
+            &mut self.state_buf,
+            &self.state,
+            ranges.take(self.cfg.persisted_ranges),
+        );
         let slot = (self.state.seq % 2) * STATE_SLOT_BYTES as u64;
         self.state_file
-            .write_all_at(&encode_state(&self.state), slot)
+            .write_all_at(&self.state_buf, slot)
             .map_err(io_err("writing", &path))?;
+        self.state_dirty = false;
         if durable {
             self.state_file
                 .sync_data()
