@@ -19,6 +19,7 @@
 //! Before it: ingest, whose task owns it. After it: the fan-out, which gets
 //! the [`Update`]s it appends.
 
+pub mod nearest;
 pub mod packages;
 mod seq;
 
@@ -163,6 +164,8 @@ pub enum Outcome {
 pub struct Fleet {
     pub packages: packages::Packages,
     vehicles: Vec<VehicleState>,
+    /// Where each vehicle's newest valid fix is, for nearest searches.
+    grid: nearest::Grid,
     index: HashMap<VehicleId, Slot>,
     capacity: usize,
     unknown_after: Duration,
@@ -179,6 +182,7 @@ impl Fleet {
         Fleet {
             packages: packages::Packages::new(max_packages),
             vehicles: Vec::with_capacity(capacity),
+            grid: nearest::Grid::new(capacity),
             index: HashMap::with_capacity(capacity),
             capacity,
             unknown_after,
@@ -291,6 +295,10 @@ impl Fleet {
             }
             vehicle.position = Some(*position);
             vehicle.position_received_ms = now_ms;
+            if position.fix_valid() {
+                self.grid
+                    .update(slot, position.lat_deg(), position.lon_deg());
+            }
         }
         let odometer_m = vehicle.odometer_m;
         heard(vehicle, slot, now, now_ms, out);
@@ -334,6 +342,28 @@ impl Fleet {
             received_ms: now_ms,
         }));
         Outcome::Accepted
+    }
+
+    /// The nearest vehicles with a valid fix to (`lat`, `lon`) within
+    /// `radius_m`, into `out` (at most `k`, nearest first). Only `online`
+    /// vehicles unless `include_all`. Allocates nothing.
+    pub fn nearest(
+        &self,
+        lat: f64,
+        lon: f64,
+        radius_m: f64,
+        k: usize,
+        include_all: bool,
+        out: &mut nearest::TopK,
+    ) {
+        let vehicles = &self.vehicles;
+        let accept = |slot: Slot| {
+            include_all
+                || vehicles
+                    .get(slot as usize)
+                    .is_some_and(|v| v.presence == Presence::Online)
+        };
+        self.grid.nearest(lat, lon, radius_m, k, accept, out);
     }
 
     /// Marks vehicles silent for longer than `unknown_after` as `unknown`.
