@@ -276,6 +276,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         background.extend(bridge.others);
     }
 
+    let http_ingest = ingest.sender.clone();
     let ctx = Arc::new(edge::EdgeContext::new(
         &config.mqtt,
         &config.broker,
@@ -295,6 +296,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         metrics: metrics.clone(),
         fanout,
         fleet: fleet_queries.clone(),
+        ingest: http_ingest,
         mailboxes,
         http: Arc::new(config.http.clone()),
     });

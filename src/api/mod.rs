@@ -3,7 +3,9 @@
 //! In: HTTP requests. Out: `GET /` the live map page; `GET /ws` the live
 //! WebSocket feed ([`live`]); `GET /notification?userId=` a user's
 //! notifications ([`notifications`], the notification service's contract); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
-//! current state; `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
+//! current state; `GET /vehicles/nearest`, `POST /tracking`, `POST /search`
+//! nearest-vehicle search ([`nearest`], with the nearest-driver service's
+//! contract); `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
 //! each WebSocket holds one fan-out queue (`http.ws_queue`), and at most
 //! `fanout.max_subscribers` exist; REST answers are copies made by the
 //! ingest task, one question at a time. Errors are JSON `{"error": …}` with
@@ -14,6 +16,7 @@
 //! it: browsers, dashboards and the operator.
 
 pub mod live;
+pub mod nearest;
 pub mod notifications;
 mod socket;
 
@@ -22,14 +25,14 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::bridge::mailboxes::Mailboxes;
 use crate::config::HttpConfig;
 use crate::fanout::Fanout;
-use crate::ingest::FleetQueries;
+use crate::ingest::{FleetQueries, IngestSender};
 use crate::metrics::Metrics;
 use crate::topics::VehicleId;
 use crate::views::VehicleView;
@@ -39,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub fanout: Fanout,
     pub fleet: FleetQueries,
+    /// For `POST /tracking`: positions in, like a device's.
+    pub ingest: IngestSender,
     pub mailboxes: Arc<Mailboxes>,
     pub http: Arc<HttpConfig>,
 }
@@ -49,7 +54,18 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(live::upgrade))
         .route("/notification", get(notifications::notifications))
         .route("/vehicles", get(vehicles))
+        // a static segment wins over `{id}`: no vehicle named "nearest"
+        // is reachable at /vehicles/nearest (it is at /vehicles?… lists)
+        .route("/vehicles/nearest", get(nearest::nearest))
         .route("/vehicles/{id}", get(vehicle))
+        .route(
+            "/tracking",
+            post(nearest::tracking).fallback(nearest::method_not_allowed),
+        )
+        .route(
+            "/search",
+            post(nearest::search).fallback(nearest::method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -121,6 +137,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A bad request naming the field at fault (`{"error", "field"}`).
+    #[error("{message}")]
+    BadField {
+        field: &'static str,
+        message: String,
+    },
     #[error("too many live feed clients: at most {0}")]
     TooManyClients(usize),
     #[error("the fleet state is busy; try again")]
@@ -131,9 +153,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BadField { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooManyClients(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        let body = match &self {
+            ApiError::BadField { field, .. } => {
+                json!({ "error": self.to_string(), "field": field })
+            }
+            _ => json!({ "error": self.to_string() }),
+        };
+        (status, Json(body)).into_response()
     }
 }

@@ -50,7 +50,7 @@ pub mod pipeline;
 pub mod queries;
 
 pub use pipeline::Pipeline;
-pub use queries::{FleetQueries, FleetUnavailable, PackageChange};
+pub use queries::{FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange};
 
 /// One publish by a device, as the edge received it.
 #[derive(Debug, Clone)]
@@ -88,6 +88,12 @@ pub struct IngestSender {
 
 /// A publish counted and checked by ingest, waiting for room in its queue.
 pub struct Admitted(Queued);
+
+/// Ingest's queue is full (or the gateway is stopping), or the payload was
+/// refused as oversized.
+#[derive(Debug, thiserror::Error)]
+#[error("ingest is busy")]
+pub struct IngestBusy;
 
 /// Ingest has stopped (the gateway is shutting down).
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +144,22 @@ impl IngestSender {
         if self.queue.try_send(queued).is_err() {
             Metrics::inc(&self.metrics.ingest_dropped_total);
         }
+    }
+
+    /// For an HTTP caller (`POST /tracking`): never waits, and says whether
+    /// ingest took it, so the caller can answer 503 rather than lose it
+    /// silently. A refused publish is counted as dropped
+    /// (`ingest_dropped_total`), as every publish ingest did not take is.
+    pub fn submit(&self, publish: VehiclePublish) -> Result<(), IngestBusy> {
+        let publish = self.admit(publish).ok_or(IngestBusy)?;
+        let queued = Queued {
+            publish: Some(publish),
+            ack: None,
+        };
+        self.queue.try_send(queued).map_err(|_| {
+            Metrics::inc(&self.metrics.ingest_dropped_total);
+            IngestBusy
+        })
     }
 
     /// For QoS 1 and 2: waits for room. `ack` reaches its connection once

@@ -9,6 +9,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::Pipeline;
+use crate::fleet::nearest::TopK;
 use crate::fleet::packages::{Package, PackageError, PackageId};
 use crate::fleet::{Update, VehicleState};
 use crate::topics::VehicleId;
@@ -21,10 +22,30 @@ pub const QUEUED_QUERIES: usize = 64;
 pub(super) enum Query {
     All(oneshot::Sender<Vec<VehicleState>>),
     One(VehicleId, oneshot::Sender<Option<VehicleState>>),
+    Nearest(NearestQuery, oneshot::Sender<Vec<Nearby>>),
     Package(
         PackageChange,
         oneshot::Sender<Result<Package, PackageError>>,
     ),
+}
+
+/// A nearest-vehicle search (`crate::fleet::nearest`).
+#[derive(Debug, Clone, Copy)]
+pub struct NearestQuery {
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+    /// At most this many (capped at `fleet::nearest::MAX_K`).
+    pub k: usize,
+    /// Offline and unknown vehicles too.
+    pub include_all: bool,
+}
+
+/// One vehicle a search found, with its distance.
+#[derive(Debug, Clone)]
+pub struct Nearby {
+    pub distance_m: f64,
+    pub vehicle: VehicleState,
 }
 
 /// The internal interface that changes packages; each change goes out as an
@@ -75,6 +96,15 @@ impl FleetQueries {
         rx.await.map_err(|_| FleetUnavailable)
     }
 
+    /// The nearest vehicles to a point, nearest first.
+    pub async fn nearest(&self, query: NearestQuery) -> Result<Vec<Nearby>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::Nearest(query, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
     /// Applies a package change; waits for room rather than failing when
     /// questions are queued, since a change must not be lost.
     pub async fn package(
@@ -106,6 +136,23 @@ impl Query {
             }
             Query::One(id, reply) => {
                 let _ = reply.send(pipeline.fleet.get(&id).cloned());
+            }
+            Query::Nearest(q, reply) => {
+                let fleet = &pipeline.fleet;
+                let mut top = TopK::new(q.k);
+                fleet.nearest(q.lat, q.lon, q.radius_m, q.k, q.include_all, &mut top);
+                let found = top
+                    .as_slice()
+                    .iter()
+                    .filter_map(|&(distance_m, slot)| {
+                        let vehicle = fleet.vehicle(slot)?.clone();
+                        Some(Nearby {
+                            distance_m,
+                            vehicle,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(found);
             }
             Query::Package(change, reply) => {
                 let _ = reply.send(pipeline.change_package(change, now_ms, updates));

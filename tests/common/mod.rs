@@ -67,8 +67,32 @@ pub async fn gateway_with(mut config: Config) -> Gateway {
 
 /// GET `path`, returning status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, None).await
+}
+
+/// POST `body` as `application/json`, as the source systems' Go clients do
+/// (`http.Post(url, "application/json", …)`): status code and body.
+pub async fn http_post_json(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    http_request(addr, "POST", path, Some(body)).await
+}
+
+/// One HTTP/1.1 request on a fresh connection: status code and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect http");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(body) = json_body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
     s.write_all(req.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).await.unwrap();
