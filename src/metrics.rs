@@ -148,6 +148,9 @@ metrics! {
     fleet_vehicles: gauge;
     /// Messages of new vehicles refused because the table is full (policy `refuse_new`).
     fleet_vehicles_refused_total: counter;
+    /// A vehicle inside more than `fleet::geofence::MAX_MEMBERSHIPS` fences
+    /// at once: the one more is ignored.
+    geofence_memberships_refused_total: counter;
     /// Positions dropped as duplicates (same or older sequence number, seen before).
     positions_duplicate_total: counter;
     /// Positions that arrived after a newer one (forwarded, not the latest).

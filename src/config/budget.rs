@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::edge::frame_pool::SMALL_FRAME_BYTES;
 use crate::edge::handoff::READ_CHUNK as HANDOFF_READ_CHUNK;
 use crate::fanout::WhenFull;
+use crate::fleet::geofence::{FenceId, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
 use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
 use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
@@ -105,6 +106,18 @@ impl Config {
                 bytes: self.fleet.max_packages.get() as u64
                     * (size_of::<Package>() as u64 + 2 * MAX_PLACE_LEN as u64 + 2 * VehicleId::MAX_LEN as u64 + index),
                 why: format!("fleet.max_packages = {}", self.fleet.max_packages),
+            },
+            Item {
+                name: "geofences",
+                bytes: self.geofence.max_fences.get() as u64
+                    * (self.geofence.max_vertices.get() as u64 * 16
+                        + 256
+                        + MAX_INDEX_CELLS_PER_FENCE as u64 * 48)
+                    + max_vehicles as u64 * size_of::<Option<heapless::Vec<FenceId, MAX_MEMBERSHIPS>>>() as u64,
+                why: format!(
+                    "geofence.max_fences = {} × (max_vertices = {} × 16 bytes + {MAX_INDEX_CELLS_PER_FENCE} index cells), and {MAX_MEMBERSHIPS} memberships per vehicle",
+                    self.geofence.max_fences, self.geofence.max_vertices
+                ),
             },
             Item {
                 name: "bridge feed queue and clock",

@@ -9,6 +9,7 @@
 //! to a default. The error names the field, the line and the column.
 
 pub mod budget;
+pub mod geofence;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -42,6 +43,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub ingest: IngestConfig,
     pub fleet: FleetConfig,
+    pub geofence: geofence::GeofenceConfig,
     pub fanout: FanoutConfig,
     pub bridge: BridgeConfig,
     pub http: HttpConfig,
@@ -483,6 +485,7 @@ impl Config {
                 "bridge.spool_segment_bytes must be at least 4096 and bridge.spool_max_bytes at least twice that".into(),
             ));
         }
+        self.geofence.check().map_err(ConfigError::Invalid)?;
         if self.gateway_id.0.is_empty() {
             return Err(ConfigError::Invalid("gateway_id must not be empty".into()));
         }

@@ -19,6 +19,7 @@
 //! Before it: ingest, whose task owns it. After it: the fan-out, which gets
 //! the [`Update`]s it appends.
 
+pub mod geofence;
 pub mod nearest;
 pub mod packages;
 mod seq;
@@ -120,6 +121,10 @@ pub struct FleetEvent {
 pub enum EventKind {
     /// `from` → `to`; one event per transition.
     StatusChanged { from: Presence, to: Presence },
+    /// Into a geofence (`fence` is its id, `GET /geofences` names it).
+    GeofenceEnter { fence: geofence::FenceId },
+    /// Out of it, past its exit buffer.
+    GeofenceExit { fence: geofence::FenceId },
 }
 
 impl EventKind {
@@ -129,6 +134,8 @@ impl EventKind {
     pub fn topic_name(&self) -> &'static str {
         match self {
             EventKind::StatusChanged { .. } => "status_changed",
+            EventKind::GeofenceEnter { .. } => "geofence_enter",
+            EventKind::GeofenceExit { .. } => "geofence_exit",
         }
     }
 }
@@ -166,6 +173,8 @@ pub struct Fleet {
     vehicles: Vec<VehicleState>,
     /// Where each vehicle's newest valid fix is, for nearest searches.
     grid: nearest::Grid,
+    /// The configured fences and who is in them.
+    pub geofences: geofence::Geofences,
     index: HashMap<VehicleId, Slot>,
     capacity: usize,
     unknown_after: Duration,
@@ -183,6 +192,7 @@ impl Fleet {
             packages: packages::Packages::new(max_packages),
             vehicles: Vec::with_capacity(capacity),
             grid: nearest::Grid::new(capacity),
+            geofences: geofence::Geofences::new(&Default::default(), capacity, metrics.clone()),
             index: HashMap::with_capacity(capacity),
             capacity,
             unknown_after,
@@ -300,6 +310,7 @@ impl Fleet {
                     .update(slot, position.lat_deg(), position.lon_deg());
             }
         }
+        let fenced = newest && position.fix_valid();
         let odometer_m = vehicle.odometer_m;
         heard(vehicle, slot, now, now_ms, out);
         out.push(Update::Position(PositionUpdate {
@@ -310,6 +321,11 @@ impl Fleet {
             odometer_m,
             late: !newest,
         }));
+        if fenced {
+            let (lat, lon) = (position.lat_deg(), position.lon_deg());
+            self.geofences
+                .evaluate(slot, id, lat, lon, position.time_ms, out);
+        }
         Outcome::Accepted
     }
 

@@ -32,13 +32,19 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: &Config, metrics: Arc<Metrics>, mirror: BrokerPublisher) -> Pipeline {
+        let mut fleet = Fleet::new(
+            config.fleet.max_vehicles.get(),
+            config.fleet.max_packages.get(),
+            Duration::from_secs(config.fleet.unknown_after_s),
+            metrics.clone(),
+        );
+        fleet.geofences = crate::fleet::geofence::Geofences::new(
+            &config.geofence,
+            config.fleet.max_vehicles.get(),
+            metrics.clone(),
+        );
         Pipeline {
-            fleet: Fleet::new(
-                config.fleet.max_vehicles.get(),
-                config.fleet.max_packages.get(),
-                Duration::from_secs(config.fleet.unknown_after_s),
-                metrics.clone(),
-            ),
+            fleet,
             metrics,
             mirror,
             malformed_log: RateLimit::new(config.ingest.malformed_log_per_s),

@@ -27,6 +27,7 @@ mod broker_lifecycle;
 mod conformance;
 mod edge;
 mod fleet;
+mod geofence;
 mod live_feed;
 mod live_map_page;
 mod mosquitto_interop;

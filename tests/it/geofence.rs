@@ -1,0 +1,116 @@
+//! Geofences from the config file: a vehicle driving in and out over MQTT
+//! makes one `geofence_enter` and one `geofence_exit` on
+//! `fleet/events/geofence_enter|exit`, and one already inside when the
+//! gateway restarts does not enter twice.
+
+use crate::common::*;
+use fleetgate::config::geofence::{Circle, FenceConfig};
+use fleetgate::config::Config;
+use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
+use rumqttc::mqttbytes::QoS;
+use serde_json::Value;
+
+/// A 150 m circle around the fixtures' home (the Dam).
+fn config_with_depot() -> Config {
+    let mut config = test_config();
+    config.geofence.fences.push(FenceConfig {
+        name: "depot".into(),
+        circle: Some(Circle {
+            lat: f64::from(HOME_E6.0) / 1e6,
+            lon: f64::from(HOME_E6.1) / 1e6,
+            radius_m: 150.0,
+        }),
+        polygon: None,
+        exit_buffer_m: None,
+    });
+    config
+}
+
+async fn dashboard(gw: &fleetgate::Gateway) -> RawClient {
+    let mut c = RawClient::mqtt(gw.mqtt_addr, "dashboard", 30).await;
+    c.send(Packet::Subscribe(Subscribe::new(
+        "fleet/events/+",
+        QoS::AtMostOnce,
+    )))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c
+}
+
+/// One fix at `north_e6` millionths of a degree north of home.
+async fn fix(device: &mut RawClient, seq: u32, north_e6: i32) {
+    let payload = position_at(seq, HOME_E6.0 + north_e6, HOME_E6.1);
+    device
+        .send(Packet::Publish(Publish::from_bytes(
+            "v/truck-1/pos",
+            QoS::AtLeastOnce,
+            payload,
+        )))
+        .await;
+    assert!(matches!(device.recv().await, Some(Packet::PubAck(_))));
+}
+
+/// The next geofence event the dashboard gets (status events skipped).
+async fn next_fence_event(dashboard: &mut RawClient) -> (String, Value) {
+    loop {
+        match dashboard.recv().await {
+            Some(Packet::Publish(p)) if p.topic.starts_with("fleet/events/geofence_") => {
+                let json: Value = serde_json::from_slice(&p.payload).unwrap();
+                return (p.topic, json);
+            }
+            Some(Packet::Publish(_)) => {}
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn driving_in_and_out_makes_one_enter_and_one_exit_and_a_restart_no_second_enter() {
+    let config = config_with_depot();
+    let gw = gateway_with(config.clone()).await;
+    let mut watch = dashboard(&gw).await;
+    let mut truck = RawClient::mqtt(gw.mqtt_addr, "truck-1", 30).await;
+    fix(&mut truck, 1, 5_000).await; // ~560 m north: outside
+    fix(&mut truck, 2, 500).await; // ~56 m: inside
+    fix(&mut truck, 3, 0).await;
+    let (topic, event) = next_fence_event(&mut watch).await;
+    assert_eq!(topic, "fleet/events/geofence_enter");
+    assert_eq!(event["type"], "geofence_enter");
+    assert_eq!(event["fence"], 1);
+    assert_eq!(event["vehicle_id"], "truck-1");
+    drop(truck);
+    drop(watch);
+    gw.shutdown().await;
+
+    // A new gateway: the truck is still inside, then leaves.
+    let gw = gateway_with(config).await;
+    let mut watch = dashboard(&gw).await;
+    let mut truck = RawClient::mqtt(gw.mqtt_addr, "truck-1", 30).await;
+    fix(&mut truck, 4, 100).await; // inside: no second enter
+    fix(&mut truck, 5, 1_500).await; // ~167 m: outside, within the 25 m buffer
+    fix(&mut truck, 6, 3_000).await; // ~334 m: out
+    let (topic, event) = next_fence_event(&mut watch).await;
+    assert_eq!(
+        topic, "fleet/events/geofence_exit",
+        "the first event after the restart: {event}"
+    );
+    assert_eq!(event["fence"], 1);
+}
+
+#[test]
+fn a_bad_fence_in_the_config_file_refuses_to_start_naming_it() {
+    let text =
+        "[[geofence.fences]]\nname = \"yard\"\ncircle = { lat = 52.0, lon = 4.0, radius_m = 0 }\n";
+    let err = Config::from_toml(text, std::path::Path::new("g.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"yard\"") && err.contains("radius_m"),
+        "{err}"
+    );
+    let text = "[[geofence.fences]]\nname = \"yard\"\n";
+    let err = Config::from_toml(text, std::path::Path::new("g.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exactly one of circle or polygon"), "{err}");
+}
