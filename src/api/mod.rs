@@ -3,7 +3,7 @@
 //! In: HTTP requests. Out: `GET /` the live map page; `GET /ws` the live
 //! WebSocket feed ([`live`]); `GET /notification?userId=` a user's
 //! notifications ([`notifications`], the notification service's contract); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
-//! current state; `GET /vehicles/nearest`, `POST /tracking`, `POST /search`
+//! current state; `/geofences` ([`geofences`]); `GET /vehicles/nearest`, `POST /tracking`, `POST /search`
 //! nearest-vehicle search ([`nearest`], with the nearest-driver service's
 //! contract); `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
 //! each WebSocket holds one fan-out queue (`http.ws_queue`), and at most
@@ -15,6 +15,7 @@
 //! (answers to questions), and the bridge's mailboxes (notifications). After
 //! it: browsers, dashboards and the operator.
 
+pub mod geofences;
 pub mod live;
 pub mod nearest;
 pub mod notifications;
@@ -61,6 +62,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/tracking",
             post(nearest::tracking).fallback(nearest::method_not_allowed),
+        )
+        .route("/geofences", get(geofences::list).post(geofences::create))
+        .route(
+            "/geofences/{id}",
+            get(geofences::get)
+                .put(geofences::replace)
+                .delete(geofences::delete),
         )
         .route(
             "/search",
@@ -143,6 +151,9 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
+    /// The request is valid but a bound refuses it.
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many live feed clients: at most {0}")]
     TooManyClients(usize),
     #[error("the fleet state is busy; try again")]
@@ -154,6 +165,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::BadField { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyClients(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = match &self {

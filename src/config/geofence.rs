@@ -46,17 +46,20 @@ impl Default for GeofenceConfig {
 }
 
 /// One fence: a name, and a circle or a polygon.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FenceConfig {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circle: Option<Circle>,
     /// `[longitude, latitude]` pairs (GeoJSON order); the ring closes itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polygon: Option<Vec<[f64; 2]>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_buffer_m: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Circle {
     pub lat: f64,
@@ -103,7 +106,8 @@ impl GeofenceConfig {
         Ok(())
     }
 
-    fn check_fence(&self, fence: &FenceConfig) -> Result<(), String> {
+    /// One fence valid within these limits, or what is wrong with it.
+    pub fn check_fence(&self, fence: &FenceConfig) -> Result<(), String> {
         if let Some(b) = fence.exit_buffer_m {
             if !(b.is_finite() && b >= 0.0) {
                 return Err(format!("exit_buffer_m {b} must be 0 or more"));

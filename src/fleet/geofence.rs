@@ -23,7 +23,7 @@
 //! once (a larger fence is looked at for every fix instead). Evaluation allocates nothing and
 //! looks only at the fences indexed in the fix's coarse cell.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use heapless::Vec as FixedVec;
@@ -61,6 +61,8 @@ enum Shape {
 struct Fence {
     id: FenceId,
     name: String,
+    /// As it was given, for `GET /geofences`.
+    config: FenceConfig,
     shape: Shape,
     exit_buffer_m: f64,
 }
@@ -87,6 +89,7 @@ impl Fence {
         Some(Fence {
             id,
             name: c.name.clone(),
+            config: c.clone(),
             shape,
             exit_buffer_m: c.exit_buffer_m.unwrap_or(limits.exit_buffer_m).max(0.0),
         })
@@ -181,51 +184,86 @@ fn index_cell(lat: f64, lon: f64) -> (i32, i32) {
     )
 }
 
-/// Which fence indexes may hold a vehicle at (lat, lon), and which vehicle
-/// is in which fence.
+/// Which fences may hold a vehicle at (lat, lon), and which vehicle is in
+/// which fence.
 pub struct Geofences {
-    fences: Vec<Fence>,
-    /// Coarse cell → indexes into `fences` whose widened box meets it.
-    index: HashMap<(i32, i32), Vec<u32>>,
+    /// By id; ids are never reused, so an event's fence id names one fence.
+    fences: BTreeMap<FenceId, Fence>,
+    next_id: FenceId,
+    limits: GeofenceConfig,
+    /// Coarse cell → the fences whose widened box meets it.
+    index: HashMap<(i32, i32), Vec<FenceId>>,
     /// Fences too big to index cell by cell: looked at for every fix.
-    large: Vec<u32>,
+    large: Vec<FenceId>,
     /// Per slot: the fences it is in; `None` until its first fix after start.
     members: Vec<Option<FixedVec<FenceId, MAX_MEMBERSHIPS>>>,
     metrics: Arc<Metrics>,
 }
 
+/// A fence as `GET /geofences` shows it: its id and its definition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FenceView {
+    pub id: FenceId,
+    #[serde(flatten)]
+    pub fence: FenceConfig,
+}
+
+/// Why a fence edit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceEditError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("at most geofence.max_fences = {0} fences")]
+    Full(usize),
+    #[error("no geofence {0}")]
+    NotFound(FenceId),
+}
+
 impl Geofences {
-    /// The fences of a checked config, for `capacity` vehicles.
+    /// The fences of a checked config (ids from 1, in file order), for
+    /// `capacity` vehicles.
     pub fn new(config: &GeofenceConfig, capacity: usize, metrics: Arc<Metrics>) -> Geofences {
-        let fences: Vec<Fence> = config
-            .fences
-            .iter()
-            .take(config.max_fences.get())
-            .enumerate()
-            .filter_map(|(i, c)| Fence::from_config(i as FenceId + 1, c, config))
-            .collect();
-        let mut index: HashMap<(i32, i32), Vec<u32>> = HashMap::new();
-        let mut large = Vec::new();
-        for (i, fence) in fences.iter().enumerate() {
+        let mut geofences = Geofences {
+            fences: BTreeMap::new(),
+            next_id: 1,
+            limits: GeofenceConfig {
+                fences: Vec::new(),
+                ..config.clone()
+            },
+            index: HashMap::new(),
+            large: Vec::new(),
+            members: vec![None; capacity],
+            metrics,
+        };
+        for c in config.fences.iter().take(config.max_fences.get()) {
+            let id = geofences.next_id;
+            geofences.next_id += 1;
+            if let Some(fence) = Fence::from_config(id, c, config) {
+                geofences.fences.insert(id, fence);
+            }
+        }
+        geofences.reindex();
+        geofences
+    }
+
+    /// Rebuilds the index (at start and after an edit: fences change
+    /// rarely, positions all the time).
+    fn reindex(&mut self) {
+        self.index.clear();
+        self.large.clear();
+        for (&id, fence) in &self.fences {
             let (s, w, n, e) = fence.bounds();
             let ((r0, c0), (r1, c1)) = (index_cell(s, w), index_cell(n, e));
             let cells = (i64::from(r1) - i64::from(r0) + 1) * (i64::from(c1) - i64::from(c0) + 1);
             if cells > MAX_INDEX_CELLS_PER_FENCE {
-                large.push(i as u32);
+                self.large.push(id);
                 continue;
             }
             for r in r0..=r1 {
                 for c in c0..=c1 {
-                    index.entry((r, c)).or_default().push(i as u32);
+                    self.index.entry((r, c)).or_default().push(id);
                 }
             }
-        }
-        Geofences {
-            fences,
-            index,
-            large,
-            members: vec![None; capacity],
-            metrics,
         }
     }
 
@@ -239,9 +277,110 @@ impl Geofences {
 
     /// The name of fence `id`.
     pub fn name(&self, id: FenceId) -> Option<&str> {
+        self.fences.get(&id).map(|f| f.name.as_str())
+    }
+
+    /// Every fence, by id.
+    pub fn list(&self) -> Vec<FenceView> {
         self.fences
-            .get(id.checked_sub(1)? as usize)
-            .map(|f| f.name.as_str())
+            .values()
+            .map(|f| FenceView {
+                id: f.id,
+                fence: f.config.clone(),
+            })
+            .collect()
+    }
+
+    pub fn get(&self, id: FenceId) -> Option<FenceView> {
+        self.fences.get(&id).map(|f| FenceView {
+            id,
+            fence: f.config.clone(),
+        })
+    }
+
+    /// Creates (`id: None`) or replaces a fence; then the caller settles
+    /// the vehicles against it ([`Geofences::settle`]).
+    pub fn put(
+        &mut self,
+        id: Option<FenceId>,
+        config: FenceConfig,
+    ) -> Result<FenceId, FenceEditError> {
+        self.limits
+            .check_fence(&config)
+            .map_err(FenceEditError::Invalid)?;
+        let id = match id {
+            Some(id) if self.fences.contains_key(&id) => id,
+            Some(id) => return Err(FenceEditError::NotFound(id)),
+            None if self.fences.len() >= self.limits.max_fences.get() => {
+                return Err(FenceEditError::Full(self.limits.max_fences.get()))
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id = self.next_id.saturating_add(1);
+                id
+            }
+        };
+        let fence = Fence::from_config(id, &config, &self.limits)
+            .ok_or_else(|| FenceEditError::Invalid("not a valid fence".into()))?;
+        self.fences.insert(id, fence);
+        self.reindex();
+        Ok(id)
+    }
+
+    /// Deletes a fence; then the caller settles its members (they exit).
+    pub fn delete(&mut self, id: FenceId) -> Result<(), FenceEditError> {
+        self.fences
+            .remove(&id)
+            .ok_or(FenceEditError::NotFound(id))?;
+        self.reindex();
+        Ok(())
+    }
+
+    /// After an edit of fence `id`: the transition it implies for a vehicle
+    /// at (lat, lon) whose membership is known — enter if now inside, exit
+    /// if it was a member and is now past the buffer (or the fence is
+    /// gone) — as one event.
+    #[allow(clippy::too_many_arguments)]
+    pub fn settle(
+        &mut self,
+        id: FenceId,
+        slot: Slot,
+        vehicle: &VehicleId,
+        lat: f64,
+        lon: f64,
+        time_ms: u64,
+        out: &mut Vec<Update>,
+    ) {
+        let Some(Some(members)) = self.members.get_mut(slot as usize) else {
+            return;
+        };
+        let was = members.iter().position(|&m| m == id);
+        let event = |kind| {
+            Update::Event(FleetEvent {
+                slot,
+                vehicle: vehicle.clone(),
+                time_ms,
+                kind,
+            })
+        };
+        match (self.fences.get(&id), was) {
+            (None, Some(i)) => {
+                members.swap_remove(i);
+                out.push(event(EventKind::GeofenceExit { fence: id }));
+            }
+            (Some(f), Some(i)) if f.outside_m(lat, lon) > f.exit_buffer_m => {
+                members.swap_remove(i);
+                out.push(event(EventKind::GeofenceExit { fence: id }));
+            }
+            (Some(f), None) if f.outside_m(lat, lon) <= 0.0 => {
+                if members.push(id).is_err() {
+                    Metrics::inc(&self.metrics.geofence_memberships_refused_total);
+                } else {
+                    out.push(event(EventKind::GeofenceEnter { fence: id }));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The fences slot is in (empty before its first fix).
@@ -262,15 +401,17 @@ impl Geofences {
         time_ms: u64,
         out: &mut Vec<Update>,
     ) {
-        if self.fences.is_empty() {
-            return;
-        }
         let Some(members) = self.members.get_mut(slot as usize) else {
             return;
         };
+        // known from now on, even with no fences yet: a fence created
+        // later settles this vehicle at once
         let first_fix = members.is_none();
         let members = members.get_or_insert_with(FixedVec::new);
-        let candidates: &[u32] = self
+        if self.fences.is_empty() {
+            return;
+        }
+        let candidates: &[FenceId] = self
             .index
             .get(&index_cell(lat, lon))
             .map_or(&[], |v| v.as_slice());
@@ -287,7 +428,7 @@ impl Geofences {
         let mut i = 0;
         while i < members.len() {
             let id = members[i];
-            let outside = match self.fences.get(id as usize - 1) {
+            let outside = match self.fences.get(&id) {
                 Some(f) => f.outside_m(lat, lon) > f.exit_buffer_m,
                 None => true,
             };
@@ -298,8 +439,10 @@ impl Geofences {
                 i += 1;
             }
         }
-        for &index in candidates.iter().chain(&self.large) {
-            let fence = &self.fences[index as usize];
+        for id in candidates.iter().chain(&self.large) {
+            let Some(fence) = self.fences.get(id) else {
+                continue;
+            };
             if members.contains(&fence.id) || fence.outside_m(lat, lon) > 0.0 {
                 continue;
             }

@@ -382,6 +382,42 @@ impl Fleet {
         self.grid.nearest(lat, lon, radius_m, k, accept, out);
     }
 
+    /// Creates (`id: None`), replaces or (`fence: None`) deletes a
+    /// geofence, and appends the enter/exit events the edit implies for
+    /// every vehicle with a known membership (not only on its next fix).
+    pub fn edit_fence(
+        &mut self,
+        id: Option<geofence::FenceId>,
+        fence: Option<crate::config::geofence::FenceConfig>,
+        now_ms: u64,
+        out: &mut Vec<Update>,
+    ) -> Result<geofence::FenceId, geofence::FenceEditError> {
+        let id = match (id, fence) {
+            (id, Some(fence)) => self.geofences.put(id, fence)?,
+            (Some(id), None) => {
+                self.geofences.delete(id)?;
+                id
+            }
+            (None, None) => {
+                return Err(geofence::FenceEditError::Invalid("nothing to edit".into()))
+            }
+        };
+        for (slot, vehicle) in self.vehicles.iter().enumerate() {
+            if let Some(p) = vehicle.position.filter(|p| p.fix_valid()) {
+                self.geofences.settle(
+                    id,
+                    slot as Slot,
+                    &vehicle.id,
+                    p.lat_deg(),
+                    p.lon_deg(),
+                    now_ms,
+                    out,
+                );
+            }
+        }
+        Ok(id)
+    }
+
     /// Marks vehicles silent for longer than `unknown_after` as `unknown`.
     pub fn sweep(&mut self, now: Instant, now_ms: u64, out: &mut Vec<Update>) {
         for (slot, vehicle) in self.vehicles.iter_mut().enumerate() {

@@ -9,6 +9,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::Pipeline;
+use crate::config::geofence::FenceConfig;
+use crate::fleet::geofence::{FenceEditError, FenceId, FenceView};
 use crate::fleet::nearest::TopK;
 use crate::fleet::packages::{Package, PackageError, PackageId};
 use crate::fleet::{Update, VehicleState};
@@ -23,6 +25,14 @@ pub(super) enum Query {
     All(oneshot::Sender<Vec<VehicleState>>),
     One(VehicleId, oneshot::Sender<Option<VehicleState>>),
     Nearest(NearestQuery, oneshot::Sender<Vec<Nearby>>),
+    Fences(oneshot::Sender<Vec<FenceView>>),
+    Fence(FenceId, oneshot::Sender<Option<FenceView>>),
+    /// Create (`id: None`), replace, or delete (`fence: None`).
+    EditFence {
+        id: Option<FenceId>,
+        fence: Option<FenceConfig>,
+        reply: oneshot::Sender<Result<Option<FenceView>, FenceEditError>>,
+    },
     Package(
         PackageChange,
         oneshot::Sender<Result<Package, PackageError>>,
@@ -105,6 +115,37 @@ impl FleetQueries {
         rx.await.map_err(|_| FleetUnavailable)
     }
 
+    pub async fn fences(&self) -> Result<Vec<FenceView>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::Fences(tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
+    pub async fn fence(&self, id: FenceId) -> Result<Option<FenceView>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::Fence(id, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
+    /// Creates, replaces or deletes a geofence (the fence as stored, `None`
+    /// once deleted); waits for room, like a package change.
+    pub async fn edit_fence(
+        &self,
+        id: Option<FenceId>,
+        fence: Option<FenceConfig>,
+    ) -> Result<Result<Option<FenceView>, FenceEditError>, FleetUnavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.queries
+            .send(Query::EditFence { id, fence, reply })
+            .await
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
     /// Applies a package change; waits for room rather than failing when
     /// questions are queued, since a change must not be lost.
     pub async fn package(
@@ -153,6 +194,26 @@ impl Query {
                     })
                     .collect();
                 let _ = reply.send(found);
+            }
+            Query::Fences(reply) => {
+                let _ = reply.send(pipeline.fleet.geofences.list());
+            }
+            Query::Fence(id, reply) => {
+                let _ = reply.send(pipeline.fleet.geofences.get(id));
+            }
+            Query::EditFence { id, fence, reply } => {
+                let deleting = fence.is_none();
+                let result = pipeline
+                    .fleet
+                    .edit_fence(id, fence, now_ms, updates)
+                    .map(|id| {
+                        if deleting {
+                            None
+                        } else {
+                            pipeline.fleet.geofences.get(id)
+                        }
+                    });
+                let _ = reply.send(result);
             }
             Query::Package(change, reply) => {
                 let _ = reply.send(pipeline.change_package(change, now_ms, updates));

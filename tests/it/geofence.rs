@@ -114,3 +114,82 @@ fn a_bad_fence_in_the_config_file_refuses_to_start_naming_it() {
         .to_string();
     assert!(err.contains("exactly one of circle or polygon"), "{err}");
 }
+
+/// Fences managed over REST; each edit emits, at once, the transitions it
+/// implies for vehicles already placed.
+#[tokio::test]
+async fn geofences_over_rest_and_each_edit_emits_the_transitions_it_implies() {
+    let mut config = test_config();
+    config.geofence.max_fences = std::num::NonZeroUsize::new(1).unwrap();
+    let gw = gateway_with(config).await;
+    let mut watch = dashboard(&gw).await;
+    let mut truck = RawClient::mqtt(gw.mqtt_addr, "truck-1", 30).await;
+    fix(&mut truck, 1, 500).await; // ~56 m north of home, no fence yet
+
+    let (lat, lon) = (f64::from(HOME_E6.0) / 1e6, f64::from(HOME_E6.1) / 1e6);
+    let depot =
+        format!(r#"{{"name":"depot","circle":{{"lat":{lat},"lon":{lon},"radius_m":150}}}}"#);
+    let (code, body) = http_post_json(gw.http_addr, "/geofences", &depot).await;
+    assert_eq!(code, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_u64().unwrap();
+    assert_eq!(created["name"], "depot");
+    let (topic, event) = next_fence_event(&mut watch).await;
+    assert_eq!(
+        (topic.as_str(), event["fence"].as_u64()),
+        ("fleet/events/geofence_enter", Some(id))
+    );
+
+    let (code, body) = http_get(gw.http_addr, "/geofences").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()[0]["id"].as_u64(),
+        Some(id)
+    );
+    // the bound: one fence
+    let (code, body) = http_post_json(gw.http_addr, "/geofences", &depot).await;
+    assert_eq!(code, 409, "{body}");
+
+    // shrink it to 10 m: the truck, 56 m out, is past the 25 m buffer
+    let small = depot.replace("\"radius_m\":150", "\"radius_m\":10");
+    let (code, body) = http_request(
+        gw.http_addr,
+        "PUT",
+        &format!("/geofences/{id}"),
+        Some(&small),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (topic, event) = next_fence_event(&mut watch).await;
+    assert_eq!(
+        (topic.as_str(), event["fence"].as_u64()),
+        ("fleet/events/geofence_exit", Some(id))
+    );
+
+    let (code, _) = http_request(gw.http_addr, "DELETE", &format!("/geofences/{id}"), None).await;
+    assert_eq!(code, 204);
+    let (code, body) = http_get(gw.http_addr, &format!("/geofences/{id}")).await;
+    assert_eq!(code, 404, "{body}");
+}
+
+#[tokio::test]
+async fn bad_geofences_get_json_errors() {
+    let gw = gateway().await;
+    for body in [
+        r#"{"name":"x"}"#,
+        r#"{"name":"x","circle":{"lat":1,"lon":2,"radius_m":0}}"#,
+        r#"{"name":"x","polygon":[[1,2],[3,4]]}"#,
+        r#"{"name":"x","circle":{"lat":1,"lon":2,"radius_m":5},"colour":"red"}"#,
+        "not json",
+    ] {
+        let (code, answer) = http_post_json(gw.http_addr, "/geofences", body).await;
+        assert_eq!(code, 400, "{body}: {answer}");
+        let error: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(error["field"], "body", "{body}: {answer}");
+    }
+    let fence = r#"{"name":"x","circle":{"lat":1,"lon":2,"radius_m":5}}"#;
+    let (code, _) = http_request(gw.http_addr, "PUT", "/geofences/999", Some(fence)).await;
+    assert_eq!(code, 404);
+    let (code, answer) = http_get(gw.http_addr, "/geofences/abc").await;
+    assert_eq!(code, 400, "{answer}");
+}
