@@ -30,3 +30,4 @@ mod fleet;
 mod live_feed;
 mod live_map_page;
 mod mosquitto_interop;
+mod smq;
