@@ -195,6 +195,9 @@ max_connections = 1000
 max_vehicles = $((MAX_CONNECTIONS))
 [bridge]
 ${1:-enabled = false}
+[smq]
+# not measured here; and no fixed port (5151) to collide on
+enabled = false
 EOF
     BROKER_ADDR=127.0.0.1:$mqtt_port
     HTTP_ADDR=127.0.0.1:$http_port

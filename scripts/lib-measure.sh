@@ -69,7 +69,7 @@ start_gateway() {
     HTTP_ADDR=127.0.0.1:$http_port
     GATEWAY_LOG=$dir/gateway.log
     mkdir -p "$dir/data"
-    printf '[bridge]\nenabled = false\n' >"$dir/fleetgate.toml"
+    printf '[bridge]\nenabled = false\n[smq]\nenabled = false\n' >"$dir/fleetgate.toml"
     say "starting fleetgate: MQTT $MQTT_ADDR, HTTP $HTTP_ADDR, data $dir/data (bridge off)"
     "$GATEWAY_BIN" --config "$dir/fleetgate.toml" --mqtt-listen "$MQTT_ADDR" \
         --http-listen "$HTTP_ADDR" --data-dir "$dir/data" >"$GATEWAY_LOG" 2>&1 &

@@ -24,6 +24,8 @@
 //!     REST, health, metrics;
 //!   - [`bridge`]: the feeder ([`bridge::feeder`]) into a durable disk
 //!     spool, and AMQP 0-9-1 to RabbitMQ.
+//! - [`smq`]: the NSQ-like queue the gateway replaces (seed 002), its
+//!   consumer port and `/put`, riding on the broker through a local link.
 //!
 //! The two ways back:
 //!
@@ -56,6 +58,7 @@ pub mod edge;
 pub mod fanout;
 pub mod fleet;
 pub mod ingest;
+pub mod smq;
 
 pub mod acks;
 pub mod clock;
@@ -102,6 +105,8 @@ pub enum StartError {
 pub struct Listeners {
     pub mqtt: TcpListener,
     pub http: TcpListener,
+    /// The SMQ consumer port; `None` when `smq.enabled` is off.
+    pub smq: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -115,10 +120,14 @@ impl Listeners {
         Ok(Listeners {
             mqtt: bind(config.mqtt.listen).await?,
             http: bind(config.http.listen).await?,
+            smq: match config.smq.enabled {
+                true => Some(bind(config.smq.listen).await?),
+                false => None,
+            },
         })
     }
 
-    /// Binds both on `127.0.0.1:0`, for tests.
+    /// Binds each on `127.0.0.1:0`, for tests.
     pub async fn loopback() -> Result<Listeners, StartError> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let bind = || async move {
@@ -129,6 +138,7 @@ impl Listeners {
         Ok(Listeners {
             mqtt: bind().await?,
             http: bind().await?,
+            smq: Some(bind().await?),
         })
     }
 }
@@ -140,6 +150,8 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     /// rumqttd's internal listener (loopback; only the edge may log in).
     pub internal_broker_addr: SocketAddr,
+    /// The SMQ consumer port, when `smq.enabled`.
+    pub smq_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     stop_edge: Option<oneshot::Sender<()>>,
     stop_http: Option<oneshot::Sender<()>>,
@@ -286,6 +298,16 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         registry,
         broker.internal.clone(),
     ));
+    let smq = match (config.smq.enabled, listeners.smq) {
+        (true, Some(listener)) => Some(smq::start(
+            &config.smq,
+            &broker,
+            ctx.clone(),
+            metrics.clone(),
+            listener,
+        )?),
+        _ => None,
+    };
     let (stop_edge, edge_stopped) = oneshot::channel::<()>();
     let edge_task = tokio::spawn(edge::serve(listeners.mqtt, ctx, async {
         let _ = edge_stopped.await;
@@ -300,6 +322,12 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         mailboxes,
         http: Arc::new(config.http.clone()),
     });
+    let app = match &smq {
+        Some(smq) => app.merge(smq::http::router(smq.hub.clone())),
+        None => app,
+    };
+    let smq_addr = smq.as_ref().map(|s| s.addr);
+    background.extend(smq.map(|s| s.task));
     let http_task = tokio::spawn(async move {
         let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async {
             let _ = http_stopped.await;
@@ -314,6 +342,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         mqtt_addr,
         http_addr,
         internal_broker_addr: broker.internal.addr,
+        smq_addr,
         metrics,
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),

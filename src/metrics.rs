@@ -232,6 +232,50 @@ metrics! {
     commands_delivered_total: counter;
     /// Commands dropped: vehicle not connected here, or its command queue full.
     commands_dropped_total: counter;
+    /// SMQ messages dropped, by reason: `queue_full` (a queue at smq.mem_queue_size lost its oldest), `memory_full` (smq.max_bytes: the new message lost for that queue), `too_large` (an MQTT publish over smq.max_message_bytes), `no_topic` (forwarded for a topic just evicted).
+    smq_dropped_total_queue_full: counter in "smq_dropped_total" {"reason=\"queue_full\""};
+    /// SMQ messages dropped, by reason.
+    smq_dropped_total_memory_full: counter in "smq_dropped_total" {"reason=\"memory_full\""};
+    /// SMQ messages dropped, by reason.
+    smq_dropped_total_too_large: counter in "smq_dropped_total" {"reason=\"too_large\""};
+    /// SMQ messages dropped, by reason.
+    smq_dropped_total_no_topic: counter in "smq_dropped_total" {"reason=\"no_topic\""};
+    /// SMQ topics, channels, consumers or publishes refused at a bound, by reason (`busy`: the broker link's queue, smq.publish_queue).
+    smq_refused_total_max_topics: counter in "smq_refused_total" {"reason=\"max_topics\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_max_filters: counter in "smq_refused_total" {"reason=\"max_filters\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_max_channels: counter in "smq_refused_total" {"reason=\"max_channels\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_max_consumers: counter in "smq_refused_total" {"reason=\"max_consumers\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_busy: counter in "smq_refused_total" {"reason=\"busy\""};
+    /// `/put`s queued for the broker.
+    smq_put_total: counter;
+    /// Messages the broker forwarded to SMQ topics (`/put`s and MQTT publishes).
+    smq_received_total: counter;
+    /// Messages handed to SMQ consumers (`GET`).
+    smq_delivered_total: counter;
+    /// Messages finished (`FIN`).
+    smq_finished_total: counter;
+    /// Messages put back in their channel, by reason: `req` (REQ), `timeout` (held past smq.msg_timeout_s), `disconnect` (its consumer left).
+    smq_requeued_total_req: counter in "smq_requeued_total" {"reason=\"req\""};
+    /// Messages put back in their channel, by reason.
+    smq_requeued_total_timeout: counter in "smq_requeued_total" {"reason=\"timeout\""};
+    /// Messages put back in their channel, by reason.
+    smq_requeued_total_disconnect: counter in "smq_requeued_total" {"reason=\"disconnect\""};
+    /// SMQ consumer connections closed by the gateway, by reason.
+    smq_connections_closed_total_handshake_timeout: counter in "smq_connections_closed_total" {"reason=\"handshake_timeout\""};
+    /// SMQ consumer connections closed by the gateway, by reason.
+    smq_connections_closed_total_idle_timeout: counter in "smq_connections_closed_total" {"reason=\"idle_timeout\""};
+    /// SMQ consumer connections closed by the gateway, by reason.
+    smq_connections_closed_total_write_timeout: counter in "smq_connections_closed_total" {"reason=\"write_timeout\""};
+    /// SMQ consumer connections closed by the gateway, by reason.
+    smq_connections_closed_total_line_too_long: counter in "smq_connections_closed_total" {"reason=\"line_too_long\""};
+    /// SMQ consumer connections open now.
+    smq_consumers: gauge;
+    /// Bytes the SMQ queues hold now (bodies and slots, at most smq.max_bytes).
+    smq_queued_bytes: gauge;
 }
 
 impl Metrics {

@@ -33,6 +33,8 @@
 //! - `listener`: rumqttd's internal loopback listener: its port, Nagle, and
 //!   the start-up probe.
 //! - [`republish`]: the fan-out's consumer for MQTT dashboards.
+//! - [`local`]: in-process clients of rumqttd with their own subscriptions
+//!   ([`Broker::local_client`]; the SMQ queue is one).
 //!
 //! Before it: the edge (handed-off clients) and the fan-out (through the
 //! republisher). After it: dashboards' subscriptions. The way back, the
@@ -44,7 +46,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rumqttd::local::LinkBuilder;
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::{ConnectionSettings, Router, RouterConfig, Server, ServerSettings};
 use std::sync::mpsc;
 
@@ -54,6 +56,7 @@ use crate::topics::COMMAND_FILTER;
 
 pub mod link;
 mod listener;
+pub mod local;
 pub mod republish;
 
 use link::{spawn_link_threads, LinkTxLimits};
@@ -90,7 +93,16 @@ pub struct Broker {
     server_task: tokio::task::JoinHandle<()>,
     lag_task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
+    /// Opens another local link into the router (for [`Broker::local_client`]).
+    new_link: Box<LinkFactory>,
 }
+
+/// Opens a local link into the router, by client id.
+type LinkFactory = dyn Fn(&str) -> Result<(LinkTx, LinkRx), BrokerError> + Send + Sync;
+
+/// In-process clients the router makes room for besides the gateway's own
+/// link ([`Broker::local_client`]): the SMQ queue.
+pub const LOCAL_CLIENTS: usize = 1;
 
 impl Drop for Broker {
     fn drop(&mut self) {
@@ -135,7 +147,8 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let router_config = RouterConfig {
             // +2: the gateway's local link, and slack for a hand-off racing a close.
-            max_connections: broker.max_connections.get() + 2,
+            // + LOCAL_CLIENTS: in-process clients such as the SMQ queue.
+            max_connections: broker.max_connections.get() + 2 + LOCAL_CLIENTS,
             max_outgoing_packet_count: 200,
             max_segment_size: broker.max_segment_size_bytes.get().max(1024),
             max_segment_count: broker.max_segment_count.get(),
@@ -195,6 +208,14 @@ impl Broker {
             tracing::warn!(%internal_addr, "could not turn Nagle off on the embedded broker's listener: handed-off clients may see 40 ms stalls");
         }
 
+        let factory_tx = router_tx.clone();
+        let new_link = Box::new(move |name: &str| {
+            LinkBuilder::new(name, factory_tx.clone())
+                .clean_session(true)
+                .build()
+                .map(|(tx, rx, _connack)| (tx, rx))
+                .map_err(|e| BrokerError::Link(format!("{e:?}")))
+        });
         let (mut link_tx, link_rx, _connack) = LinkBuilder::new("fleetgate-gateway", router_tx)
             .clean_session(true)
             .build()
@@ -230,7 +251,22 @@ impl Broker {
             server_task,
             lag_task,
             stop,
+            new_link,
         })
+    }
+
+    /// A new in-process client of the router with its own subscriptions:
+    /// requests go in order through a queue of `queue` entries, deliveries
+    /// to `sink` (see [`local`]). At most [`LOCAL_CLIENTS`] are expected.
+    pub fn local_client(
+        &self,
+        name: &str,
+        queue: usize,
+        sink: Arc<dyn local::LocalSink>,
+        metrics: Arc<Metrics>,
+    ) -> Result<local::LocalClient, BrokerError> {
+        let link = (self.new_link)(name)?;
+        local::spawn(name, link, queue.max(1), sink, metrics, self.stop.clone())
     }
 }
 

@@ -76,7 +76,7 @@ impl Config {
         // HashMap: key + value + control byte, at most 8/7 load.
         let index = (size_of::<VehicleId>() as u64 + 4 + 1) * 8 / 7;
         let ws_clients = (self.fanout.max_subscribers.get() as u64).saturating_sub(1);
-        let items = vec![
+        let mut items = vec![
             Item {
                 name: "fleet table",
                 bytes: max_vehicles as u64 * (size_of::<VehicleState>() as u64 + mirror_topics + index),
@@ -202,6 +202,10 @@ impl Config {
                 ),
             },
         ];
+        items.extend(
+            self.smq
+                .budget_items(self.broker.link_capacity.get(), packet as usize),
+        );
         MemoryBudget { items }
     }
 }

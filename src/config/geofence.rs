@@ -37,7 +37,7 @@ pub struct GeofenceConfig {
 impl Default for GeofenceConfig {
     fn default() -> Self {
         GeofenceConfig {
-            max_fences: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            max_fences: NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN),
             max_vertices: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             exit_buffer_m: 25.0,
             fences: Vec::new(),

@@ -47,6 +47,8 @@ pub struct Config {
     pub fanout: FanoutConfig,
     pub bridge: BridgeConfig,
     pub http: HttpConfig,
+    /// The SMQ queue (seed 002): consumer port and bounds (`crate::smq`).
+    pub smq: crate::smq::SmqConfig,
     pub log: LogConfig,
     /// Where the gateway keeps state that must survive a restart.
     pub data_dir: DataDir,
@@ -486,6 +488,7 @@ impl Config {
             ));
         }
         self.geofence.check().map_err(ConfigError::Invalid)?;
+        self.smq.validate()?;
         if self.gateway_id.0.is_empty() {
             return Err(ConfigError::Invalid("gateway_id must not be empty".into()));
         }

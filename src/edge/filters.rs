@@ -110,6 +110,24 @@ impl FilterBudget {
         }
     }
 
+    /// A holder for an in-process client of rumqttd that lives as long as
+    /// the gateway (the SMQ queue's link): its filters count like any
+    /// client's, taken with [`admit_for`](Self::admit_for) and let go with
+    /// [`release_for`](Self::release_for).
+    pub fn gateway_holder(&self) -> Holder {
+        Holder::Connection(self.next_connection.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// [`FilterHold::admit`] for a [`gateway_holder`](Self::gateway_holder).
+    pub fn admit_for(&self, holder: &Holder, filter: &str) -> bool {
+        self.admit(holder, filter)
+    }
+
+    /// [`FilterHold::release`] for a [`gateway_holder`](Self::gateway_holder).
+    pub fn release_for(&self, holder: &Holder, filter: &str) {
+        self.release(holder, filter)
+    }
+
     /// Filters held now.
     pub fn live(&self) -> usize {
         self.inner.lock().counts.len()

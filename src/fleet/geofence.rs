@@ -37,10 +37,10 @@ use crate::topics::VehicleId;
 pub const MAX_MEMBERSHIPS: usize = 8;
 /// Index cells, in degrees (about 5.5 km north–south).
 const INDEX_DEG: f64 = 0.05;
-/// A fence whose box covers more index cells (about 90 × 90 km) is kept
+/// A fence whose box covers more index cells (about 60 × 60 km) is kept
 /// out of the index and looked at for every fix: the index stays at most
 /// this many entries per fence.
-pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 256;
+pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 128;
 const M_PER_DEG: f64 = 111_195.0;
 
 /// A fence's id: its position in the config, from 1.

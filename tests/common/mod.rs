@@ -8,6 +8,7 @@
 //! - [`amqp`]: RabbitMQ (URL, bridge config, consumers, an outage proxy);
 //! - [`ws`]: WebSocket clients of the gateway's feeds;
 //! - [`process`]: the gateway binary as a child process, command-line tools;
+//! - [`smq`]: a consumer that talks as the SMQ seed's client does, `/put`;
 //! - [`fixtures`]: the one position fixture every test builds on.
 //!
 //! Every helper fails the test with a message that says what to do, and
@@ -18,11 +19,12 @@ pub mod amqp;
 pub mod fixtures;
 pub mod mqtt;
 pub mod process;
+pub mod smq;
 pub mod ws;
 
 // Each test file uses a few of these: the rest is unused there.
 #[allow(unused_imports)]
-pub use {amqp::*, fixtures::*, mqtt::*, process::*, ws::*};
+pub use {amqp::*, fixtures::*, mqtt::*, process::*, smq::*, ws::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;

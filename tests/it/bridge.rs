@@ -469,6 +469,7 @@ fn process_config(
 ) -> std::path::PathBuf {
     let config = format!(
         "gateway_id = \"gw-{t}\"\ndata_dir = {data:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [smq]\nlisten = \"127.0.0.1:0\"\n\
          [bridge]\nurl = {url:?}\nposition_interval_ms = 0\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n{bridge_extra}\
          package_queue = \"package_status-{t}\"\ncommand_queue = \"commands-{t}\"\nnotification_queue = \"notifications-{t}\"\n",
         data = dir.join("data"),

@@ -32,3 +32,4 @@ mod live_feed;
 mod live_map_page;
 mod mosquitto_interop;
 mod nearest;
+mod smq;
