@@ -260,19 +260,20 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         metrics.clone(),
     )?;
     let durable = acks::Durable::new(config.mqtt.max_connections.get());
+    let mailboxes = bridge::mailboxes::Mailboxes::new(
+        config.bridge.mailbox_per_user.get(),
+        config.bridge.max_mailboxes.get(),
+        metrics.clone(),
+    );
     let ingest = ingest::spawn(
         &config,
         metrics.clone(),
         broker.publisher.clone(),
         &fanout,
         durable.clone(),
+        mailboxes.clone(),
     );
     let fleet_queries = ingest.queries.clone();
-    let mailboxes = bridge::mailboxes::Mailboxes::new(
-        config.bridge.mailbox_per_user.get(),
-        config.bridge.max_mailboxes.get(),
-        metrics.clone(),
-    );
     let mut draining = vec![ingest.task];
     let mut background = vec![republisher];
     if config.bridge.enabled {

@@ -26,6 +26,12 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VehicleId(heapless::String<{ VehicleId::MAX_LEN }>);
 
+impl serde::Serialize for VehicleId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl VehicleId {
     pub const MAX_LEN: usize = 64;
 
@@ -130,6 +136,10 @@ pub fn event_topic(kind: &str) -> String {
 
 /// Where dashboards receive package changes.
 pub const PACKAGE_EVENTS_TOPIC: &str = "fleet/events/package";
+
+/// The event kind of dispatch transitions: `fleet/events/dispatch`
+/// (dashboards), `fleet.events.dispatch` (upstream).
+pub const DISPATCH_EVENT_KIND: &str = "dispatch";
 
 /// `fleet.<vid>.position` or `fleet.<vid>.status`: the AMQP routing key of
 /// a vehicle's update upstream.

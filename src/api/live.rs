@@ -126,6 +126,9 @@ struct Frame<'a> {
     events: Vec<EventView<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     packages: Vec<&'a Package>,
+    /// Dispatch requests' transitions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dispatch: Vec<&'a crate::fleet::dispatch::RequestView>,
     #[serde(skip_serializing_if = "is_zero")]
     lagged: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -150,6 +153,7 @@ fn render(updates: &[Update], lagged: u64) -> Option<String> {
             Update::Status(s) => frame.statuses.push(StatusView::of(s)),
             Update::Event(e) => frame.events.push(EventView::of(e)),
             Update::Package(p) => frame.packages.push(&p.package),
+            Update::Dispatch(d) => frame.dispatch.push(&d.request),
             // Never given to a WebSocket's queue (not `block`).
             Update::Checkpoint(_) => {}
         }

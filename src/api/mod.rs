@@ -15,6 +15,7 @@
 //! (answers to questions), and the bridge's mailboxes (notifications). After
 //! it: browsers, dashboards and the operator.
 
+pub mod dispatch;
 pub mod geofences;
 pub mod live;
 pub mod nearest;
@@ -63,6 +64,16 @@ pub fn router(state: AppState) -> Router {
             "/tracking",
             post(nearest::tracking).fallback(nearest::method_not_allowed),
         )
+        .route(
+            "/v2/search",
+            post(dispatch::search).fallback(nearest::method_not_allowed),
+        )
+        .route(
+            "/v2/cancel",
+            post(dispatch::cancel).fallback(nearest::method_not_allowed),
+        )
+        .route("/v2/requests/{id}", get(dispatch::get))
+        .route("/v2/requests/{id}/release", post(dispatch::release))
         .route("/geofences", get(geofences::list).post(geofences::create))
         .route(
             "/geofences/{id}",
@@ -151,6 +162,9 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
+    /// A bound is reached (429).
+    #[error("{0}")]
+    TooMany(String),
     /// The request is valid but a bound refuses it.
     #[error("{0}")]
     Conflict(String),
@@ -166,6 +180,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::BadField { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManyClients(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = match &self {

@@ -46,7 +46,11 @@ fn bad(field: &'static str, what: impl Into<String>) -> ApiError {
     }
 }
 
-fn degrees(field: &'static str, value: Option<f64>, limit: f64) -> Result<f64, ApiError> {
+pub(super) fn degrees(
+    field: &'static str,
+    value: Option<f64>,
+    limit: f64,
+) -> Result<f64, ApiError> {
     match value {
         Some(v) if v.is_finite() && v.abs() <= limit => Ok(v),
         Some(_) => Err(bad(
@@ -135,7 +139,7 @@ pub async fn nearest(
 }
 
 /// The JSON object of a request body, or a 400 that says what is wrong.
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(bad("body", "must be a JSON object")),
@@ -143,7 +147,10 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn body_number(body: &Map<String, Value>, field: &'static str) -> Result<Option<f64>, ApiError> {
+pub(super) fn body_number(
+    body: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<f64>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),

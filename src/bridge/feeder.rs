@@ -29,7 +29,7 @@ use crate::config::{BridgeConfig, FsyncMode};
 use crate::fanout::Subscription;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
-use crate::topics::{upstream_event_key, upstream_key, DeviceTopicKind};
+use crate::topics::{upstream_event_key, upstream_key, DeviceTopicKind, DISPATCH_EVENT_KIND};
 use crate::views::{EventView, PositionView, StatusView};
 
 pub async fn run(
@@ -172,6 +172,19 @@ fn to_record(
             json(&EventView::of(e))?,
         ),
         Update::Checkpoint(_) => return None,
+        Update::Dispatch(d) => (
+            RecordClass::Event,
+            Target::TopicExchange,
+            upstream_event_key(DISPATCH_EVENT_KIND),
+            // one per transition: a consumer dedupes by it
+            Some(format!(
+                "dispatch-{}-{}",
+                d.request.request_id,
+                serde_json::to_value(d.request.state).ok()?.as_str()?
+            )),
+            d.time_ms,
+            json(&d.request)?,
+        ),
         Update::Package(p) => (
             RecordClass::Package,
             Target::PackageQueue,

@@ -22,7 +22,9 @@ use crate::fanout::{Fanout, FanoutError, Filter, SubscribeOptions};
 use crate::fleet::Update;
 use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
-use crate::topics::{dashboard_topic, event_topic, DeviceTopicKind, PACKAGE_EVENTS_TOPIC};
+use crate::topics::{
+    dashboard_topic, event_topic, DeviceTopicKind, DISPATCH_EVENT_KIND, PACKAGE_EVENTS_TOPIC,
+};
 use crate::views::{EventView, PositionView, StatusView};
 
 pub fn spawn(
@@ -59,6 +61,7 @@ pub fn spawn(
                     Update::Status(s) => dashboard_topic(&s.vehicle, DeviceTopicKind::Status),
                     Update::Event(e) => event_topic(e.kind.topic_name()),
                     Update::Package(_) => PACKAGE_EVENTS_TOPIC.to_owned(),
+                    Update::Dispatch(_) => event_topic(DISPATCH_EVENT_KIND),
                 };
                 json.clear();
                 let rendered = match &update {
@@ -66,6 +69,7 @@ pub fn spawn(
                     Update::Status(s) => write_json(&mut json, &StatusView::of(s)),
                     Update::Event(e) => write_json(&mut json, &EventView::of(e)),
                     Update::Package(p) => write_json(&mut json, &p.package),
+                    Update::Dispatch(d) => write_json(&mut json, &d.request),
                     Update::Checkpoint(_) => false,
                 };
                 if rendered && broker.publish(topic, Bytes::copy_from_slice(&json)) {

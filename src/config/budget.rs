@@ -108,6 +108,14 @@ impl Config {
                 why: format!("fleet.max_packages = {}", self.fleet.max_packages),
             },
             Item {
+                name: "dispatch requests",
+                bytes: 2 * self.dispatch.max_open_requests.get() as u64 * 512 + max_vehicles as u64 * 16,
+                why: format!(
+                    "dispatch.max_open_requests = {} open and as many ended, ~512 bytes each, and a reservation per vehicle",
+                    self.dispatch.max_open_requests
+                ),
+            },
+            Item {
                 name: "geofences",
                 bytes: self.geofence.max_fences.get() as u64
                     * (self.geofence.max_vertices.get() as u64 * 16

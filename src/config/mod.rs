@@ -9,6 +9,7 @@
 //! to a default. The error names the field, the line and the column.
 
 pub mod budget;
+pub mod dispatch;
 pub mod geofence;
 
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub fleet: FleetConfig,
     pub geofence: geofence::GeofenceConfig,
+    pub dispatch: dispatch::DispatchConfig,
     pub fanout: FanoutConfig,
     pub bridge: BridgeConfig,
     pub http: HttpConfig,
@@ -488,6 +490,7 @@ impl Config {
             ));
         }
         self.geofence.check().map_err(ConfigError::Invalid)?;
+        self.dispatch.check().map_err(ConfigError::Invalid)?;
         self.smq.validate()?;
         if self.gateway_id.0.is_empty() {
             return Err(ConfigError::Invalid("gateway_id must not be empty".into()));

@@ -77,7 +77,9 @@ impl Queue {
     pub(super) fn push(&mut self, update: &Update, metrics: &Metrics) {
         match self.policy {
             WhenFull::Conflate => match update {
-                Update::Event(_) | Update::Package(_) => self.push_drop_oldest(update, metrics),
+                Update::Event(_) | Update::Package(_) | Update::Dispatch(_) => {
+                    self.push_drop_oldest(update, metrics)
+                }
                 Update::Position(p) if p.late => {}
                 Update::Position(_) | Update::Status(_) => self.conflate(update, metrics),
                 // Never given to a dropping subscriber (the publisher skips it).

@@ -19,6 +19,7 @@
 //! Before it: ingest, whose task owns it. After it: the fan-out, which gets
 //! the [`Update`]s it appends.
 
+pub mod dispatch;
 pub mod geofence;
 pub mod nearest;
 pub mod packages;
@@ -60,6 +61,8 @@ pub enum Update {
     Event(FleetEvent),
     /// Boxed: a package carries place names, and is rare next to positions.
     Package(Box<packages::PackageUpdate>),
+    /// A dispatch request's transition (boxed: rare, and carries its view).
+    Dispatch(Box<dispatch::DispatchUpdate>),
     /// Not a change: ingest's mark that every publish up to this ticket
     /// has been handled (`crate::acks`). Only a consumer that keeps things
     /// (the bridge feeder, policy `block`) receives it; it advances the
@@ -74,7 +77,7 @@ impl Update {
             Update::Position(p) => Some(p.slot),
             Update::Status(s) => Some(s.slot),
             Update::Event(e) => Some(e.slot),
-            Update::Package(_) | Update::Checkpoint(_) => None,
+            Update::Package(_) | Update::Dispatch(_) | Update::Checkpoint(_) => None,
         }
     }
     pub fn vehicle_id(&self) -> &str {
@@ -83,6 +86,7 @@ impl Update {
             Update::Status(s) => s.vehicle.as_str(),
             Update::Event(e) => e.vehicle.as_str(),
             Update::Package(p) => &p.package.vehicle_id,
+            Update::Dispatch(d) => d.request.vehicle_id.as_ref().map_or("", |v| v.as_str()),
             Update::Checkpoint(_) => "",
         }
     }
@@ -175,6 +179,8 @@ pub struct Fleet {
     grid: nearest::Grid,
     /// The configured fences and who is in them.
     pub geofences: geofence::Geofences,
+    /// Dispatch requests and the vehicles they reserve.
+    pub dispatch: dispatch::Dispatch,
     index: HashMap<VehicleId, Slot>,
     capacity: usize,
     unknown_after: Duration,
@@ -193,6 +199,7 @@ impl Fleet {
             vehicles: Vec::with_capacity(capacity),
             grid: nearest::Grid::new(capacity),
             geofences: geofence::Geofences::new(&Default::default(), capacity, metrics.clone()),
+            dispatch: dispatch::Dispatch::new(&Default::default(), capacity),
             index: HashMap::with_capacity(capacity),
             capacity,
             unknown_after,
@@ -362,7 +369,8 @@ impl Fleet {
 
     /// The nearest vehicles with a valid fix to (`lat`, `lon`) within
     /// `radius_m`, into `out` (at most `k`, nearest first). Only `online`
-    /// vehicles unless `include_all`. Allocates nothing.
+    /// vehicles no dispatch request holds, unless `include_all`. Allocates
+    /// nothing.
     pub fn nearest(
         &self,
         lat: f64,
@@ -373,11 +381,13 @@ impl Fleet {
         out: &mut nearest::TopK,
     ) {
         let vehicles = &self.vehicles;
+        let dispatch = &self.dispatch;
         let accept = |slot: Slot| {
             include_all
-                || vehicles
-                    .get(slot as usize)
-                    .is_some_and(|v| v.presence == Presence::Online)
+                || (!dispatch.is_reserved(slot)
+                    && vehicles
+                        .get(slot as usize)
+                        .is_some_and(|v| v.presence == Presence::Online))
         };
         self.grid.nearest(lat, lon, radius_m, k, accept, out);
     }
@@ -418,8 +428,33 @@ impl Fleet {
         Ok(id)
     }
 
-    /// Marks vehicles silent for longer than `unknown_after` as `unknown`.
+    /// Runs a dispatch operation with the fleet as its search, and appends
+    /// its transitions for the fan-out.
+    pub fn with_dispatch<T>(
+        &mut self,
+        out: &mut Vec<Update>,
+        op: impl FnOnce(
+            &mut dispatch::Dispatch,
+            &FleetSearch<'_>,
+            &mut Vec<dispatch::DispatchUpdate>,
+        ) -> T,
+    ) -> T {
+        let search = FleetSearch {
+            grid: &self.grid,
+            vehicles: &self.vehicles,
+        };
+        let mut updates = Vec::new();
+        let result = op(&mut self.dispatch, &search, &mut updates);
+        out.extend(updates.into_iter().map(|u| Update::Dispatch(Box::new(u))));
+        result
+    }
+
+    /// Marks vehicles silent for longer than `unknown_after` as `unknown`,
+    /// and runs dispatch's clock.
     pub fn sweep(&mut self, now: Instant, now_ms: u64, out: &mut Vec<Update>) {
+        self.with_dispatch(out, |d, search, updates| {
+            d.tick(search, now, now_ms, updates)
+        });
         for (slot, vehicle) in self.vehicles.iter_mut().enumerate() {
             if vehicle.presence == Presence::Online
                 && now.duration_since(vehicle.last_heard) >= self.unknown_after
@@ -427,6 +462,36 @@ impl Fleet {
                 set_presence(vehicle, slot as Slot, Presence::Unknown, now_ms, out);
             }
         }
+    }
+}
+
+/// The fleet as dispatch searches it: online vehicles with a valid fix that
+/// no request holds.
+pub struct FleetSearch<'a> {
+    grid: &'a nearest::Grid,
+    vehicles: &'a [VehicleState],
+}
+
+impl dispatch::FindVehicle for FleetSearch<'_> {
+    fn nearest_free(
+        &self,
+        lat: f64,
+        lon: f64,
+        radius_m: f64,
+        reserved: &[Option<dispatch::RequestId>],
+    ) -> Option<(Slot, VehicleId, f64)> {
+        let mut top = nearest::TopK::new(1);
+        let accept = |slot: Slot| {
+            reserved.get(slot as usize).is_some_and(Option::is_none)
+                && self
+                    .vehicles
+                    .get(slot as usize)
+                    .is_some_and(|v| v.presence == Presence::Online)
+        };
+        self.grid.nearest(lat, lon, radius_m, 1, accept, &mut top);
+        let &(distance_m, slot) = top.as_slice().first()?;
+        let vehicle = self.vehicles.get(slot as usize)?.id.clone();
+        Some((slot, vehicle, distance_m))
     }
 }
 

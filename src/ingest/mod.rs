@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::acks::{Ack, Durable, PendingAcks};
+use crate::bridge::mailboxes::Mailboxes;
 use crate::broker::BrokerPublisher;
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -46,11 +47,14 @@ use crate::fleet::Update;
 use crate::metrics::Metrics;
 use crate::topics::{DeviceTopicKind, VehicleId};
 
+mod dispatch;
 pub mod pipeline;
 pub mod queries;
 
 pub use pipeline::Pipeline;
-pub use queries::{FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange};
+pub use queries::{
+    DispatchOp, FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange,
+};
 
 /// One publish by a device, as the edge received it.
 #[derive(Debug, Clone)]
@@ -244,6 +248,7 @@ pub fn spawn(
     mirror: BrokerPublisher,
     fanout: &Fanout,
     durable: Arc<Durable>,
+    mailboxes: Arc<Mailboxes>,
 ) -> Ingest {
     // With the bridge on, a publish is kept once the feeder has appended it
     // (it advances the watermark at each checkpoint); without, once handled.
@@ -252,6 +257,7 @@ pub fn spawn(
     let (stop, mut stopped) = oneshot::channel::<()>();
     let (queries, mut query_rx) = queries::channel();
     let mut pipeline = Pipeline::new(config, metrics.clone(), mirror);
+    pipeline.notify = Some(mailboxes);
     let mut publisher = fanout.publisher();
     let sweep_every = Duration::from_millis(config.fleet.sweep_interval_ms);
     let sender_durable = durable.clone();
@@ -288,8 +294,14 @@ pub fn spawn(
                         }
                     }
                 }
-                _ = sweep.tick() => pipeline.fleet.sweep(Instant::now(), now_ms(), &mut updates),
-                Some(query) = query_rx.recv() => query.answer(&mut pipeline, now_ms(), &mut updates),
+                _ = sweep.tick() => {
+                    pipeline.fleet.sweep(Instant::now(), now_ms(), &mut updates);
+                    pipeline.dispatch_effects(&updates);
+                }
+                Some(query) = query_rx.recv() => {
+                    query.answer(&mut pipeline, now_ms(), &mut updates);
+                    pipeline.dispatch_effects(&updates);
+                }
             }
             let checkpoint = ticket > checkpointed;
             if checkpoint && feeder_keeps {

@@ -25,9 +25,11 @@ use crate::topics::DeviceTopicKind;
 /// Decode → fleet state → updates: everything ingest does to one publish.
 pub struct Pipeline {
     pub fleet: Fleet,
-    metrics: Arc<Metrics>,
-    mirror: BrokerPublisher,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) mirror: BrokerPublisher,
     malformed_log: RateLimit,
+    /// Where dispatch outcomes reach their requesters (`/notification`).
+    pub notify: Option<Arc<crate::bridge::mailboxes::Mailboxes>>,
 }
 
 impl Pipeline {
@@ -43,11 +45,16 @@ impl Pipeline {
             config.fleet.max_vehicles.get(),
             metrics.clone(),
         );
+        fleet.dispatch = crate::fleet::dispatch::Dispatch::new(
+            &config.dispatch,
+            config.fleet.max_vehicles.get(),
+        );
         Pipeline {
             fleet,
             metrics,
             mirror,
             malformed_log: RateLimit::new(config.ingest.malformed_log_per_s),
+            notify: None,
         }
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Pipeline;
 use crate::config::geofence::FenceConfig;
+use crate::fleet::dispatch::{DispatchError, RequestId, RequestView};
 use crate::fleet::geofence::{FenceEditError, FenceId, FenceView};
 use crate::fleet::nearest::TopK;
 use crate::fleet::packages::{Package, PackageError, PackageId};
@@ -26,6 +27,10 @@ pub(super) enum Query {
     One(VehicleId, oneshot::Sender<Option<VehicleState>>),
     Nearest(NearestQuery, oneshot::Sender<Vec<Nearby>>),
     Fences(oneshot::Sender<Vec<FenceView>>),
+    Dispatch(
+        DispatchOp,
+        oneshot::Sender<Result<RequestView, DispatchError>>,
+    ),
     Fence(FenceId, oneshot::Sender<Option<FenceView>>),
     /// Create (`id: None`), replace, or delete (`fence: None`).
     EditFence {
@@ -37,6 +42,15 @@ pub(super) enum Query {
         PackageChange,
         oneshot::Sender<Result<Package, PackageError>>,
     ),
+}
+
+/// A dispatch request operation (`crate::fleet::dispatch`).
+#[derive(Debug, Clone, Copy)]
+pub enum DispatchOp {
+    Create { lat: f64, lon: f64 },
+    Get(RequestId),
+    Cancel(RequestId),
+    Release(RequestId),
 }
 
 /// A nearest-vehicle search (`crate::fleet::nearest`).
@@ -111,6 +125,20 @@ impl FleetQueries {
         let (tx, rx) = oneshot::channel();
         self.queries
             .try_send(Query::Nearest(query, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
+    /// A dispatch operation; waits for room, like a package change (a
+    /// cancel must not be lost).
+    pub async fn dispatch(
+        &self,
+        op: DispatchOp,
+    ) -> Result<Result<RequestView, DispatchError>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Query::Dispatch(op, tx))
+            .await
             .map_err(|_| FleetUnavailable)?;
         rx.await.map_err(|_| FleetUnavailable)
     }
@@ -194,6 +222,20 @@ impl Query {
                     })
                     .collect();
                 let _ = reply.send(found);
+            }
+            Query::Dispatch(op, reply) => {
+                let now = tokio::time::Instant::now();
+                let result = pipeline
+                    .fleet
+                    .with_dispatch(updates, |d, search, out| match op {
+                        DispatchOp::Create { lat, lon } => {
+                            d.create(lat, lon, search, now, now_ms, out)
+                        }
+                        DispatchOp::Get(id) => d.get(id).ok_or(DispatchError::NotFound(id)),
+                        DispatchOp::Cancel(id) => d.cancel(id, search, now, now_ms, out),
+                        DispatchOp::Release(id) => d.release(id, search, now, now_ms, out),
+                    });
+                let _ = reply.send(result);
             }
             Query::Fences(reply) => {
                 let _ = reply.send(pipeline.fleet.geofences.list());

@@ -25,6 +25,7 @@ mod common;
 mod bridge;
 mod broker_lifecycle;
 mod conformance;
+mod dispatch;
 mod edge;
 mod fleet;
 mod geofence;
