@@ -461,8 +461,18 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 ),
             };
 
-            time::sleep(delay).await;
+            pause_between_accepts(delay).await;
         }
+    }
+}
+
+/// fleetgate patch 6: the accept loop's pause, where a zero delay means
+/// none. tokio's timer ticks once a millisecond and rounds a deadline up to
+/// the next tick, so `sleep(0)` parked the accept loop for up to 1 ms after
+/// every connection: at most ~1 000 connections/s, whatever the machine.
+pub(crate) async fn pause_between_accepts(delay: Duration) {
+    if !delay.is_zero() {
+        time::sleep(delay).await;
     }
 }
 
