@@ -1,7 +1,8 @@
 //! The embedded rumqttd: routing for dashboards and other MQTT clients.
 //!
-//! In: clients the edge hands over (TCP to an internal listener on
-//! 127.0.0.1), and the gateway's own publishes through [`BrokerPublisher`].
+//! In: clients the edge hands over (in-process connections, through
+//! [`InternalBroker::connections`]), and the gateway's own publishes through
+//! [`BrokerPublisher`].
 //! Out: rumqttd's deliveries to those clients, and commands published to
 //! `v/<vid>/cmd` by anyone, passed to a [`CommandSink`] (the edge's vehicle
 //! registry).
@@ -63,13 +64,58 @@ use link::{spawn_link_threads, LinkTxLimits};
 pub use link::{BrokerPublisher, CommandSink, DetachedBroker};
 pub use listener::InternalLogin;
 
-/// rumqttd's internal listener, as the edge reaches it.
-#[derive(Debug, Clone)]
+/// rumqttd, as the edge reaches it.
+#[derive(Clone)]
 pub struct InternalBroker {
-    /// On loopback.
+    /// rumqttd's internal listener, on loopback.
     pub addr: SocketAddr,
+    /// Serves a handed-off client's in-process connection (see
+    /// `edge::handoff`): rumqttd's own connection task over a pipe.
+    pub connections: rumqttd::InProcess<rumqttd::protocol::v4::V4>,
     /// What the edge logs in with; nobody else knows it.
     pub login: InternalLogin,
+}
+
+impl InternalBroker {
+    /// An `InternalBroker` whose connections go to a router with no listener,
+    /// for tests that need an `EdgeContext` but never hand a client off.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> InternalBroker {
+        let config = RouterConfig {
+            max_connections: 4,
+            ..RouterConfig::default()
+        };
+        let settings = ServerSettings {
+            name: "fleetgate-test".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 1)),
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: ConnectionSettings {
+                connection_timeout_ms: 5_000,
+                max_payload_size: 1024,
+                max_inflight_count: 10,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        let router = Router::new(0, config).spawn();
+        let server = Server::new(settings, router, rumqttd::protocol::v4::V4);
+        InternalBroker {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            connections: server.in_process(),
+            login: InternalLogin::generate(),
+        }
+    }
+}
+
+impl std::fmt::Debug for InternalBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalBroker")
+            .field("addr", &self.addr)
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
 }
 use listener::{internal_port, set_nodelay_on_listener, wait_until_listening};
 
@@ -192,6 +238,7 @@ impl Broker {
             },
         };
         let mut server = Server::new(settings, router_tx.clone(), rumqttd::protocol::v4::V4);
+        let connections = server.in_process();
         let server_task = tokio::spawn(async move {
             if let Err(e) = server.start(rumqttd::LinkType::Remote).await {
                 tracing::error!(error = ?e, "embedded broker listener stopped");
@@ -245,6 +292,7 @@ impl Broker {
         Ok(Broker {
             internal: InternalBroker {
                 addr: internal_addr,
+                connections,
                 login: internal_login,
             },
             publisher: BrokerPublisher::new(queue, metrics),

@@ -18,6 +18,7 @@ use std::mem::size_of;
 use crate::bridge::mailboxes::MAX_NOTIFICATION_BYTES;
 use crate::config::Config;
 use crate::edge::frame_pool::SMALL_FRAME_BYTES;
+use crate::edge::handoff::BROKER_PIPE_BYTES as HANDOFF_PIPE_BYTES;
 use crate::edge::handoff::READ_CHUNK as HANDOFF_READ_CHUNK;
 use crate::fanout::WhenFull;
 use crate::fleet::geofence::{FenceId, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
@@ -203,9 +204,10 @@ impl Config {
             },
             Item {
                 name: "hand-off proxies (worst case)",
-                bytes: self.broker.max_connections.get() as u64 * (2 * HANDOFF_READ_CHUNK as u64 + 2 * packet),
+                bytes: self.broker.max_connections.get() as u64
+                    * (2 * (HANDOFF_READ_CHUNK + HANDOFF_PIPE_BYTES) as u64 + 2 * packet),
                 why: format!(
-                    "broker.max_connections = {} handed-off clients × 2 sides × (a {HANDOFF_READ_CHUNK}-byte read + a partial packet of up to {packet} bytes)",
+                    "broker.max_connections = {} handed-off clients × 2 sides × (a {HANDOFF_READ_CHUNK}-byte read + {HANDOFF_PIPE_BYTES} bytes in the pipe to rumqttd + a partial packet of up to {packet} bytes)",
                     self.broker.max_connections
                 ),
             },

@@ -215,7 +215,7 @@ impl Default for BrokerConfig {
             max_segment_size_bytes: nz(64 * 1024),
             max_segment_count: nz(2),
             max_filters: nz(128),
-            max_persistent_sessions: nz(256),
+            max_persistent_sessions: nz(200),
             max_retained_topics: nz(256),
             publish_queue: nz(2_048),
         }
@@ -297,7 +297,7 @@ impl Default for FanoutConfig {
         FanoutConfig {
             max_subscribers: nz(16),
             events_queue: nz(256),
-            mqtt_queue: nz(16_384),
+            mqtt_queue: nz(8_192),
             mqtt_when_full: WhenFull::DropOldest,
         }
     }

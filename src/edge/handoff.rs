@@ -3,12 +3,13 @@
 //! In: the client's socket (with any bytes already buffered), its CONNECT
 //! and the packet that triggered the hand-off (none for a client with a
 //! persistent session, handed over at CONNECT: it then gets rumqttd's
-//! CONNACK). Out: a connection to
-//! rumqttd's internal listener carrying the client's packets — each checked
-//! against the ACL below — and rumqttd's packets copied back, whole frames
-//! only, one write per side per pass. Bound: per side a read buffer of
-//! [`READ_CHUNK`] plus one partial frame, and an output buffer of at most
-//! what one read held.
+//! CONNACK). Out: an in-process connection into rumqttd (a pipe that a task
+//! of rumqttd's serves, as it would an accepted socket) carrying the
+//! client's packets — each checked against the ACL below — and rumqttd's
+//! packets copied back, whole frames only, one write per side per pass.
+//! Bound: per side a read buffer of [`READ_CHUNK`] plus one partial frame,
+//! an output buffer of at most what one read held, and the pipe's
+//! [`BROKER_PIPE_BYTES`] each way.
 //!
 //! # ACL (client → broker)
 //!
@@ -48,7 +49,7 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{PacketType, QoS};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
 use super::codec::{self, Frame, FrameError};
@@ -71,6 +72,10 @@ pub const READ_CHUNK: usize = 16 * 1024;
 const REPLAY_PKID: u16 = u16::MAX;
 /// How long rumqttd may take to answer the replayed CONNECT.
 const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes the in-process pipe to rumqttd holds each way before its writer
+/// waits: what the edge reads per pass, so a pass never waits on the pipe
+/// for data it could not forward anyway.
+pub const BROKER_PIPE_BYTES: usize = READ_CHUNK;
 
 pub async fn splice(
     mut client: TcpStream,
@@ -159,7 +164,7 @@ pub async fn splice(
 
 #[derive(Debug, thiserror::Error)]
 enum HandOffError {
-    #[error("cannot reach the embedded broker: {0}")]
+    #[error("cannot write to the embedded broker: {0}")]
     Connect(std::io::Error),
     #[error("the embedded broker did not answer the CONNECT in time")]
     Timeout,
@@ -169,18 +174,20 @@ enum HandOffError {
     Protocol(String),
 }
 
-/// Connects to rumqttd and replays the CONNECT; returns the stream, any
-/// bytes that came after the CONNACK in the same read (a resumed session's
-/// queued messages, which belong to the client), and the CONNACK itself.
+/// Opens a connection into rumqttd — an in-process pipe served by a task
+/// of rumqttd's own, so no second TCP connection, accept or syscall — and
+/// replays the CONNECT; returns the pipe, any bytes that came after the
+/// CONNACK in the same read (a resumed session's queued messages, which
+/// belong to the client), and the CONNACK itself.
 async fn open_broker_session(
     connect: &Connect,
     ctx: &EdgeContext,
-) -> Result<(TcpStream, BytesMut, Bytes), HandOffError> {
+) -> Result<(DuplexStream, BytesMut, Bytes), HandOffError> {
     let attempt = async {
-        let mut broker = TcpStream::connect(ctx.broker.addr)
-            .await
-            .map_err(HandOffError::Connect)?;
-        let _ = broker.set_nodelay(true);
+        let (mut broker, rumqttd_side) = tokio::io::duplex(BROKER_PIPE_BYTES);
+        // Ends with the pipe: when the edge drops its end, rumqttd sees the
+        // connection close (and fires the will unless it got a DISCONNECT).
+        tokio::spawn(ctx.broker.connections.serve(rumqttd_side));
         let mut out = BytesMut::new();
         // rumqttd admits the edge alone: the client's own login was the
         // edge's to check, and is replaced by the edge's.
@@ -246,7 +253,7 @@ impl Proxy<'_> {
         &mut self,
         mut client: TcpStream,
         mut client_buf: BytesMut,
-        mut broker: TcpStream,
+        mut broker: DuplexStream,
         mut broker_buf: BytesMut,
         trigger: Option<Frame>,
         ping_for_client: bool,
@@ -338,7 +345,7 @@ impl Proxy<'_> {
                 return;
             }
             let (mut client_rd, _) = client.split();
-            let (mut broker_rd, mut broker_wr) = broker.split();
+            let mut ping_due = false;
             tokio::select! {
                 r = fill_chunk(&mut client_rd, &mut client_buf) => if let Err(e) = r {
                     // Without a DISCONNECT first, dropping the broker side
@@ -346,16 +353,21 @@ impl Proxy<'_> {
                     if !matches!(e, FrameError::Closed) { tracing::debug!(error = %e, "handed-off client read failed"); }
                     return;
                 },
-                r = fill_chunk(&mut broker_rd, &mut broker_buf) => if r.is_err() {
+                r = fill_chunk(&mut broker, &mut broker_buf) => if r.is_err() {
                     return;
                 },
                 _ = std::future::poll_fn(|cx| acks.poll_due(cx, self.ctx.ingest.durable_through())) => {}
-                _ = ping.tick(), if ping_for_client => {
-                    if send(&mut broker_wr, &mut self.out, &Packet::PingReq).await.is_err() {
-                        return;
-                    }
-                    self.pingresps_owed += 1;
+                _ = ping.tick(), if ping_for_client => ping_due = true,
+            }
+            // Written here, not in the branch: the pipe is read in another.
+            if ping_due {
+                if send(&mut broker, &mut self.out, &Packet::PingReq)
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
+                self.pingresps_owed += 1;
             }
         }
     }
@@ -537,7 +549,7 @@ async fn fill_chunk<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-async fn write_raw(stream: &mut TcpStream, raw: &[u8]) -> std::io::Result<()> {
+async fn write_raw<W: AsyncWrite + Unpin>(stream: &mut W, raw: &[u8]) -> std::io::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(raw)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),

@@ -21,8 +21,8 @@
 //! SUBSCRIBE to exactly one `v/<vid>/cmd` is served from the gateway's local
 //! link to the broker. The first packet a vehicle would not send — a
 //! SUBSCRIBE to any other filter, a PUBLISH to any other topic — **hands the
-//! client to rumqttd**: the edge opens a connection to rumqttd's internal
-//! listener, replays the client's CONNECT (and its `v/<vid>/cmd`
+//! client to rumqttd**: the edge opens an in-process connection into
+//! rumqttd, replays the client's CONNECT (and its `v/<vid>/cmd`
 //! subscription, if any), then forwards that packet and every later one,
 //! still checked against the ACL in [`handoff`]. So `mosquitto_pub -t
 //! v/truck-7/pos` stays at the edge, and `mosquitto_sub -t 'fleet/#'` is
@@ -85,8 +85,8 @@ pub struct EdgeContext {
     pub ingest: IngestSender,
     pub publisher: BrokerPublisher,
     pub registry: Arc<VehicleRegistry>,
-    /// rumqttd's internal listener; the edge logs in there with its own
-    /// login in place of the client's (which the edge has checked).
+    /// rumqttd, reached in-process; the edge logs in with its own login in
+    /// place of the client's (which the edge has checked).
     pub broker: InternalBroker,
     /// Filters held in rumqttd now, at most `broker.max_filters`.
     pub filters: FilterBudget,
@@ -409,10 +409,7 @@ mod tests {
             ingest,
             publisher,
             registry,
-            InternalBroker {
-                addr: "127.0.0.1:1".parse().unwrap(),
-                login: crate::broker::InternalLogin::generate(),
-            },
+            InternalBroker::for_tests(),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -12,6 +12,7 @@ use crate::server::tls::{self, TLSAcceptor};
 use crate::{meters, ConnectionSettings, Meter};
 use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tracing::{error, field, info, warn, Instrument};
@@ -365,6 +366,18 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
+    /// fleetgate patch 8: a handle that serves connections which do not
+    /// come through this server's listener, with its connection settings,
+    /// protocol and will bookkeeping. The listener need not be started.
+    pub fn in_process(&self) -> InProcess<P> {
+        InProcess {
+            config: Arc::new(self.config.connections.clone()),
+            router_tx: self.router_tx.clone(),
+            protocol: self.protocol.clone(),
+            awaiting_will_handler: self.awaiting_will_handler.clone(),
+        }
+    }
+
     // Depending on TLS or not create a new Network
     async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
         #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
@@ -461,8 +474,54 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 ),
             };
 
-            time::sleep(delay).await;
+            pause_between_accepts(delay).await;
         }
+    }
+}
+
+/// fleetgate patch 7: the accept loop's pause, where a zero delay means
+/// none. tokio's timer ticks once a millisecond and rounds a deadline up to
+/// the next tick, so `sleep(0)` parked the accept loop for up to 1 ms after
+/// every connection: at most ~1 000 connections/s, whatever the machine.
+pub(crate) async fn pause_between_accepts(delay: Duration) {
+    if !delay.is_zero() {
+        time::sleep(delay).await;
+    }
+}
+
+/// fleetgate patch 8: serves MQTT connections over any byte stream the
+/// embedder hands in (e.g. one end of `tokio::io::duplex`), exactly as the
+/// listener serves an accepted socket from its CONNECT on — but without a
+/// second TCP connection, its accept and its syscalls per packet.
+#[derive(Clone)]
+pub struct InProcess<P> {
+    config: Arc<ConnectionSettings>,
+    router_tx: Sender<(ConnectionId, Event)>,
+    protocol: P,
+    awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+}
+
+impl<P: Protocol + Clone + Send + 'static> InProcess<P> {
+    /// The connection's whole life, to be spawned: it reads the CONNECT
+    /// (authenticated like the listener's), runs the link, and ends when
+    /// the stream closes, the client disconnects or the router drops it.
+    pub fn serve<S>(&self, stream: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        remote(
+            self.config.clone(),
+            None,
+            self.router_tx.clone(),
+            Box::new(stream),
+            self.protocol.clone(),
+            self.awaiting_will_handler.clone(),
+        )
+        .instrument(tracing::error_span!(
+            "in_process_link",
+            client_id = field::Empty,
+            connection_id = field::Empty,
+        ))
     }
 }
 
