@@ -148,8 +148,6 @@ impl Listeners {
 pub struct Gateway {
     pub mqtt_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    /// rumqttd's internal listener (loopback; only the edge may log in).
-    pub internal_broker_addr: SocketAddr,
     /// The SMQ consumer port, when `smq.enabled`.
     pub smq_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
@@ -342,7 +340,6 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     Ok(Gateway {
         mqtt_addr,
         http_addr,
-        internal_broker_addr: broker.internal.addr,
         smq_addr,
         metrics,
         stop_edge: Some(stop_edge),

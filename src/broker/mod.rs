@@ -31,8 +31,8 @@
 //!
 //! - [`link`]: the gateway's own link into rumqttd: [`BrokerPublisher`] in,
 //!   commands for devices out to a [`CommandSink`].
-//! - `listener`: rumqttd's internal loopback listener: its port, Nagle, and
-//!   the start-up probe.
+//! - `login`: the login only the edge knows, replayed with every
+//!   handed-off CONNECT.
 //! - [`republish`]: the fan-out's consumer for MQTT dashboards.
 //! - [`local`]: in-process clients of rumqttd with their own subscriptions
 //!   ([`Broker::local_client`]; the SMQ queue is one).
@@ -56,19 +56,17 @@ use crate::metrics::Metrics;
 use crate::topics::COMMAND_FILTER;
 
 pub mod link;
-mod listener;
 pub mod local;
+mod login;
 pub mod republish;
 
 use link::{spawn_link_threads, LinkTxLimits};
 pub use link::{BrokerPublisher, CommandSink, DetachedBroker};
-pub use listener::InternalLogin;
+pub use login::InternalLogin;
 
 /// rumqttd, as the edge reaches it.
 #[derive(Clone)]
 pub struct InternalBroker {
-    /// rumqttd's internal listener, on loopback.
-    pub addr: SocketAddr,
     /// Serves a handed-off client's in-process connection (see
     /// `edge::handoff`): rumqttd's own connection task over a pipe.
     pub connections: rumqttd::InProcess<rumqttd::protocol::v4::V4>,
@@ -102,7 +100,6 @@ impl InternalBroker {
         let router = Router::new(0, config).spawn();
         let server = Server::new(settings, router, rumqttd::protocol::v4::V4);
         InternalBroker {
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             connections: server.in_process(),
             login: InternalLogin::generate(),
         }
@@ -112,23 +109,17 @@ impl InternalBroker {
 impl std::fmt::Debug for InternalBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InternalBroker")
-            .field("addr", &self.addr)
             .field("login", &self.login)
             .finish_non_exhaustive()
     }
 }
-use listener::{internal_port, set_nodelay_on_listener, wait_until_listening};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot reserve a loopback port for the embedded broker: {0}")]
-    Port(std::io::Error),
     #[error("cannot open the gateway's local link to the embedded broker: {0}")]
     Link(String),
     #[error("cannot start the broker link thread: {0}")]
     Thread(std::io::Error),
-    #[error("the embedded broker did not start listening on {0}")]
-    NotListening(SocketAddr),
 }
 
 /// The running embedded broker.
@@ -136,7 +127,6 @@ pub struct Broker {
     /// Where and how the edge hands clients to rumqttd.
     pub internal: InternalBroker,
     pub publisher: BrokerPublisher,
-    server_task: tokio::task::JoinHandle<()>,
     lag_task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
     /// Opens another local link into the router (for [`Broker::local_client`]).
@@ -152,7 +142,6 @@ pub const LOCAL_CLIENTS: usize = 1;
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.server_task.abort();
         self.lag_task.abort();
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -160,32 +149,13 @@ impl Drop for Broker {
 
 /// The filter the gateway's local link subscribes to for the downlink.
 impl Broker {
-    /// Starts the router, the internal listener and the gateway's local
-    /// link. Must be called inside a tokio runtime.
+    /// Starts the router, the in-process connection handler and the
+    /// gateway's local link. Must be called inside a tokio runtime.
+    ///
+    /// rumqttd listens on no socket at all: the edge hands clients over
+    /// through in-process pipes (vendor patch 8), so nothing but the edge
+    /// can reach it, and there is no port to race for.
     pub async fn start(
-        broker: &BrokerConfig,
-        mqtt: &MqttConfig,
-        metrics: Arc<Metrics>,
-        commands: Arc<dyn CommandSink>,
-    ) -> Result<Broker, BrokerError> {
-        // The port handed to rumqttd was free a moment ago, but another
-        // process may take it before rumqttd binds it; then start again on
-        // a new port (and a new router) rather than fail.
-        const ATTEMPTS: u32 = 5;
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(broker, mqtt, metrics.clone(), commands.clone()).await {
-                Ok(started) => return Ok(started),
-                Err(e) if attempt < ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "embedded broker did not start; retrying on another port");
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn start_once(
         broker: &BrokerConfig,
         mqtt: &MqttConfig,
         metrics: Arc<Metrics>,
@@ -208,11 +178,11 @@ impl Broker {
         let lagged = Arc::clone(&router_config.lagged_messages);
         let router_tx = Router::new(0, router_config).spawn();
 
-        let internal_addr = internal_port().map_err(BrokerError::Port)?;
         let internal_login = InternalLogin::generate();
         let settings = ServerSettings {
             name: "fleetgate-internal".into(),
-            listen: internal_addr,
+            // never bound: the server is only used in-process
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             next_connection_delay_ms: 0,
             connections: ConnectionSettings {
@@ -226,9 +196,9 @@ impl Broker {
                 // are slices of bytes already read, so the memory bound is
                 // the read buffer, not this count.
                 max_inflight_count: 1000,
-                // Only the edge may connect: the internal listener is on
-                // loopback, where any local process could reach it and
-                // bypass the edge's checks. rumqttd compares in constant time.
+                // Only the edge connects (in-process); the login stays as
+                // a second lock should a listener ever be started.
+                // rumqttd compares in constant time.
                 auth: Some(HashMap::from([(
                     internal_login.username.clone(),
                     internal_login.password.clone(),
@@ -237,23 +207,8 @@ impl Broker {
                 dynamic_filters: true,
             },
         };
-        let mut server = Server::new(settings, router_tx.clone(), rumqttd::protocol::v4::V4);
+        let server = Server::new(settings, router_tx.clone(), rumqttd::protocol::v4::V4);
         let connections = server.in_process();
-        let server_task = tokio::spawn(async move {
-            if let Err(e) = server.start(rumqttd::LinkType::Remote).await {
-                tracing::error!(error = ?e, "embedded broker listener stopped");
-            }
-        });
-        wait_until_listening(internal_addr, &internal_login).await?;
-        // A listener answered; if rumqttd's own bind failed, its task has
-        // ended and the answer came from whoever took the port.
-        tokio::task::yield_now().await;
-        if server_task.is_finished() {
-            return Err(BrokerError::NotListening(internal_addr));
-        }
-        if !set_nodelay_on_listener(internal_addr) {
-            tracing::warn!(%internal_addr, "could not turn Nagle off on the embedded broker's listener: handed-off clients may see 40 ms stalls");
-        }
 
         let factory_tx = router_tx.clone();
         let new_link = Box::new(move |name: &str| {
@@ -288,15 +243,16 @@ impl Broker {
 
         let lag_task = tokio::spawn(copy_lag(lagged, Arc::clone(&metrics)));
 
-        tracing::info!(%internal_addr, log_bound_bytes = broker.log_bound_bytes(), "embedded rumqttd ready");
+        tracing::info!(
+            log_bound_bytes = broker.log_bound_bytes(),
+            "embedded rumqttd ready (in-process only)"
+        );
         Ok(Broker {
             internal: InternalBroker {
-                addr: internal_addr,
                 connections,
                 login: internal_login,
             },
             publisher: BrokerPublisher::new(queue, metrics),
-            server_task,
             lag_task,
             stop,
             new_link,
