@@ -50,7 +50,9 @@ pub mod pipeline;
 pub mod queries;
 
 pub use pipeline::Pipeline;
-pub use queries::{FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange};
+pub use queries::{
+    FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange, PackageLookup,
+};
 
 /// One publish by a device, as the edge received it.
 #[derive(Debug, Clone)]
