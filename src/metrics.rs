@@ -173,6 +173,9 @@ metrics! {
     ws_stalled_disconnects_total: counter;
     /// WebSocket frames sent on the live feed.
     ws_frames_sent_total: counter;
+    /// Open package-tracking sockets (`/packages/track/{vehicleId}`); their
+    /// frames and stalls count in the `ws_` series.
+    package_track_clients: gauge;
     /// 1 while the uplink to RabbitMQ is connected, else 0 (the bridge spools meanwhile).
     bridge_connected: gauge;
     /// Uplink sessions opened (connects; reconnects are this minus one).

@@ -5,7 +5,8 @@
 //! notifications ([`notifications`], the notification service's contract); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
 //! current state; `/geofences` ([`geofences`]); `GET /vehicles/nearest`, `POST /tracking`, `POST /search`
 //! nearest-vehicle search ([`nearest`], with the nearest-driver service's
-//! contract); `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
+//! contract); `/packages` and the `/packages/track/{vehicleId}` socket
+//! ([`packages`], the package-tracking service's contract); `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
 //! each WebSocket holds one fan-out queue (`http.ws_queue`), and at most
 //! `fanout.max_subscribers` exist; REST answers are copies made by the
 //! ingest task, one question at a time. Errors are JSON `{"error": …}` with
@@ -20,6 +21,8 @@ pub mod geofences;
 pub mod live;
 pub mod nearest;
 pub mod notifications;
+mod package_track;
+pub mod packages;
 mod socket;
 
 use std::sync::Arc;
@@ -85,6 +88,7 @@ pub fn router(state: AppState) -> Router {
             "/search",
             post(nearest::search).fallback(nearest::method_not_allowed),
         )
+        .merge(packages::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -103,6 +103,19 @@ impl Config {
                 ),
             },
             Item {
+                // Each track socket is a fan-out subscriber, already counted
+                // under "WebSocket queues" at http.ws_queue; this is what a
+                // larger http.package_track_queue would add (0 by default).
+                name: "package track sockets",
+                bytes: ws_clients
+                    * queue_bytes(WhenFull::Conflate, self.http.package_track_queue.get(), max_vehicles, self.fanout.events_queue.get())
+                        .saturating_sub(queue_bytes(self.http.ws_when_full, self.http.ws_queue.get(), max_vehicles, self.fanout.events_queue.get())),
+                why: format!(
+                    "counted under WebSocket queues; http.package_track_queue = {} (conflate) beyond http.ws_queue",
+                    self.http.package_track_queue
+                ),
+            },
+            Item {
                 name: "package registry",
                 bytes: self.fleet.max_packages.get() as u64
                     * (size_of::<Package>() as u64 + 2 * MAX_PLACE_LEN as u64 + 2 * VehicleId::MAX_LEN as u64 + index),

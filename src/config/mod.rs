@@ -405,6 +405,12 @@ pub struct HttpConfig {
     /// A WebSocket client that takes longer than this to accept a frame is
     /// disconnected (counted in `ws_stalled_disconnects_total`).
     pub ws_stall_timeout_ms: u64,
+    /// `/packages/track/{vehicleId}`: at most one position frame per
+    /// package per this interval as the vehicle moves (changes go at once).
+    pub package_track_interval_ms: u64,
+    /// Updates queued per track socket (conflated: one vehicle's latest
+    /// position, its package changes in order).
+    pub package_track_queue: NonZeroUsize,
 }
 
 impl Default for HttpConfig {
@@ -416,6 +422,8 @@ impl Default for HttpConfig {
             ws_when_full: WhenFull::Conflate,
             ws_frame_interval_ms: 100,
             ws_stall_timeout_ms: 10_000,
+            package_track_interval_ms: 1_000,
+            package_track_queue: nz(4),
         }
     }
 }

@@ -88,7 +88,11 @@ impl Filter {
         }
         match self {
             Filter::All => true,
-            Filter::Vehicles(ids) => ids.iter().any(|id| id.as_str() == update.vehicle_id()),
+            // A package that moved away is news for the vehicle it left too.
+            Filter::Vehicles(ids) => ids.iter().any(|id| {
+                id.as_str() == update.vehicle_id()
+                    || matches!(update, Update::Package(p) if p.left.as_ref() == Some(id))
+            }),
             Filter::BoundingBox { .. } => match update {
                 Update::Position(p) => self.contains(&p.position),
                 _ => true,

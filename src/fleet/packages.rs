@@ -46,6 +46,9 @@ pub struct Package {
 pub struct PackageUpdate {
     pub package: Package,
     pub time_ms: u64,
+    /// For a move: the vehicle the package left, so a view of that vehicle
+    /// (`/packages/track/{vehicleId}`, `/ws?vehicles=`) sees it go.
+    pub left: Option<VehicleId>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub enum PackageError {
     Unknown(String),
     #[error("package {0:?} is already delivered")]
     AlreadyDelivered(String),
+    #[error("package {0:?} exists and is in transit")]
+    InTransit(String),
     #[error("place name longer than {MAX_PLACE_LEN} bytes or empty")]
     BadPlace,
 }
@@ -88,7 +93,9 @@ impl Packages {
             .filter(move |p| p.vehicle_id == vehicle.as_str())
     }
 
-    /// A new package (or a re-assignment of a delivered one) on `vehicle`.
+    /// A new package (or a re-assignment of a delivered one) on `vehicle`;
+    /// one in transit is refused ([`PackageError::InTransit`]): moving it
+    /// is [`Packages::move_to`].
     pub fn assign(
         &mut self,
         id: PackageId,
@@ -100,6 +107,13 @@ impl Packages {
             if place.is_empty() || place.len() > MAX_PLACE_LEN {
                 return Err(PackageError::BadPlace);
             }
+        }
+        if self
+            .by_id
+            .get(&id)
+            .is_some_and(|p| p.status == PackageStatus::InTransit)
+        {
+            return Err(PackageError::InTransit(id.to_string()));
         }
         if !self.by_id.contains_key(&id) && self.by_id.len() >= self.capacity {
             // Room from the oldest delivered package, never from one in transit.
@@ -132,15 +146,21 @@ impl Packages {
         Ok(package)
     }
 
-    /// The package moved to another vehicle (a hand-over at a depot).
+    /// The package moved to another vehicle (a hand-over at a depot); with
+    /// the vehicle it left, when that is another one.
     pub fn move_to(
         &mut self,
         id: &PackageId,
         vehicle: &VehicleId,
-    ) -> Result<Package, PackageError> {
+    ) -> Result<(Package, Option<VehicleId>), PackageError> {
         let package = self.in_transit(id)?;
+        let left = if package.vehicle_id == vehicle.as_str() {
+            None
+        } else {
+            VehicleId::parse(&package.vehicle_id)
+        };
         package.vehicle_id = vehicle.to_string();
-        Ok(package.clone())
+        Ok((package.clone(), left))
     }
 
     pub fn deliver(&mut self, id: &PackageId) -> Result<Package, PackageError> {
@@ -168,9 +188,13 @@ mod tests {
             .unwrap();
         assert_eq!(a.status, PackageStatus::InTransit);
         assert_eq!(
-            p.move_to(&id("p1"), &id("truck-2")).unwrap().vehicle_id,
-            "truck-2"
+            p.assign(id("p1"), "a", "b", &id("truck-9")),
+            Err(PackageError::InTransit("p1".into())),
+            "an id in transit is not re-created"
         );
+        let (moved, left) = p.move_to(&id("p1"), &id("truck-2")).unwrap();
+        assert_eq!(moved.vehicle_id, "truck-2");
+        assert_eq!(left, Some(id("truck-1")));
         assert_eq!(
             p.deliver(&id("p1")).unwrap().status,
             PackageStatus::Delivered

@@ -53,7 +53,7 @@ pub mod queries;
 
 pub use pipeline::Pipeline;
 pub use queries::{
-    DispatchOp, FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange,
+    DispatchOp, FleetQueries, FleetUnavailable, Nearby, NearestQuery, PackageChange, PackageLookup,
 };
 
 /// One publish by a device, as the edge received it.

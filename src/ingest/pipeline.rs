@@ -118,19 +118,20 @@ impl Pipeline {
         out: &mut Vec<Update>,
     ) -> Result<Package, PackageError> {
         let packages = &mut self.fleet.packages;
-        let package = match change {
+        let (package, left) = match change {
             PackageChange::Assign {
                 id,
                 from,
                 to,
                 vehicle,
-            } => packages.assign(id, &from, &to, &vehicle)?,
+            } => (packages.assign(id, &from, &to, &vehicle)?, None),
             PackageChange::Move { id, vehicle } => packages.move_to(&id, &vehicle)?,
-            PackageChange::Deliver { id } => packages.deliver(&id)?,
+            PackageChange::Deliver { id } => (packages.deliver(&id)?, None),
         };
         out.push(Update::Package(Box::new(PackageUpdate {
             package: package.clone(),
             time_ms: now_ms,
+            left,
         })));
         Ok(package)
     }

@@ -42,6 +42,15 @@ pub(super) enum Query {
         PackageChange,
         oneshot::Sender<Result<Package, PackageError>>,
     ),
+    Packages(PackageLookup, oneshot::Sender<Vec<Package>>),
+}
+
+/// Which packages to copy: one by id, or those a vehicle carries (in
+/// transit and delivered ones still held), sorted by id.
+#[derive(Debug, Clone)]
+pub enum PackageLookup {
+    Id(PackageId),
+    OnVehicle(VehicleId),
 }
 
 /// A dispatch request operation (`crate::fleet::dispatch`).
@@ -174,6 +183,15 @@ impl FleetQueries {
         rx.await.map_err(|_| FleetUnavailable)
     }
 
+    /// Copies of the packages `lookup` names (at most one for an id).
+    pub async fn packages(&self, lookup: PackageLookup) -> Result<Vec<Package>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::Packages(lookup, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
     /// Applies a package change; waits for room rather than failing when
     /// questions are queued, since a change must not be lost.
     pub async fn package(
@@ -259,6 +277,15 @@ impl Query {
             }
             Query::Package(change, reply) => {
                 let _ = reply.send(pipeline.change_package(change, now_ms, updates));
+            }
+            Query::Packages(lookup, reply) => {
+                let packages = &pipeline.fleet.packages;
+                let mut found: Vec<Package> = match &lookup {
+                    PackageLookup::Id(id) => packages.get(id).cloned().into_iter().collect(),
+                    PackageLookup::OnVehicle(v) => packages.on_vehicle(v).cloned().collect(),
+                };
+                found.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = reply.send(found);
             }
         }
     }

@@ -33,4 +33,5 @@ mod live_feed;
 mod live_map_page;
 mod mosquitto_interop;
 mod nearest;
+mod packages;
 mod smq;
