@@ -32,4 +32,5 @@ mod live_feed;
 mod live_map_page;
 mod mosquitto_interop;
 mod nearest;
+mod pubsub;
 mod smq;
