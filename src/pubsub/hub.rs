@@ -123,8 +123,11 @@ struct State {
     conns: HashMap<u64, Conn>,
     /// Distinct filter → (connections holding it, its cover).
     filters: BTreeMap<String, (usize, String)>,
-    /// The link's subscriptions → how many distinct filters each covers (0:
-    /// its unsubscribe could not be queued yet).
+    /// The link's subscriptions → how many distinct filters each covers. A
+    /// cover whose unsubscribe could not be queued (`pubsub.publish_queue`
+    /// full) leaves this table but stays in rumqttd and in the budget
+    /// (logged): what it forwards still reaches matching connections only,
+    /// though a later overlapping cover may then bring a message twice.
     covers: BTreeMap<String, usize>,
 }
 
