@@ -26,6 +26,8 @@
 //!     spool, and AMQP 0-9-1 to RabbitMQ.
 //! - [`smq`]: the NSQ-like queue the gateway replaces (seed 002), its
 //!   consumer port and `/put`, riding on the broker through a local link.
+//! - [`pubsub`]: the WebSocket pub/sub proxy the gateway replaces (seed
+//!   003) at `GET /message`, riding on the broker the same way.
 //!
 //! The two ways back:
 //!
@@ -58,6 +60,7 @@ pub mod edge;
 pub mod fanout;
 pub mod fleet;
 pub mod ingest;
+pub mod pubsub;
 pub mod smq;
 
 pub mod acks;
@@ -307,6 +310,15 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         )?),
         _ => None,
     };
+    let pubsub = match config.pubsub.enabled {
+        true => Some(pubsub::start(
+            &config.pubsub,
+            &broker,
+            ctx.clone(),
+            metrics.clone(),
+        )?),
+        false => None,
+    };
     let (stop_edge, edge_stopped) = oneshot::channel::<()>();
     let edge_task = tokio::spawn(edge::serve(listeners.mqtt, ctx, async {
         let _ = edge_stopped.await;
@@ -323,6 +335,13 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     });
     let app = match &smq {
         Some(smq) => app.merge(smq::http::router(smq.hub.clone())),
+        None => app,
+    };
+    let app = match pubsub {
+        Some(hub) => {
+            let stall = std::time::Duration::from_millis(config.http.ws_stall_timeout_ms);
+            app.merge(pubsub::router(hub, stall))
+        }
         None => app,
     };
     let smq_addr = smq.as_ref().map(|s| s.addr);

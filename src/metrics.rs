@@ -279,6 +279,38 @@ metrics! {
     smq_consumers: gauge;
     /// Bytes the SMQ queues hold now (bodies and slots, at most smq.max_bytes).
     smq_queued_bytes: gauge;
+    /// Pub/sub WebSockets (`/message`) open now.
+    pubsub_connections: gauge;
+    /// Filters the pub/sub connections hold now (a connection's each).
+    pubsub_subscriptions: gauge;
+    /// The pub/sub proxy's subscriptions in the broker (covers of the connections' filters).
+    pubsub_link_filters: gauge;
+    /// Frames waiting in pub/sub connections' queues now.
+    pubsub_queued_frames: gauge;
+    /// `/message` publishes queued for the broker.
+    pubsub_published_total: counter;
+    /// Publishes the broker forwarded to the pub/sub proxy.
+    pubsub_received_total: counter;
+    /// Frames sent to pub/sub WebSockets (publishes and error frames).
+    pubsub_sent_total: counter;
+    /// Pub/sub messages dropped, by reason: `queue_full` (a connection's queue at pubsub.queue lost its oldest), `too_large` (an MQTT publish over pubsub.max_message_bytes), `not_utf8` (an MQTT payload that is not UTF-8 text).
+    pubsub_dropped_total_queue_full: counter in "pubsub_dropped_total" {"reason=\"queue_full\""};
+    /// Pub/sub messages dropped, by reason.
+    pubsub_dropped_total_too_large: counter in "pubsub_dropped_total" {"reason=\"too_large\""};
+    /// Pub/sub messages dropped, by reason.
+    pubsub_dropped_total_not_utf8: counter in "pubsub_dropped_total" {"reason=\"not_utf8\""};
+    /// Pub/sub connections, subscriptions or publishes refused at a bound, by reason (`busy`: the broker link's queue, pubsub.publish_queue).
+    pubsub_refused_total_max_connections: counter in "pubsub_refused_total" {"reason=\"max_connections\""};
+    /// Pub/sub refusals, by reason.
+    pubsub_refused_total_max_topics: counter in "pubsub_refused_total" {"reason=\"max_topics\""};
+    /// Pub/sub refusals, by reason.
+    pubsub_refused_total_max_filters: counter in "pubsub_refused_total" {"reason=\"max_filters\""};
+    /// Pub/sub refusals, by reason.
+    pubsub_refused_total_busy: counter in "pubsub_refused_total" {"reason=\"busy\""};
+    /// Error frames sent to pub/sub clients (bad JSON, unknown action, a refused request).
+    pubsub_errors_total: counter;
+    /// Pub/sub WebSockets cut for not reading within http.ws_stall_timeout_ms.
+    pubsub_stalled_total: counter;
 }
 
 impl Metrics {

@@ -1,6 +1,8 @@
 //! In-process clients of rumqttd: a local link with its own subscriptions,
 //! for parts of the gateway that are MQTT clients of the embedded broker
-//! without a TCP hop (the SMQ queue, `crate::smq`).
+//! without a TCP hop (the SMQ queue, `crate::smq`; the WebSocket pub/sub
+//! proxy, `crate::pubsub`). Their filters count in the broker's filter
+//! budget through [`TopicFilters`].
 //!
 //! In: [`LocalRequest`]s (subscribe, unsubscribe, publish), processed in the
 //! order they were queued, so a subscribe queued before a publish is in
@@ -33,6 +35,15 @@ pub trait LocalSink: Send + Sync + 'static {
     /// on the link's receiving thread: must not block. `retained` is true
     /// for a retained message replayed at subscribe time.
     fn deliver(&self, topic: &[u8], payload: &Bytes, retained: bool);
+}
+
+/// The broker's filter budget (`broker.max_filters`), as a local client's
+/// subscriptions see it: a filter is admitted before the client subscribes
+/// to it and released after it unsubscribes, so rumqttd's logs for local
+/// clients count like any client's (`crate::edge::filters::LocalFilters`).
+pub trait TopicFilters: Send + Sync + 'static {
+    fn admit(&self, filter: &str) -> bool;
+    fn release(&self, filter: &str);
 }
 
 /// What a local client asks of the broker.

@@ -137,8 +137,8 @@ pub struct Broker {
 type LinkFactory = dyn Fn(&str) -> Result<(LinkTx, LinkRx), BrokerError> + Send + Sync;
 
 /// In-process clients the router makes room for besides the gateway's own
-/// link ([`Broker::local_client`]): the SMQ queue.
-pub const LOCAL_CLIENTS: usize = 1;
+/// link ([`Broker::local_client`]): the SMQ queue, the pub/sub proxy.
+pub const LOCAL_CLIENTS: usize = 2;
 
 impl Drop for Broker {
     fn drop(&mut self) {

@@ -229,6 +229,10 @@ impl Config {
             self.smq
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
+        items.extend(
+            self.pubsub
+                .budget_items(self.broker.link_capacity.get(), packet as usize),
+        );
         MemoryBudget { items }
     }
 }

@@ -51,6 +51,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The SMQ queue (seed 002): consumer port and bounds (`crate::smq`).
     pub smq: crate::smq::SmqConfig,
+    /// The WebSocket pub/sub proxy (seed 003) at `GET /message` (`crate::pubsub`).
+    pub pubsub: crate::pubsub::PubSubConfig,
     pub log: LogConfig,
     /// Where the gateway keeps state that must survive a restart.
     pub data_dir: DataDir,

@@ -269,6 +269,31 @@ impl Drop for FilterHold<'_> {
     }
 }
 
+/// The budget as an in-process client of rumqttd holds it
+/// (`crate::broker::local`; the SMQ's link, the pub/sub proxy's link): one
+/// holder for the gateway's lifetime.
+pub struct LocalFilters {
+    edge: Arc<super::EdgeContext>,
+    holder: Holder,
+}
+
+impl LocalFilters {
+    pub fn new(edge: Arc<super::EdgeContext>) -> LocalFilters {
+        let holder = edge.filters.gateway_holder();
+        LocalFilters { edge, holder }
+    }
+}
+
+impl crate::broker::local::TopicFilters for LocalFilters {
+    fn admit(&self, filter: &str) -> bool {
+        self.edge.filters.admit_for(&self.holder, filter)
+    }
+
+    fn release(&self, filter: &str) {
+        self.edge.filters.release_for(&self.holder, filter)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

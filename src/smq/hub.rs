@@ -36,10 +36,7 @@ use crate::metrics::Metrics;
 
 /// The broker's filter budget, as the SMQ's subscriptions see it: each
 /// topic holds its name as a filter while it exists.
-pub trait TopicFilters: Send + Sync + 'static {
-    fn admit(&self, topic: &str) -> bool;
-    fn release(&self, topic: &str);
-}
+pub use crate::broker::local::TopicFilters;
 
 /// Why a `/put` was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

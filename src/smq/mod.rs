@@ -63,10 +63,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::SmqConfig;
-use hub::{Hub, TopicFilters};
+use hub::Hub;
 
 use crate::broker::Broker;
-use crate::edge::filters::Holder;
+use crate::edge::filters::LocalFilters;
 use crate::edge::EdgeContext;
 use crate::metrics::Metrics;
 
@@ -77,22 +77,6 @@ pub struct Smq {
     pub task: JoinHandle<()>,
 }
 
-/// The edge's filter budget, held by the SMQ's link.
-struct EdgeFilters {
-    edge: Arc<EdgeContext>,
-    holder: Holder,
-}
-
-impl TopicFilters for EdgeFilters {
-    fn admit(&self, topic: &str) -> bool {
-        self.edge.filters.admit_for(&self.holder, topic)
-    }
-
-    fn release(&self, topic: &str) {
-        self.edge.filters.release_for(&self.holder, topic)
-    }
-}
-
 /// Opens the SMQ's link into the broker and serves consumers on `listener`.
 pub fn start(
     config: &SmqConfig,
@@ -101,8 +85,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     listener: TcpListener,
 ) -> Result<Smq, crate::StartError> {
-    let holder = edge.filters.gateway_holder();
-    let filters = Arc::new(EdgeFilters { edge, holder });
+    let filters = Arc::new(LocalFilters::new(edge));
     let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), filters));
     let link = broker.local_client(
         "fleetgate-smq",

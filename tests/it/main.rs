@@ -34,4 +34,5 @@ mod live_map_page;
 mod mosquitto_interop;
 mod nearest;
 mod packages;
+mod pubsub;
 mod smq;
