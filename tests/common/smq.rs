@@ -207,7 +207,13 @@ pub struct MosquittoSub {
 
 impl MosquittoSub {
     pub fn start(port: u16, filter: &str) -> MosquittoSub {
+        MosquittoSub::start_at_qos(port, filter, 0)
+    }
+
+    /// The same, subscribing at `qos` (`-q`).
+    pub fn start_at_qos(port: u16, filter: &str, qos: u8) -> MosquittoSub {
         require_tool("mosquitto_sub");
+        // stdbuf: mosquitto_sub block-buffers stdout into a pipe otherwise.
         let mut child = Command::new("stdbuf")
             .args([
                 "-oL",
@@ -217,7 +223,7 @@ impl MosquittoSub {
                 "-p",
                 &port.to_string(),
             ])
-            .args(["-t", filter, "-v", "-d"])
+            .args(["-t", filter, "-v", "-d", "-q", &qos.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,73 +1,9 @@
 //! The walking skeleton, as a person would drive it: the real
 //! `mosquitto_pub` and `mosquitto_sub` against the in-process gateway.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 
 use crate::common::*;
-
-/// `mosquitto_sub -d` on the gateway; lines arrive on the channel.
-struct Sub {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Sub {
-    fn start(port: u16, filter: &str) -> Sub {
-        require_tool("mosquitto_sub");
-        // stdbuf: mosquitto_sub block-buffers stdout into a pipe otherwise.
-        let mut child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                filter,
-                "-v",
-                "-d",
-                "-q",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto_sub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Sub { child, lines }
-    }
-
-    /// Waits for the first line containing `needle`.
-    fn await_line(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("mosquitto_sub printed no line with {needle:?} in time"),
-            }
-        }
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn mosquitto_pub(port: u16, topic: &str, message: MessageSource) {
     require_tool("mosquitto_pub");
@@ -139,7 +75,7 @@ async fn publish_and_watch(
     needle: &'static str,
 ) -> String {
     tokio::task::spawn_blocking(move || {
-        let sub = Sub::start(port, filter);
+        let sub = MosquittoSub::start_at_qos(port, filter, 1);
         sub.await_line("SUBACK");
         mosquitto_pub(port, topic, message);
         sub.await_line(needle)
