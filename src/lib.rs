@@ -325,7 +325,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     }));
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let app = api::router(api::AppState {
+    let mut table = api::routes().with_state(api::AppState {
         metrics: metrics.clone(),
         fanout,
         fleet: fleet_queries.clone(),
@@ -333,17 +333,14 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         mailboxes,
         http: Arc::new(config.http.clone()),
     });
-    let app = match &smq {
-        Some(smq) => app.merge(smq::http::router(smq.hub.clone())),
-        None => app,
-    };
-    let app = match pubsub {
-        Some(hub) => {
-            let stall = std::time::Duration::from_millis(config.http.ws_stall_timeout_ms);
-            app.merge(pubsub::router(hub, stall))
-        }
-        None => app,
-    };
+    if let Some(smq) = &smq {
+        table = table.merge(smq::http::router(smq.hub.clone()));
+    }
+    if let Some(hub) = pubsub {
+        let stall = std::time::Duration::from_millis(config.http.ws_stall_timeout_ms);
+        table = table.merge(pubsub::router(hub, stall));
+    }
+    let app = api::openapi::app(table, config.http.max_body_bytes);
     let smq_addr = smq.as_ref().map(|s| s.addr);
     background.extend(smq.map(|s| s.task));
     let http_task = tokio::spawn(async move {

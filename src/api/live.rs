@@ -44,29 +44,28 @@ pub struct FeedParams {
 
 fn parse_filter(params: &FeedParams) -> Result<Filter, ApiError> {
     match (&params.vehicles, &params.bbox) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "give either vehicles or bbox, not both".into(),
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "bbox",
+            "give either vehicles or bbox, not both",
         )),
         (Some(list), None) => {
             let ids = list
                 .split(',')
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    VehicleId::parse(s)
-                        .ok_or_else(|| ApiError::BadRequest(format!("{s:?} is not a vehicle id")))
+                    VehicleId::parse(s).ok_or_else(|| {
+                        ApiError::field("vehicles", format!("{s:?} is not a vehicle id"))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if ids.is_empty() {
-                return Err(ApiError::BadRequest("vehicles= names no vehicle".into()));
+                return Err(ApiError::field("vehicles", "names no vehicle"));
             }
             Ok(Filter::Vehicles(ids))
         }
         (None, Some(bbox)) => {
-            let bad = || {
-                ApiError::BadRequest(
-                    "bbox must be min_lon,min_lat,max_lon,max_lat in degrees".into(),
-                )
-            };
+            let bad =
+                || ApiError::field("bbox", "must be min_lon,min_lat,max_lon,max_lat in degrees");
             let v: Vec<f64> = bbox
                 .split(',')
                 .map(|s| s.trim().parse::<f64>().map_err(|_| bad()))
@@ -96,6 +95,17 @@ fn parse_filter(params: &FeedParams) -> Result<Filter, ApiError> {
     }
 }
 
+/// The live feed (WebSocket): a snapshot, then batched changes.
+#[utoipa::path(get, path = "/ws", tag = "fleet",
+    params(
+        ("vehicles" = Option<String>, Query, description = "Only these vehicles, comma-separated"),
+        ("bbox" = Option<String>, Query, description = "Only inside min_lon,min_lat,max_lon,max_lat"),
+    ),
+    responses(
+        (status = 101, description = "WebSocket: `{\"snapshot\":true,\"vehicles\":[…]}`, then `{\"positions\",\"statuses\",\"events\"}` frames every `http.ws_frame_interval_ms`"),
+        (status = 400, description = "A bad `vehicles` or `bbox`, or not a WebSocket upgrade", body = super::error::ErrorBody),
+        (status = 429, description = "`fanout.max_subscribers` feeds are open", body = super::error::ErrorBody),
+    ))]
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(params): Query<FeedParams>,
@@ -111,12 +121,21 @@ pub async fn upgrade(
             filter: filter.clone(),
         })
         .map_err(|e| match e {
-            FanoutError::TooManySubscribers { max } => ApiError::TooManyClients(max),
+            FanoutError::TooManySubscribers { max } => too_many_feeds(max),
             FanoutError::ZeroCapacity => ApiError::Unavailable,
         })?;
     Ok(ws
         .on_upgrade(move |socket| feed(socket, subscription, filter, state))
         .into_response())
+}
+
+/// 429: every fan-out subscriber slot is taken (`/ws` and the track
+/// sockets share them).
+pub(super) fn too_many_feeds(max: usize) -> ApiError {
+    ApiError::TooMany {
+        bound: "fanout.max_subscribers",
+        message: format!("too many live feed clients: at most {max}"),
+    }
 }
 
 #[derive(Serialize, Default)]

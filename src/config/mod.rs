@@ -413,6 +413,10 @@ pub struct HttpConfig {
     /// Updates queued per track socket (conflated: one vehicle's latest
     /// position, its package changes in order).
     pub package_track_queue: NonZeroUsize,
+    /// The largest request body any endpoint reads (SMQ `/put` included):
+    /// one more byte is 413. Bodies are read one per request as it is
+    /// handled and dropped with it.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -426,6 +430,9 @@ impl Default for HttpConfig {
             ws_stall_timeout_ms: 10_000,
             package_track_interval_ms: 1_000,
             package_track_queue: nz(4),
+            // A 256-vertex polygon fence is ~7 KiB of JSON, an SMQ message
+            // at most smq.max_message_bytes (16 KiB).
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -444,6 +451,11 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// `http.max_body_bytes` must let a package or a geofence through, and
+/// stay small next to the memory bound.
+const MIN_BODY_BYTES: usize = 1024;
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 const fn nz(n: usize) -> NonZeroUsize {
     match NonZeroUsize::new(n) {
@@ -498,6 +510,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "bridge.spool_segment_bytes must be at least 4096 and bridge.spool_max_bytes at least twice that".into(),
             ));
+        }
+        if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.http.max_body_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_body_bytes = {} must be from {MIN_BODY_BYTES} to {MAX_BODY_BYTES}",
+                self.http.max_body_bytes
+            )));
         }
         self.geofence.check().map_err(ConfigError::Invalid)?;
         self.dispatch.check().map_err(ConfigError::Invalid)?;

@@ -107,6 +107,52 @@ pub async fn http_request(
     (status, body)
 }
 
+/// An HTTP answer: status, head (lower-cased header lines) and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::trim)
+        })
+    }
+
+    /// The body as JSON, failing the test with the answer when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Sends `head` (request line and headers, without the blank line) and
+/// `body` on a fresh connection, closed after the answer.
+pub async fn http_exchange(addr: SocketAddr, head: &str, body: &[u8]) -> HttpReply {
+    let mut s = TcpStream::connect(addr).await.expect("connect http");
+    let request = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut resp))
+        .await
+        .expect("an answer within the deadline")
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    HttpReply {
+        status,
+        head: head.to_lowercase(),
+        body: body.to_string(),
+    }
+}
+
 /// The value of one series in the `/metrics` served at `http`, or `None`
 /// when the page does not have it.
 pub async fn metric_at(http: SocketAddr, series: &str) -> Option<u64> {
