@@ -51,6 +51,7 @@ pub fn parse(body: &[u8]) -> Option<(u64, u64)> {
 #[derive(Debug, Clone)]
 pub struct SeqSet {
     bits: Vec<u64>,
+    len: u64,
     count: u64,
 }
 
@@ -58,14 +59,16 @@ impl SeqSet {
     pub fn new(len: u64) -> SeqSet {
         SeqSet {
             bits: vec![0; len.div_ceil(64) as usize],
+            len,
             count: 0,
         }
     }
 
     /// False if `seq` was seen before, or is out of range.
     pub fn insert(&mut self, seq: u64) -> bool {
-        let Some(word) = self.bits.get_mut((seq / 64) as usize) else {
-            return false;
+        let word = match self.bits.get_mut((seq / 64) as usize) {
+            Some(word) if seq < self.len => word,
+            _ => return false,
         };
         let bit = 1u64 << (seq % 64);
         let new = *word & bit == 0;

@@ -27,6 +27,7 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +55,7 @@ use crate::views::PositionView;
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(vehicle): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let vehicle = VehicleId::parse(&vehicle).ok_or_else(|| {
         ApiError::field(
@@ -62,6 +63,12 @@ pub async fn upgrade(
             format!("{vehicle:?} is not a vehicle id (1-64 of A-Z a-z 0-9 . _ -)"),
         )
     })?;
+    // The id is judged first; then axum's own answer to a request that is
+    // not an upgrade (made JSON by `error::json_errors`).
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
     let subscription = state
         .fanout
         .subscribe(SubscribeOptions {

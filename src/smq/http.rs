@@ -78,7 +78,7 @@ async fn put(
         query.map_err(|e| ApiError::field("topic", format!("invalid query string: {e}")))?;
     let topic = query
         .topic
-        .ok_or_else(|| ApiError::field("topic", "missing query parameter"))?;
+        .ok_or_else(|| ApiError::field("topic", "missing query parameter `topic`"))?;
     let max = hub.config().max_message_bytes.get();
     let too_large = ApiError::TooLarge {
         bound: "smq.max_message_bytes",
