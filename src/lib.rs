@@ -41,7 +41,11 @@
 //!
 //! - [`config`]: the TOML configuration, every field optional, and the
 //!   memory bound it gives ([`config::budget`]).
-//! - [`topics`]: the topic scheme, AMQP routing keys and vehicle ids.
+//! - [`topics`]: the topic scheme, AMQP routing keys and vehicle ids;
+//!   [`topic_filter`]: MQTT filter matching.
+//! - [`auth`]: who may connect and what each client may publish, subscribe
+//!   to and receive (password file, ACL file, roles), asked by the edge and
+//!   the HTTP API.
 //! - [`views`]: the JSON shapes dashboards see.
 //! - [`metrics`]: every counter, rendered for `/metrics`.
 //! - [`acks`]: acknowledgements that mean "kept" — the third way back,
@@ -54,6 +58,7 @@
 //! on by default).
 
 pub mod api;
+pub mod auth;
 pub mod bridge;
 pub mod broker;
 pub mod edge;
@@ -68,6 +73,7 @@ pub mod clock;
 pub mod config;
 pub mod log_limit;
 pub mod metrics;
+pub mod topic_filter;
 pub mod topics;
 pub mod views;
 
