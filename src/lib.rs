@@ -107,6 +107,8 @@ pub enum StartError {
     Fanout(#[from] fanout::FanoutError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
+    #[error("refusing to start: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// The sockets the gateway serves on, bound before it starts so that a
@@ -160,6 +162,9 @@ pub struct Gateway {
     /// The SMQ consumer port, when `smq.enabled`.
     pub smq_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    /// Who may connect and do what; [`auth::Auth::reload`] re-reads its
+    /// files (SIGHUP in [`run`]).
+    pub auth: Arc<auth::Auth>,
     stop_edge: Option<oneshot::Sender<()>>,
     stop_http: Option<oneshot::Sender<()>>,
     /// Stop when told: the edge and the HTTP server.
@@ -240,6 +245,16 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         .memory_bound_bytes
         .store(budget.total(), std::sync::atomic::Ordering::Relaxed);
     tracing::info!("memory bound from the configuration:\n{budget}");
+    // First: a bad security file refuses to start before anything listens.
+    let auth = Arc::new(auth::Auth::new(&config.auth, metrics.clone())?);
+    if auth.enforced() {
+        tracing::info!(
+            password_file = ?config.auth.password_file,
+            acl_file = ?config.auth.acl_file,
+            allow_anonymous = config.auth.anonymous_allowed(),
+            "authentication and ACLs on"
+        );
+    }
     let mqtt_addr = listeners.mqtt.local_addr().map_err(StartError::LocalAddr)?;
     let http_addr = listeners.http.local_addr().map_err(StartError::LocalAddr)?;
 
@@ -300,11 +315,14 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     let ctx = Arc::new(edge::EdgeContext::new(
         &config.mqtt,
         &config.broker,
-        metrics.clone(),
-        ingest.sender,
-        broker.publisher.clone(),
-        registry,
-        broker.internal.clone(),
+        edge::EdgeLinks {
+            metrics: metrics.clone(),
+            ingest: ingest.sender,
+            publisher: broker.publisher.clone(),
+            registry,
+            internal: broker.internal.clone(),
+            auth: auth.clone(),
+        },
     ));
     let smq = match (config.smq.enabled, listeners.smq) {
         (true, Some(listener)) => Some(smq::start(
@@ -367,6 +385,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         http_addr,
         smq_addr,
         metrics,
+        auth,
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),
         servers: vec![edge_task, http_task],
@@ -385,8 +404,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let gateway = start(config, listeners).await?;
+    let reloads = tokio::spawn(reload_on_sighup(gateway.auth.clone()));
     shutdown.await;
+    reloads.abort();
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Re-reads the password and ACL files on every SIGHUP (`systemctl
+/// reload`). A bad file keeps the tables in force and says why.
+pub async fn reload_on_sighup(auth: Arc<auth::Auth>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: no reloads");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reload refused; the files in force stay")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(auth);
 }

@@ -49,6 +49,7 @@ pub mod passwd;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -327,6 +328,9 @@ pub struct Credentials<'a> {
 /// machinery that verifies passwords without stalling the runtime.
 pub struct Auth {
     config: AuthConfig,
+    /// The tables' [`Tables::enforced`], readable without the lock: in open
+    /// mode every decision is "allow" and costs one load.
+    enforced: AtomicBool,
     tables: RwLock<Arc<Tables>>,
     verifications: Arc<Semaphore>,
     verified: Mutex<HashMap<Box<str>, [u8; 32]>>,
@@ -346,6 +350,7 @@ impl Auth {
             tracing::warn!(error = %e, "no randomness for the login cache's key");
         }
         Ok(Auth {
+            enforced: AtomicBool::new(tables.enforced()),
             config: config.clone(),
             tables: RwLock::new(Arc::new(tables)),
             verifications: Arc::new(Semaphore::new(config.max_concurrent_verifications.get())),
@@ -359,6 +364,7 @@ impl Auth {
     pub fn open(metrics: Arc<Metrics>) -> Auth {
         let config = AuthConfig::default();
         Auth {
+            enforced: AtomicBool::new(false),
             tables: RwLock::new(Arc::new(Tables::default())),
             verifications: Arc::new(Semaphore::new(1)),
             verified: Mutex::new(HashMap::new()),
@@ -374,12 +380,37 @@ impl Auth {
     }
 
     pub fn enforced(&self) -> bool {
-        self.tables.read().enforced()
+        self.enforced.load(Ordering::Relaxed)
+    }
+
+    /// [`Tables::may_publish`] with the tables in force.
+    pub fn may_publish(&self, who: &Principal, topic: &str) -> Decision {
+        if !self.enforced() {
+            return Decision::Allow;
+        }
+        self.tables().may_publish(who, topic)
+    }
+
+    /// [`Tables::may_read`] with the tables in force.
+    pub fn may_read(&self, who: &Principal, topic: &str) -> Decision {
+        if !self.enforced() {
+            return Decision::Allow;
+        }
+        self.tables().may_read(who, topic)
+    }
+
+    /// [`Tables::may_subscribe`] with the tables in force.
+    pub fn may_subscribe(&self, who: &Principal, filter: &str) -> Decision {
+        if !self.enforced() {
+            return Decision::Allow;
+        }
+        self.tables().may_subscribe(who, filter)
     }
 
     /// Re-reads the files. On error the tables in force stay.
     pub fn reload(&self) -> Result<(), AuthError> {
         let tables = Tables::load(&self.config)?;
+        self.enforced.store(tables.enforced(), Ordering::Relaxed);
         *self.tables.write() = Arc::new(tables);
         self.verified.lock().clear();
         Metrics::inc(&self.metrics.auth_reloads_total);

@@ -57,6 +57,7 @@ use super::conformance::OwedAcks;
 use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
+use crate::auth::{Decision, Principal};
 use crate::clock::now_ms;
 use crate::ingest::AckRequest;
 use crate::ingest::VehiclePublish;
@@ -81,6 +82,7 @@ pub async fn splice(
     mut client: TcpStream,
     client_buf: BytesMut,
     mut connect: Connect,
+    who: &Principal,
     handoff: HandOff,
     ctx: &EdgeContext,
 ) {
@@ -110,7 +112,7 @@ pub async fn splice(
             Metrics::inc(&ctx.metrics.connections_refused_total_broker_unavailable);
             tracing::warn!(client_id = %connect.client_id, error = %e, "hand-off to the embedded broker failed");
             if let Some(will) = will {
-                fire_will(ctx, &will.topic, will.message);
+                fire_will(ctx, who, &will.topic, will.message);
             }
             let _ = client.shutdown().await;
             return;
@@ -120,7 +122,9 @@ pub async fn splice(
     let hold = ctx.filters.open(&connect.client_id, connect.clean_session);
     let mut proxy = Proxy {
         ctx,
+        who,
         hold,
+        broker_owned_qos2: Vec::new(),
         out: BytesMut::new(),
         edge_owned_qos2: Vec::new(),
         pingresps_owed: 0,
@@ -220,6 +224,12 @@ async fn open_broker_session(
 
 struct Proxy<'a> {
     ctx: &'a EdgeContext,
+    /// Who the client is: every packet and every delivery is checked for it.
+    who: &'a Principal,
+    /// QoS 2 packet ids of deliveries the client may not read, which the
+    /// edge answered to rumqttd (PUBREC) in its place: their PUBREL is
+    /// answered here too (PUBCOMP) and never reaches the client.
+    broker_owned_qos2: Vec<u16>,
     /// This client's filters in the live-filter budget.
     hold: super::filters::FilterHold<'a>,
     out: BytesMut,
@@ -325,14 +335,26 @@ impl Proxy<'_> {
             if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
                 return;
             }
-            // Broker → client: copy frames, minus the ones the edge caused.
+            // Broker → client: copy frames, minus the ones the edge caused
+            // and the deliveries the client may not read (answered to
+            // rumqttd here, in to_broker).
+            to_broker.clear();
             loop {
                 match codec::next_raw_frame(&mut broker_buf, max_from_broker) {
                     Ok(Some(frame)) => {
-                        if !self.is_for_edge(&frame) {
-                            self.owed.server_sent(&frame.raw);
-                            to_client.extend_from_slice(&frame.raw);
+                        if self.is_for_edge(&frame) {
+                            continue;
                         }
+                        match self.check_delivery(&frame.raw, &mut to_broker) {
+                            Decision::Allow => {}
+                            Decision::Deny => continue,
+                            Decision::Revoked => {
+                                Metrics::inc(&self.ctx.metrics.connections_closed_revoked_total);
+                                return;
+                            }
+                        }
+                        self.owed.server_sent(&frame.raw);
+                        to_client.extend_from_slice(&frame.raw);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -340,6 +362,9 @@ impl Proxy<'_> {
                         return;
                     }
                 }
+            }
+            if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
+                return;
             }
             if !to_client.is_empty() && write_raw(&mut client, &to_client).await.is_err() {
                 return;
@@ -370,6 +395,51 @@ impl Proxy<'_> {
                 self.pingresps_owed += 1;
             }
         }
+    }
+
+    /// "Read" is checked per delivered message, not only at SUBSCRIBE, so
+    /// a `#` subscription receives only what the client may read, and a
+    /// reload applies to live subscriptions, retained messages and resumed
+    /// sessions alike. A refused delivery is acknowledged to rumqttd in the
+    /// client's place (appended to `to_broker`), so rumqttd's inflight
+    /// window for the client does not fill with messages it will never
+    /// acknowledge.
+    fn check_delivery(&mut self, raw: &[u8], to_broker: &mut BytesMut) -> Decision {
+        let first = raw.first().copied().unwrap_or(0);
+        // PUBREL for a delivery the edge took (QoS 2): answered here.
+        if first == 0x62 {
+            let pkid = raw.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            if let Some(pkid) = pkid.filter(|id| self.broker_owned_qos2.contains(id)) {
+                self.broker_owned_qos2.retain(|&id| id != pkid);
+                let _ = codec::encode(&Packet::PubComp(PubComp::new(pkid)), to_broker);
+                return Decision::Deny;
+            }
+            return Decision::Allow;
+        }
+        if !self.ctx.auth.enforced() {
+            return Decision::Allow;
+        }
+        let Some(meta) = codec::publish_meta(raw) else {
+            return Decision::Allow;
+        };
+        let decision = self.ctx.auth.may_read(self.who, meta.topic);
+        if decision == Decision::Deny {
+            Metrics::inc(&self.ctx.metrics.acl_read_denied_total);
+            let answer = match meta.qos {
+                1 => Some(Packet::PubAck(PubAck::new(meta.pkid))),
+                2 => {
+                    if !self.broker_owned_qos2.contains(&meta.pkid) {
+                        self.broker_owned_qos2.push(meta.pkid);
+                    }
+                    Some(Packet::PubRec(PubRec::new(meta.pkid)))
+                }
+                _ => None,
+            };
+            if let Some(answer) = answer {
+                let _ = codec::encode(&answer, to_broker);
+            }
+        }
+        decision
     }
 
     fn is_for_edge(&mut self, frame: &codec::RawFrame) -> bool {
@@ -427,6 +497,18 @@ impl Proxy<'_> {
 
     async fn check_publish(&mut self, publish: &Publish, raw: Bytes) -> Verdict {
         let topic = publish.topic.as_str();
+        match self.ctx.auth.may_publish(self.who, topic) {
+            Decision::Allow => {}
+            Decision::Deny => {
+                Metrics::inc(&self.ctx.metrics.acl_denied_total);
+                tracing::debug!(client_id = %self.who.client_id, topic, "publish denied by the ACL");
+                return self.ack_here(publish, None).await;
+            }
+            Decision::Revoked => {
+                Metrics::inc(&self.ctx.metrics.connections_closed_revoked_total);
+                return Verdict::Close;
+            }
+        }
         if let Some(VehicleTopic::Uplink(vehicle, kind)) = VehicleTopic::parse(topic) {
             let item = VehiclePublish {
                 vehicle,
@@ -497,6 +579,7 @@ impl Proxy<'_> {
 
     fn check_subscribe(&mut self, subscribe: &Subscribe, raw: Bytes) -> Verdict {
         let mut refused = false;
+        let mut revoked = false;
         // Admitted by this SUBSCRIBE, let go again if the packet is refused.
         let mut taken = Vec::new();
         for filter in &subscribe.filters {
@@ -505,7 +588,22 @@ impl Proxy<'_> {
                 Some(rest) => rest.split_once('/').map(|(_, f)| f),
                 None => Some(path),
             };
-            let allowed = inner.is_some_and(|f| !f.is_empty() && !f.starts_with('$'));
+            let allowed = inner.is_some_and(|f| {
+                !f.is_empty()
+                    && !f.starts_with('$')
+                    && match self.ctx.auth.may_subscribe(self.who, f) {
+                        Decision::Allow => true,
+                        Decision::Deny => false,
+                        Decision::Revoked => {
+                            revoked = true;
+                            false
+                        }
+                    }
+            });
+            if revoked {
+                Metrics::inc(&self.ctx.metrics.connections_closed_revoked_total);
+                return Verdict::Close;
+            }
             if !allowed {
                 Metrics::inc(&self.ctx.metrics.acl_denied_total);
                 refused = true;

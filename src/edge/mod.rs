@@ -68,6 +68,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, Credentials};
 use crate::broker::{BrokerPublisher, InternalBroker};
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::ingest::IngestSender;
@@ -85,6 +86,8 @@ pub struct EdgeContext {
     pub ingest: IngestSender,
     pub publisher: BrokerPublisher,
     pub registry: Arc<VehicleRegistry>,
+    /// Who may connect, and what each client may do.
+    pub auth: Arc<Auth>,
     /// rumqttd, reached in-process; the edge logs in with its own login in
     /// place of the client's (which the edge has checked).
     pub broker: InternalBroker,
@@ -101,22 +104,33 @@ pub struct EdgeContext {
     started: tokio::time::Instant,
 }
 
+/// The stages and services the edge hands work to.
+pub struct EdgeLinks {
+    pub metrics: Arc<Metrics>,
+    pub ingest: IngestSender,
+    pub publisher: BrokerPublisher,
+    pub registry: Arc<VehicleRegistry>,
+    pub internal: InternalBroker,
+    pub auth: Arc<Auth>,
+}
+
 impl EdgeContext {
-    pub fn new(
-        mqtt: &MqttConfig,
-        broker: &BrokerConfig,
-        metrics: Arc<Metrics>,
-        ingest: IngestSender,
-        publisher: BrokerPublisher,
-        registry: Arc<VehicleRegistry>,
-        internal: InternalBroker,
-    ) -> Self {
+    pub fn new(mqtt: &MqttConfig, broker: &BrokerConfig, links: EdgeLinks) -> Self {
+        let EdgeLinks {
+            metrics,
+            ingest,
+            publisher,
+            registry,
+            internal,
+            auth,
+        } = links;
         EdgeContext {
             mqtt: mqtt.clone(),
             metrics: metrics.clone(),
             ingest,
             publisher,
             registry,
+            auth,
             broker: internal,
             filters: FilterBudget::new(
                 broker.max_filters.get(),
@@ -290,7 +304,7 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
         };
         if let Some(splice) = hand_off(stream, buf, &hello, handoff, &ctx) {
             splice.await;
-        }
+        };
     }
 }
 
@@ -299,18 +313,15 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
 fn hand_off<'a>(
     stream: TcpStream,
     buf: BytesMut,
-    hello: &vehicle::Hello,
+    hello: &'a vehicle::Hello,
     handoff: Box<vehicle::HandOff>,
     ctx: &'a EdgeContext,
 ) -> Option<Pin<Box<impl Future<Output = ()> + Send + 'a>>> {
-    let mut connect = hello.connect()?;
-    if connect.client_id.is_empty() {
-        connect.client_id = ctx.generated_client_id();
-    }
+    let connect = hello.connect()?;
     Metrics::inc(&ctx.metrics.handoffs_total);
     Some(Box::pin(async move {
         let _handed = Gauge::enter(&ctx.metrics.connections_handed_off);
-        handoff::splice(stream, buf, connect, *handoff, ctx).await;
+        handoff::splice(stream, buf, connect, hello.principal(), *handoff, ctx).await;
     }))
 }
 
@@ -376,7 +387,28 @@ async fn read_connect(
         let _ = refuse(stream, ConnectReturnCode::BadClientId).await;
         return None;
     }
-    Some(vehicle::Hello::new(&raw, &connect))
+    // Who it is, checked before anything is answered; an empty client id
+    // (clean session only) gets one of the gateway's, which the ACL's %c
+    // then sees.
+    let client_id = match connect.client_id.as_str() {
+        "" => ctx.generated_client_id(),
+        id => id.to_owned(),
+    };
+    let credentials = Credentials {
+        client_id: &client_id,
+        username: connect.login.as_ref().map(|l| l.username.as_str()),
+        password: connect.login.as_ref().map(|l| l.password.as_bytes()),
+        will_topic: connect.last_will.as_ref().map(|w| w.topic.as_str()),
+    };
+    let principal = match ctx.auth.authenticate(&credentials).await {
+        Ok(principal) => principal,
+        Err(code) => {
+            tracing::debug!(peer = ?stream.peer_addr().ok(), client_id, ?code, "CONNECT refused");
+            let _ = refuse(stream, code).await;
+            return None;
+        }
+    };
+    Some(vehicle::Hello::new(&raw, &connect, principal))
 }
 
 async fn refuse(stream: &mut TcpStream, code: ConnectReturnCode) -> std::io::Result<()> {
@@ -405,11 +437,14 @@ mod tests {
         let ctx = Arc::new(EdgeContext::new(
             &MqttConfig::default(),
             &BrokerConfig::default(),
-            metrics,
-            ingest,
-            publisher,
-            registry,
-            InternalBroker::for_tests(),
+            EdgeLinks {
+                auth: Arc::new(Auth::open(metrics.clone())),
+                metrics,
+                ingest,
+                publisher,
+                registry,
+                internal: InternalBroker::for_tests(),
+            },
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
