@@ -50,6 +50,7 @@ pub mod conformance;
 pub mod filters;
 pub mod frame_pool;
 pub mod handoff;
+mod hello;
 pub mod registry;
 mod vehicle;
 mod write;

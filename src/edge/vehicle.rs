@@ -23,7 +23,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::codec::{self, Frame, Reply};
 use super::conformance::Violation;
 use super::frame_pool::SMALL_FRAME_BYTES;
+pub use super::hello::{fire_will, Hello};
 use super::registry::Registration;
 pub use super::write::{send, WRITE_TIMEOUT};
 use super::write::{write_all_timed, write_now, WriteRest};
@@ -45,57 +46,6 @@ use crate::topics::{command_topic, VehicleId, VehicleTopic};
 /// Bytes reserved for each read: a position publish is ~50 bytes, so this
 /// holds a few without a second read.
 const READ_CHUNK: usize = 256;
-
-/// A client's CONNECT as the session keeps it: the raw frame, exactly sized,
-/// decoded again only when it is needed (a will to fire, a hand-off), and
-/// who the client is. A decoded `Connect` would hold five separately
-/// allocated strings for the whole life of the connection; the box keeps
-/// the connection's task one pointer, not a fat one, larger.
-pub struct Hello {
-    kept: Box<Kept>,
-    pub keep_alive: u16,
-    pub clean_session: bool,
-}
-
-struct Kept {
-    raw: Box<[u8]>,
-    principal: Principal,
-}
-
-impl Hello {
-    /// `raw` must be the frame `connect` was decoded from.
-    pub fn new(raw: &[u8], connect: &Connect, principal: Principal) -> Hello {
-        Hello {
-            kept: Box::new(Kept {
-                raw: raw.into(),
-                principal,
-            }),
-            keep_alive: connect.keep_alive,
-            clean_session: connect.clean_session,
-        }
-    }
-
-    /// Who the client is (its client id, generated if it sent none).
-    pub fn principal(&self) -> &Principal {
-        &self.kept.principal
-    }
-
-    /// The CONNECT again (it decoded once, so it decodes again), with the
-    /// client id the gateway uses for it.
-    pub fn connect(&self) -> Option<Connect> {
-        let mut buf = BytesMut::from(&self.kept.raw[..]);
-        match codec::next_frame(&mut buf, usize::MAX) {
-            Ok(Some(Frame {
-                packet: Packet::Connect(mut connect),
-                ..
-            })) => {
-                connect.client_id = self.kept.principal.client_id.to_string();
-                Some(connect)
-            }
-            _ => None,
-        }
-    }
-}
 
 /// How a vehicle session ended.
 pub enum Outcome {
@@ -587,29 +537,4 @@ fn keep_alive_deadline(
             ))
         })
         .flatten()
-}
-
-/// Publishes a vanished vehicle's last will: a device topic goes through
-/// ingest like any publish; any other topic straight into the broker. It
-/// was checked at CONNECT and is checked again now, against the tables in
-/// force (a reload may have taken the right away).
-pub fn fire_will(ctx: &EdgeContext, who: &Principal, topic: &str, payload: Bytes) {
-    if !ctx.auth.may_publish(who, topic).allowed() {
-        Metrics::inc(&ctx.metrics.acl_denied_total);
-        tracing::debug!(client_id = %who.client_id, topic, "will denied by the ACL");
-        return;
-    }
-    Metrics::inc(&ctx.metrics.wills_published_total);
-    match VehicleTopic::parse(topic) {
-        Some(VehicleTopic::Uplink(vehicle, kind)) => ctx.ingest.offer(VehiclePublish {
-            vehicle,
-            kind,
-            payload,
-            received_ms: now_ms(),
-        }),
-        _ if !crate::topics::is_gateway_namespace(topic) && !topic.starts_with('$') => {
-            ctx.publisher.publish(topic.to_owned(), payload);
-        }
-        _ => Metrics::inc(&ctx.metrics.acl_denied_total),
-    }
 }

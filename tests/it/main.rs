@@ -22,6 +22,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
 mod bridge;
 mod broker_lifecycle;
 mod conformance;
