@@ -44,6 +44,7 @@
 //! closes the connection).
 
 pub mod acl;
+pub mod cli;
 pub mod config;
 pub mod passwd;
 

@@ -419,3 +419,94 @@ async fn logins_reuse_a_verified_password_and_never_block_the_runtime() {
     assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
     assert_eq!(metrics.auth_verifications_total.load(Ordering::Relaxed), 2);
 }
+
+/// The operator's path: `fleetgate passwd add` (password on stdin), the
+/// gateway lets the user in with its role; `remove` and a reload lock it out.
+#[tokio::test]
+async fn users_managed_with_fleetgate_passwd_log_in_with_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let passwd = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+            .arg("passwd")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run fleetgate passwd");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let f = file.to_str().unwrap();
+    passwd(
+        &[
+            "add",
+            f,
+            "truck-9",
+            "--role",
+            "device",
+            "--iterations",
+            "10000",
+        ],
+        "pw9\n",
+    );
+    passwd(
+        &["add", f, "ops", "--role", "admin", "--iterations", "10000"],
+        "opspw\n",
+    );
+    let listed = passwd(&["list", f], "");
+    assert!(listed.contains("truck-9\tdevice"), "{listed}");
+    assert!(listed.contains("ops\tadmin"), "{listed}");
+    assert!(
+        !listed.contains("$7$"),
+        "list must not print hashes: {listed}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the password file is readable by others: {mode:o}"
+        );
+    }
+
+    let mut config = test_config();
+    config.auth.password_file = Some(file.clone());
+    let gw = gateway_with(config).await;
+    let (code, _) = connect_as(
+        &gw,
+        "t9",
+        Some(("truck-9", "pw9")),
+        Some("v/truck-9/status"),
+    )
+    .await;
+    assert_eq!(code, ConnectReturnCode::Success);
+    let (code, _) = connect_as(&gw, "t9", Some(("truck-9", "pw9")), Some("v/other/status")).await;
+    assert_eq!(
+        code,
+        ConnectReturnCode::NotAuthorized,
+        "the device role holds without an ACL"
+    );
+
+    passwd(&["remove", f, "truck-9"], "");
+    gw.auth.reload().unwrap();
+    let (code, _) = connect_as(&gw, "t9", Some(("truck-9", "pw9")), None).await;
+    assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+    let (code, _) = connect_as(&gw, "o", Some(("ops", "opspw")), None).await;
+    assert_eq!(code, ConnectReturnCode::Success);
+}
