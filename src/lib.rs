@@ -368,6 +368,15 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         }
         None => app,
     };
+    // Outermost: with a password file, every route but the page and
+    // /healthz needs a token (api::auth).
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        api::auth::HttpAuth {
+            auth: auth.clone(),
+            metrics: metrics.clone(),
+        },
+        api::auth::require_token,
+    ));
     let smq_addr = smq.as_ref().map(|s| s.addr);
     background.extend(smq.map(|s| s.task));
     let http_task = tokio::spawn(async move {

@@ -384,6 +384,11 @@ impl Auth {
         self.enforced.load(Ordering::Relaxed)
     }
 
+    /// Is a password file in force (so HTTP needs tokens)?
+    pub fn checks_passwords(&self) -> bool {
+        self.enforced() && self.tables.read().passwords.is_some()
+    }
+
     /// [`Tables::may_publish`] with the tables in force.
     pub fn may_publish(&self, who: &Principal, topic: &str) -> Decision {
         if !self.enforced() {

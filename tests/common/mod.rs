@@ -85,8 +85,23 @@ pub async fn http_request(
     path: &str,
     json_body: Option<&str>,
 ) -> (u16, String) {
+    http_request_with(addr, method, path, &[], json_body).await
+}
+
+/// [`http_request`] with extra header lines (`"Authorization: Bearer …"`).
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    json_body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect http");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        req.push_str(header);
+        req.push_str("\r\n");
+    }
     if let Some(body) = json_body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

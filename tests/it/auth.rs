@@ -510,3 +510,63 @@ async fn users_managed_with_fleetgate_passwd_log_in_with_their_role() {
     let (code, _) = connect_as(&gw, "o", Some(("ops", "opspw")), None).await;
     assert_eq!(code, ConnectReturnCode::Success);
 }
+
+/// HTTP with a password file: reads need a dashboard token, writes a
+/// service or admin token; the page and /healthz stay open; browsers pass
+/// the token in the WebSocket's query.
+#[tokio::test]
+async fn http_reads_need_a_dashboard_token_and_writes_a_service_token() {
+    let s = secured().await;
+    let http = s.gw.http_addr;
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let (status, body) = http_request_with(http, "GET", "/vehicles", &[], None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, _) =
+        http_request_with(http, "GET", "/vehicles", &[&bearer("dash:wrong")], None).await;
+    assert_eq!(status, 401);
+    let (status, _) =
+        http_request_with(http, "GET", "/vehicles", &[&bearer("truck-7:pw7")], None).await;
+    assert_eq!(status, 403, "a device has no HTTP access");
+    let (status, body) =
+        http_request_with(http, "GET", "/vehicles", &[&bearer("dash:dashpw")], None).await;
+    assert_eq!(status, 200, "{body}");
+    let package = r#"{"from":"A","to":"B","vehicleId":"truck-7"}"#;
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/packages",
+        &[&bearer("dash:dashpw")],
+        Some(package),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/packages",
+        &[&bearer("root:rootpw")],
+        Some(package),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    for open in ["/healthz", "/"] {
+        let (status, _) = http_request_with(http, "GET", open, &[], None).await;
+        assert_eq!(status, 200, "{open}");
+    }
+    assert_eq!(s.count(|m| &m.http_refused_total_no_token), 1);
+    assert_eq!(s.count(|m| &m.http_refused_total_bad_token), 1);
+    assert_eq!(s.count(|m| &m.http_refused_total_forbidden), 2);
+
+    // A browser's WebSocket: no header, the token in the query.
+    let url = format!("ws://{http}/ws");
+    assert!(
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .is_err(),
+        "/ws without a token"
+    );
+    let mut ws = ws_connect(http, "/ws?access_token=dash:dashpw").await;
+    let first = next_json(&mut ws).await;
+    assert!(first.is_object(), "{first}");
+}
