@@ -101,6 +101,8 @@ pub struct EdgeContext {
     next_client_number: AtomicU64,
     /// Connections open now, at most `mqtt.max_connections`.
     open: AtomicUsize,
+    /// Connections over the limit being answered now ([`Refusal`]).
+    refusing: AtomicUsize,
     /// When the edge started: connections keep times as ms since then.
     started: tokio::time::Instant,
 }
@@ -142,6 +144,7 @@ impl EdgeContext {
             frames: frame_pool::FramePool::new(mqtt.large_frame_pool_bytes.get()),
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             started: tokio::time::Instant::now(),
         }
     }
@@ -219,7 +222,9 @@ pub async fn serve(
                 };
                 let Some(slot) = Slot::take(&ctx) else {
                     Metrics::inc(&ctx.metrics.connections_refused_total_limit);
-                    drop(stream);
+                    if let Some(refusal) = Refusal::take(&ctx) {
+                        connections.spawn(refuse_over_limit(stream, refusal));
+                    }
                     continue;
                 };
                 Metrics::inc(&ctx.metrics.connections_accepted_total);
@@ -257,6 +262,47 @@ impl std::ops::Deref for Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections over `mqtt.max_connections` answered at once: each waits
+/// for its CONNECT (at most [`REFUSAL_WAIT`]) to be told CONNACK 3. Past
+/// these the socket is closed unanswered (still counted as refused): a
+/// flood must not buy itself tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+/// A place among the [`MAX_REFUSALS_IN_FLIGHT`].
+struct Refusal(Arc<EdgeContext>);
+
+impl Refusal {
+    fn take(ctx: &Arc<EdgeContext>) -> Option<Refusal> {
+        ctx.refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REFUSALS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Refusal(ctx.clone()))
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The global connection limit answered as MQTT 3.1.1 says, not by a
+/// silent close: read the CONNECT (so closing does not reset the
+/// connection before the client has read the answer), then CONNACK 3
+/// "server unavailable".
+async fn refuse_over_limit(mut stream: TcpStream, _place: Refusal) {
+    let mut buf = BytesMut::new();
+    let read = codec::read_raw_frame(&mut stream, &mut buf, MAX_CONNECT_BYTES);
+    if let Ok(Ok(raw)) = tokio::time::timeout(REFUSAL_WAIT, read).await {
+        if raw.raw.first().is_some_and(|b| b >> 4 == 1) {
+            let _ = refuse(&mut stream, ConnectReturnCode::ServiceUnavailable).await;
+        }
     }
 }
 
