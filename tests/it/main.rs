@@ -29,6 +29,7 @@ mod conformance;
 mod dispatch;
 mod edge;
 mod fleet;
+mod fuzz;
 mod geofence;
 mod live_feed;
 mod live_map_page;
