@@ -33,6 +33,7 @@ mod fuzz;
 mod geofence;
 mod live_feed;
 mod live_map_page;
+mod live_map_tools;
 mod mosquitto_interop;
 mod nearest;
 mod packages;
