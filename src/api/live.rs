@@ -5,8 +5,10 @@
 //!
 //! In: a WebSocket upgrade, optionally narrowed with
 //! `?vehicles=truck-1,truck-2` or `?bbox=min_lon,min_lat,max_lon,max_lat`
-//! (degrees). Out: first a snapshot `{"snapshot":true,"vehicles":[…]}` of
-//! every vehicle's status and latest position, then text
+//! (degrees). Out: first a snapshot `{"snapshot":true,"vehicles":[…],
+//! "requests":[…]}` of every vehicle's status and latest position and of
+//! the open dispatch requests (searching or holding a vehicle: what the
+//! map marks; their later transitions come as `"dispatch"`), then text
 //! frames `{"positions":[…],"statuses":[…],"events":[…]}` (and
 //! `"packages":[…]` when packages changed) batching what
 //! changed during `http.ws_frame_interval_ms`, with `"lagged": n` when the
@@ -30,6 +32,7 @@ use tokio::time::Instant;
 use super::socket::{listen, send};
 use super::{ApiError, AppState};
 use crate::fanout::{FanoutError, Filter, SubscribeOptions, Subscription};
+use crate::fleet::dispatch::RequestView;
 use crate::fleet::packages::Package;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
@@ -147,7 +150,7 @@ struct Frame<'a> {
     packages: Vec<&'a Package>,
     /// Dispatch requests' transitions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    dispatch: Vec<&'a crate::fleet::dispatch::RequestView>,
+    dispatch: Vec<&'a RequestView>,
     #[serde(skip_serializing_if = "is_zero")]
     lagged: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -155,6 +158,11 @@ struct Frame<'a> {
     /// Only in the snapshot: every vehicle with its status and position.
     #[serde(skip_serializing_if = "Option::is_none")]
     vehicles: Option<Vec<VehicleView<'a>>>,
+    /// Only in the snapshot: the open dispatch requests, oldest first (at
+    /// most `dispatch.max_open_requests`); an assigned one's vehicle is
+    /// reserved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<Vec<RequestView>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -202,7 +210,10 @@ async fn feed(
     let mut ping = tokio::time::interval((stall / 3).max(Duration::from_millis(10)));
 
     // The snapshot: every vehicle the filter admits, with its status and
-    // latest position, so a new client sees parked vehicles too.
+    // latest position, so a new client sees parked vehicles too, and the
+    // open requests (asked after subscribing: a transition after this copy
+    // is in the queue). Requests are not narrowed by the filter: a pickup
+    // point is no vehicle's, and there are few.
     if let Ok(vehicles) = state.fleet.all().await {
         let views: Vec<VehicleView> = vehicles
             .iter()
@@ -212,6 +223,7 @@ async fn feed(
         let frame = Frame {
             snapshot: true,
             vehicles: Some(views),
+            requests: Some(state.fleet.open_requests().await.unwrap_or_default()),
             ..Frame::default()
         };
         if let Ok(text) = serde_json::to_string(&frame) {

@@ -19,6 +19,7 @@
 //! (answers to questions), and the bridge's mailboxes (notifications). After
 //! it: browsers, dashboards and the operator.
 
+pub mod auth;
 pub mod dispatch;
 pub mod error;
 pub mod geofences;

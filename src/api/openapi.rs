@@ -36,6 +36,11 @@ take, 409 for a change the state forbids, 413 for a body over `http.max_body_byt
 SMQ or pub/sub message over its own bound), 429 with `bound` naming the configuration key \
 when a bound is reached, 503 when the fleet state is busy (retry). Never 500 for bad input.
 
+With `auth.password_file` set, every route but `GET /` and `GET /healthz` needs a token \
+(`Authorization: Bearer <user>:<password>`, HTTP Basic, or `?access_token=` for a browser's \
+WebSocket): 401 without one, 403 for a role that may not (reads: dashboard, service, admin; \
+writes and `/message`: service, admin).
+
 WebSocket endpoints (`/ws`, `/notification`, `/packages/track/{vehicleId}`, `/message`) \
 answer a GET with an upgrade (101) and then speak JSON text frames, as their descriptions say.
 

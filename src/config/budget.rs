@@ -233,6 +233,7 @@ impl Config {
             self.pubsub
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
+        items.extend(self.auth.budget_items());
         MemoryBudget { items }
     }
 }

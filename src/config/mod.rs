@@ -53,6 +53,8 @@ pub struct Config {
     pub smq: crate::smq::SmqConfig,
     /// The WebSocket pub/sub proxy (seed 003) at `GET /message` (`crate::pubsub`).
     pub pubsub: crate::pubsub::PubSubConfig,
+    /// Who may connect and what each client may do (`crate::auth`).
+    pub auth: crate::auth::AuthConfig,
     pub log: LogConfig,
     /// Where the gateway keeps state that must survive a restart.
     pub data_dir: DataDir,
@@ -132,6 +134,8 @@ impl<'de> Deserialize<'de> for AmqpNodes {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
+    /// Loopback by default: reachable from other machines only with
+    /// `auth.password_file` set or `auth.allow_anonymous = true`.
     pub listen: SocketAddr,
     /// Connections at once, vehicles and handed-off clients together; one
     /// more is closed straight after accept and counted as refused.
@@ -159,7 +163,7 @@ pub struct MqttConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             max_connections: nz(6_000),
             connect_timeout_ms: 5_000,
             max_packet_size_bytes: nz(16 * 1024),
@@ -398,6 +402,7 @@ impl Default for BridgeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Loopback by default, as `mqtt.listen`.
     pub listen: SocketAddr,
     /// Updates queued per WebSocket client, and its policy when full.
     pub ws_queue: NonZeroUsize,
@@ -422,7 +427,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             // One entry per vehicle: a full-fleet view conflates, never drops.
             ws_queue: nz(5_000),
             ws_when_full: WhenFull::Conflate,
@@ -520,6 +525,14 @@ impl Config {
         self.geofence.check().map_err(ConfigError::Invalid)?;
         self.dispatch.check().map_err(ConfigError::Invalid)?;
         self.smq.validate()?;
+        let mut listeners = vec![
+            ("mqtt.listen", self.mqtt.listen),
+            ("http.listen", self.http.listen),
+        ];
+        if self.smq.enabled {
+            listeners.push(("smq.listen", self.smq.listen));
+        }
+        self.auth.validate(&listeners)?;
         if self.gateway_id.0.is_empty() {
             return Err(ConfigError::Invalid("gateway_id must not be empty".into()));
         }

@@ -50,6 +50,7 @@ pub mod conformance;
 pub mod filters;
 pub mod frame_pool;
 pub mod handoff;
+mod hello;
 pub mod registry;
 mod vehicle;
 mod write;
@@ -68,6 +69,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, Credentials};
 use crate::broker::{BrokerPublisher, InternalBroker};
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::ingest::IngestSender;
@@ -85,6 +87,8 @@ pub struct EdgeContext {
     pub ingest: IngestSender,
     pub publisher: BrokerPublisher,
     pub registry: Arc<VehicleRegistry>,
+    /// Who may connect, and what each client may do.
+    pub auth: Arc<Auth>,
     /// rumqttd, reached in-process; the edge logs in with its own login in
     /// place of the client's (which the edge has checked).
     pub broker: InternalBroker,
@@ -97,26 +101,39 @@ pub struct EdgeContext {
     next_client_number: AtomicU64,
     /// Connections open now, at most `mqtt.max_connections`.
     open: AtomicUsize,
+    /// Connections over the limit being answered now ([`Refusal`]).
+    refusing: AtomicUsize,
     /// When the edge started: connections keep times as ms since then.
     started: tokio::time::Instant,
 }
 
+/// The stages and services the edge hands work to.
+pub struct EdgeLinks {
+    pub metrics: Arc<Metrics>,
+    pub ingest: IngestSender,
+    pub publisher: BrokerPublisher,
+    pub registry: Arc<VehicleRegistry>,
+    pub internal: InternalBroker,
+    pub auth: Arc<Auth>,
+}
+
 impl EdgeContext {
-    pub fn new(
-        mqtt: &MqttConfig,
-        broker: &BrokerConfig,
-        metrics: Arc<Metrics>,
-        ingest: IngestSender,
-        publisher: BrokerPublisher,
-        registry: Arc<VehicleRegistry>,
-        internal: InternalBroker,
-    ) -> Self {
+    pub fn new(mqtt: &MqttConfig, broker: &BrokerConfig, links: EdgeLinks) -> Self {
+        let EdgeLinks {
+            metrics,
+            ingest,
+            publisher,
+            registry,
+            internal,
+            auth,
+        } = links;
         EdgeContext {
             mqtt: mqtt.clone(),
             metrics: metrics.clone(),
             ingest,
             publisher,
             registry,
+            auth,
             broker: internal,
             filters: FilterBudget::new(
                 broker.max_filters.get(),
@@ -127,6 +144,7 @@ impl EdgeContext {
             frames: frame_pool::FramePool::new(mqtt.large_frame_pool_bytes.get()),
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             started: tokio::time::Instant::now(),
         }
     }
@@ -204,7 +222,9 @@ pub async fn serve(
                 };
                 let Some(slot) = Slot::take(&ctx) else {
                     Metrics::inc(&ctx.metrics.connections_refused_total_limit);
-                    drop(stream);
+                    if let Some(refusal) = Refusal::take(&ctx) {
+                        connections.spawn(refuse_over_limit(stream, refusal));
+                    }
                     continue;
                 };
                 Metrics::inc(&ctx.metrics.connections_accepted_total);
@@ -242,6 +262,47 @@ impl std::ops::Deref for Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections over `mqtt.max_connections` answered at once: each waits
+/// for its CONNECT (at most [`REFUSAL_WAIT`]) to be told CONNACK 3. Past
+/// these the socket is closed unanswered (still counted as refused): a
+/// flood must not buy itself tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+/// A place among the [`MAX_REFUSALS_IN_FLIGHT`].
+struct Refusal(Arc<EdgeContext>);
+
+impl Refusal {
+    fn take(ctx: &Arc<EdgeContext>) -> Option<Refusal> {
+        ctx.refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REFUSALS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Refusal(ctx.clone()))
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The global connection limit answered as MQTT 3.1.1 says, not by a
+/// silent close: read the CONNECT (so closing does not reset the
+/// connection before the client has read the answer), then CONNACK 3
+/// "server unavailable".
+async fn refuse_over_limit(mut stream: TcpStream, _place: Refusal) {
+    let mut buf = BytesMut::new();
+    let read = codec::read_raw_frame(&mut stream, &mut buf, MAX_CONNECT_BYTES);
+    if let Ok(Ok(raw)) = tokio::time::timeout(REFUSAL_WAIT, read).await {
+        if raw.raw.first().is_some_and(|b| b >> 4 == 1) {
+            let _ = refuse(&mut stream, ConnectReturnCode::ServiceUnavailable).await;
+        }
     }
 }
 
@@ -290,7 +351,7 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
         };
         if let Some(splice) = hand_off(stream, buf, &hello, handoff, &ctx) {
             splice.await;
-        }
+        };
     }
 }
 
@@ -299,18 +360,15 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
 fn hand_off<'a>(
     stream: TcpStream,
     buf: BytesMut,
-    hello: &vehicle::Hello,
+    hello: &'a vehicle::Hello,
     handoff: Box<vehicle::HandOff>,
     ctx: &'a EdgeContext,
 ) -> Option<Pin<Box<impl Future<Output = ()> + Send + 'a>>> {
-    let mut connect = hello.connect()?;
-    if connect.client_id.is_empty() {
-        connect.client_id = ctx.generated_client_id();
-    }
+    let connect = hello.connect()?;
     Metrics::inc(&ctx.metrics.handoffs_total);
     Some(Box::pin(async move {
         let _handed = Gauge::enter(&ctx.metrics.connections_handed_off);
-        handoff::splice(stream, buf, connect, *handoff, ctx).await;
+        handoff::splice(stream, buf, connect, hello.principal(), *handoff, ctx).await;
     }))
 }
 
@@ -376,7 +434,28 @@ async fn read_connect(
         let _ = refuse(stream, ConnectReturnCode::BadClientId).await;
         return None;
     }
-    Some(vehicle::Hello::new(&raw, &connect))
+    // Who it is, checked before anything is answered; an empty client id
+    // (clean session only) gets one of the gateway's, which the ACL's %c
+    // then sees.
+    let client_id = match connect.client_id.as_str() {
+        "" => ctx.generated_client_id(),
+        id => id.to_owned(),
+    };
+    let credentials = Credentials {
+        client_id: &client_id,
+        username: connect.login.as_ref().map(|l| l.username.as_str()),
+        password: connect.login.as_ref().map(|l| l.password.as_bytes()),
+        will_topic: connect.last_will.as_ref().map(|w| w.topic.as_str()),
+    };
+    let principal = match ctx.auth.authenticate(&credentials).await {
+        Ok(principal) => principal,
+        Err(code) => {
+            tracing::debug!(peer = ?stream.peer_addr().ok(), client_id, ?code, "CONNECT refused");
+            let _ = refuse(stream, code).await;
+            return None;
+        }
+    };
+    Some(vehicle::Hello::new(&raw, &connect, principal))
 }
 
 async fn refuse(stream: &mut TcpStream, code: ConnectReturnCode) -> std::io::Result<()> {
@@ -405,11 +484,14 @@ mod tests {
         let ctx = Arc::new(EdgeContext::new(
             &MqttConfig::default(),
             &BrokerConfig::default(),
-            metrics,
-            ingest,
-            publisher,
-            registry,
-            InternalBroker::for_tests(),
+            EdgeLinks {
+                auth: Arc::new(Auth::open(metrics.clone())),
+                metrics,
+                ingest,
+                publisher,
+                registry,
+                internal: InternalBroker::for_tests(),
+            },
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

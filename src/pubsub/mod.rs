@@ -55,7 +55,7 @@
 //! clients, and the broker's subscribers.
 
 pub mod config;
-pub mod filter;
+pub use crate::topic_filter as filter;
 pub mod hub;
 pub mod ws;
 

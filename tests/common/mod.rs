@@ -7,6 +7,7 @@
 //! - [`mqtt`]: a raw MQTT 3.1.1 client and a device that publishes fixes;
 //! - [`amqp`]: RabbitMQ (URL, bridge config, consumers, an outage proxy);
 //! - [`ws`]: WebSocket clients of the gateway's feeds;
+//! - [`browser`]: a real headless Chromium, for the web page;
 //! - [`process`]: the gateway binary as a child process, command-line tools;
 //! - [`smq`]: a consumer that talks as the SMQ seed's client does, `/put`;
 //! - [`fixtures`]: the one position fixture every test builds on.
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod amqp;
+pub mod browser;
 pub mod fixtures;
 pub mod mqtt;
 pub mod process;
@@ -24,7 +26,7 @@ pub mod ws;
 
 // Each test file uses a few of these: the rest is unused there.
 #[allow(unused_imports)]
-pub use {amqp::*, fixtures::*, mqtt::*, process::*, smq::*, ws::*};
+pub use {amqp::*, browser::*, fixtures::*, mqtt::*, process::*, smq::*, ws::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -85,8 +87,23 @@ pub async fn http_request(
     path: &str,
     json_body: Option<&str>,
 ) -> (u16, String) {
+    http_request_with(addr, method, path, &[], json_body).await
+}
+
+/// [`http_request`] with extra header lines (`"Authorization: Bearer …"`).
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    json_body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect http");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        req.push_str(header);
+        req.push_str("\r\n");
+    }
     if let Some(body) = json_body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -142,12 +142,34 @@ async fn connection_limit_refuses_one_more_and_counts_it() {
     let gw = gateway_with(config).await;
     let _a = RawClient::mqtt(gw.mqtt_addr, "a", 30).await;
     let _b = RawClient::mqtt(gw.mqtt_addr, "b", 30).await;
+    // Told so, as 3.1.1 says (CONNACK 3, server unavailable), then closed.
     let mut c = RawClient::connect(gw.mqtt_addr).await;
+    c.send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new("c")))
+        .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(
+            ack.code,
+            rumqttc::mqttbytes::v4::ConnectReturnCode::ServiceUnavailable
+        ),
+        other => panic!("expected CONNACK 3, got {other:?}"),
+    }
     assert_eq!(c.recv().await, None);
-    assert_eq!(
-        metric(&gw, "fleetgate_connections_refused_total{reason=\"limit\"}").await,
-        1
-    );
+    // The one over the limit is refused, not everyone after it.
+    drop(_a);
+    let mut attempts = 0;
+    let _d = loop {
+        attempts += 1;
+        assert!(attempts < 1000, "a freed place never admitted a new client");
+        let mut d = RawClient::connect(gw.mqtt_addr).await;
+        d.send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new("d")))
+            .await;
+        if let Some(Packet::ConnAck(ack)) = d.recv().await {
+            if ack.code == rumqttc::mqttbytes::v4::ConnectReturnCode::Success {
+                break d;
+            }
+        }
+    };
+    assert!(metric(&gw, "fleetgate_connections_refused_total{reason=\"limit\"}").await >= 1);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
 mod bench_smoke;
 mod bridge;
 mod broker_lifecycle;
@@ -29,10 +30,12 @@ mod conformance;
 mod dispatch;
 mod edge;
 mod fleet;
+mod fuzz;
 mod geofence;
 mod http_api;
 mod live_feed;
 mod live_map_page;
+mod live_map_tools;
 mod mosquitto_interop;
 mod nearest;
 mod openapi;
