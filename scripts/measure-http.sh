@@ -48,30 +48,12 @@ build_release
 mkdir -p "$(dirname "$OUT")"
 
 # gateway: a fresh gateway with the SMQ and the proxy on; sets HTTP_ADDR,
-# SMQ_ADDR, GATEWAY_PID.
+# SMQ_ADDR, GATEWAY_PID (lib-measure's start_gateway).
 gateway() {
-    local dir=$TMP/gw-$RANDOM i
-    mkdir -p "$dir/data"
-    HTTP_ADDR=127.0.0.1:$(free_port)
+    local dir=$TMP/gw-$RANDOM
     SMQ_ADDR=127.0.0.1:$(free_port)
-    cat >"$dir/fleetgate.toml" <<EOF
-[bridge]
-enabled = false
-[smq]
-listen = "$SMQ_ADDR"
-[pubsub]
-max_connections = $((SUBSCRIBERS + 8))
-EOF
-    "$GATEWAY_BIN" --config "$dir/fleetgate.toml" --mqtt-listen "127.0.0.1:$(free_port)" \
-        --http-listen "$HTTP_ADDR" --data-dir "$dir/data" >"$dir/gateway.log" 2>&1 &
-    GATEWAY_PID=$!
-    PIDS+=("$GATEWAY_PID")
-    for i in $(seq 300); do
-        kill -0 "$GATEWAY_PID" 2>/dev/null || { tail -n 30 "$dir/gateway.log" >&2; die "fleetgate exited during start-up"; }
-        curl -fsS --max-time 1 "http://$HTTP_ADDR/healthz" >/dev/null 2>&1 && return 0
-        [ "$i" -lt 300 ] || die "fleetgate's /healthz did not answer within 30 s"
-        sleep 0.1
-    done
+    start_gateway "$dir" "$(printf '[bridge]\nenabled = false\n[smq]\nlisten = "%s"\n[pubsub]\nmax_connections = %s' \
+        "$SMQ_ADDR" "$((SUBSCRIBERS + 8))")"
 }
 stop_gateway() {
     stop_pids

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::bench::{new_histogram, Latency};
 use crate::results::SmqPutLine;
-use crate::stamp::{micros_since, Clock, SeqSet};
+use crate::stamp::{error_line, micros_since, per_s, Clock, SeqSet};
 
 /// The longest one read or write may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,18 +185,8 @@ impl SmqPutReport {
             self.lost,
             self.duplicates,
             l(&self.end_to_end),
-            self.first_error
-                .as_ref()
-                .map(|e| format!("  first error: {e}\n"))
-                .unwrap_or_default()
+            error_line(&self.first_error)
         )
-    }
-}
-
-fn per_s(n: u64, elapsed: Duration) -> f64 {
-    match elapsed.as_secs_f64() {
-        s if s > 0.0 => n as f64 / s,
-        _ => 0.0,
     }
 }
 

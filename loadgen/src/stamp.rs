@@ -1,7 +1,8 @@
-//! What the HTTP-side benches (`smq-put`, `ws-fanout`) put in a message to
-//! measure it: its sequence number and when it was sent, in µs since the
+//! What the HTTP-side benches (`smq-put`, `ws-fanout`) share: what they
+//! put in a message to measure it: its sequence number and when it was sent, in µs since the
 //! run's start (sender and receivers are one process, one clock), padded
-//! to the message size; and a set of the sequence numbers seen.
+//! to the message size; a set of the sequence numbers seen; rates and the
+//! error line of their reports.
 //!
 //! In: a sequence number, a time, a size; a received body. Out: the text
 //! `fgb <seq> <µs> xxx…`, or the two numbers back. Bound: [`SeqSet`] is
@@ -29,6 +30,22 @@ impl Clock {
 pub fn micros_since(from: Instant, to: Instant) -> u64 {
     let d: Duration = to.saturating_duration_since(from);
     d.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
+/// `n` per second of `elapsed` (0 for no time).
+pub fn per_s(n: u64, elapsed: Duration) -> f64 {
+    match elapsed.as_secs_f64() {
+        s if s > 0.0 => n as f64 / s,
+        _ => 0.0,
+    }
+}
+
+/// The human report's last line, if the run met an error.
+pub fn error_line(first_error: &Option<String>) -> String {
+    first_error
+        .as_ref()
+        .map(|e| format!("  first error: {e}\n"))
+        .unwrap_or_default()
 }
 
 /// `fgb <seq> <sent_us> ` padded with `x` to `size` bytes (longer if the

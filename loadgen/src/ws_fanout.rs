@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench::{new_histogram, Latency};
 use crate::results::WsFanoutLine;
-use crate::stamp::{micros_since, stamped, Clock, SeqSet};
+use crate::stamp::{error_line, micros_since, per_s, stamped, Clock, SeqSet};
 
 /// Every subscriber must have a warm-up message within this.
 pub const WARMUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -159,18 +159,8 @@ impl WsFanoutReport {
             self.latency.p99,
             self.latency.p999,
             self.latency.max,
-            self.first_error
-                .as_ref()
-                .map(|e| format!("  first error: {e}\n"))
-                .unwrap_or_default()
+            error_line(&self.first_error)
         )
-    }
-}
-
-fn per_s(n: u64, elapsed: Duration) -> f64 {
-    match elapsed.as_secs_f64() {
-        s if s > 0.0 => n as f64 / s,
-        _ => 0.0,
     }
 }
 
