@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::bench::{new_histogram, Latency};
 use crate::results::SmqPutLine;
-use crate::stamp::{error_line, micros_since, per_s, Clock, SeqSet};
+use crate::stamp::{error_line, merge, micros_since, per_s, Clock, SeqSet};
 
 /// The longest one read or write may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -256,9 +256,7 @@ pub async fn smq_put(cfg: SmqPutConfig) -> anyhow::Result<SmqPutReport> {
         for (status, n) in p.refused {
             add(&mut report.refused, status, n);
         }
-        if let (Some(all), Some(h)) = (put_latency.as_mut(), p.latency.as_ref()) {
-            all.add(h).ok();
-        }
+        merge(&mut put_latency, &p.latency);
         last_answer = last_answer.max(p.last_answer.unwrap_or(clock.base));
         report.first_error = report.first_error.or(p.error);
     }
@@ -276,9 +274,7 @@ pub async fn smq_put(cfg: SmqPutConfig) -> anyhow::Result<SmqPutReport> {
                 report.duplicates += 1;
             }
         }
-        if let (Some(all), Some(h)) = (end_to_end.as_mut(), c.latency.as_ref()) {
-            all.add(h).ok();
-        }
+        merge(&mut end_to_end, &c.latency);
         last_read = last_read.max(c.last_read.unwrap_or(clock.base));
         report.first_error = report.first_error.or(c.error);
     }

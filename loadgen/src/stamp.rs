@@ -40,6 +40,17 @@ pub fn per_s(n: u64, elapsed: Duration) -> f64 {
     }
 }
 
+/// Adds one task's latencies to the run's (either may be missing if its
+/// bounds were refused, which the tests would show).
+pub fn merge(
+    all: &mut Option<hdrhistogram::Histogram<u32>>,
+    one: &Option<hdrhistogram::Histogram<u32>>,
+) {
+    if let (Some(all), Some(one)) = (all.as_mut(), one.as_ref()) {
+        all.add(one).ok();
+    }
+}
+
 /// The human report's last line, if the run met an error.
 pub fn error_line(first_error: &Option<String>) -> String {
     first_error

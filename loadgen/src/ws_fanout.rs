@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench::{new_histogram, Latency};
 use crate::results::WsFanoutLine;
-use crate::stamp::{error_line, micros_since, per_s, stamped, Clock, SeqSet};
+use crate::stamp::{error_line, merge, micros_since, per_s, stamped, Clock, SeqSet};
 
 /// Every subscriber must have a warm-up message within this.
 pub const WARMUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -288,9 +288,7 @@ pub async fn ws_fanout(cfg: WsFanoutConfig) -> anyhow::Result<WsFanoutReport> {
         }
         report.lost += published - seen.count();
         report.error_frames += r.error_frames;
-        if let (Some(all), Some(h)) = (latency.as_mut(), r.latency.as_ref()) {
-            all.add(h).ok();
-        }
+        merge(&mut latency, &r.latency);
         last = last.max(r.last.unwrap_or(start));
         report.first_error = report.first_error.take().or(r.error);
         if !r.warm {
