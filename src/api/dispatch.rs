@@ -42,7 +42,7 @@ async fn run(
 }
 
 /// `POST /v2/search {"lat","lng"}` → `{"request_id": N}`: searched at once.
-#[utoipa::path(post, path = "/v2/search", tag = "seed 004 nearest-driver",
+#[utoipa::path(post, path = "/v2/search", operation_id = "dispatch_search", tag = "seed 004 nearest-driver",
     request_body = schemas::DispatchSearch,
     responses(
         (status = 200, body = schemas::DispatchCreated),
@@ -59,7 +59,7 @@ pub async fn search(State(state): State<AppState>, body: Bytes) -> Result<Respon
 }
 
 /// `POST /v2/cancel {"request_id":"N"}` (a string in the seed; a number too).
-#[utoipa::path(post, path = "/v2/cancel", tag = "seed 004 nearest-driver",
+#[utoipa::path(post, path = "/v2/cancel", operation_id = "dispatch_cancel", tag = "seed 004 nearest-driver",
     request_body = schemas::DispatchCancel,
     responses(
         (status = 200, description = "The request, cancelled", body = schemas::DispatchRequest),
@@ -91,7 +91,7 @@ fn request_id(raw: &str) -> Result<RequestId, ApiError> {
 }
 
 /// `GET /v2/requests/{id}`: state, vehicle, distance, times.
-#[utoipa::path(get, path = "/v2/requests/{id}", tag = "seed 004 nearest-driver",
+#[utoipa::path(get, path = "/v2/requests/{id}", operation_id = "dispatch_get", tag = "seed 004 nearest-driver",
     params(("id" = u64, Path, description = "The request id")),
     responses(
         (status = 200, body = schemas::DispatchRequest),
@@ -107,7 +107,7 @@ pub async fn get(
 }
 
 /// `POST /v2/requests/{id}/release`: the requester is done with the vehicle.
-#[utoipa::path(post, path = "/v2/requests/{id}/release", tag = "seed 004 nearest-driver",
+#[utoipa::path(post, path = "/v2/requests/{id}/release", operation_id = "dispatch_release", tag = "seed 004 nearest-driver",
     params(("id" = u64, Path, description = "The request id")),
     responses(
         (status = 200, description = "The request, released", body = schemas::DispatchRequest),

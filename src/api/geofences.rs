@@ -50,7 +50,7 @@ fn edit_error(e: FenceEditError) -> ApiError {
 }
 
 /// Every geofence, with its id.
-#[utoipa::path(get, path = "/geofences", tag = "fleet",
+#[utoipa::path(get, path = "/geofences", operation_id = "geofence_list", tag = "fleet",
     responses((status = 200, body = Vec<schemas::StoredGeofence>), (status = 503, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let fences = state
@@ -62,7 +62,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// One geofence.
-#[utoipa::path(get, path = "/geofences/{id}", tag = "fleet",
+#[utoipa::path(get, path = "/geofences/{id}", operation_id = "geofence_get", tag = "fleet",
     params(("id" = u32, Path, description = "The geofence id")),
     responses(
         (status = 200, body = schemas::StoredGeofence),
@@ -86,7 +86,7 @@ pub async fn get(
 }
 
 /// A new geofence; its enter/exit events go out at once.
-#[utoipa::path(post, path = "/geofences", tag = "fleet",
+#[utoipa::path(post, path = "/geofences", operation_id = "geofence_create", tag = "fleet",
     request_body = schemas::Geofence,
     responses(
         (status = 201, description = "Stored, with its id", body = schemas::StoredGeofence),
@@ -106,7 +106,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
 }
 
 /// Replaces a geofence; the transitions it implies go out at once.
-#[utoipa::path(put, path = "/geofences/{id}", tag = "fleet",
+#[utoipa::path(put, path = "/geofences/{id}", operation_id = "geofence_replace", tag = "fleet",
     params(("id" = u32, Path, description = "The geofence id")),
     request_body = schemas::Geofence,
     responses(
@@ -132,7 +132,7 @@ pub async fn replace(
 }
 
 /// Deletes a geofence; vehicles inside it exit.
-#[utoipa::path(delete, path = "/geofences/{id}", tag = "fleet",
+#[utoipa::path(delete, path = "/geofences/{id}", operation_id = "geofence_delete", tag = "fleet",
     params(("id" = u32, Path, description = "The geofence id")),
     responses(
         (status = 204, description = "Deleted"),

@@ -99,7 +99,7 @@ fn parse_filter(params: &FeedParams) -> Result<Filter, ApiError> {
 }
 
 /// The live feed (WebSocket): a snapshot, then batched changes.
-#[utoipa::path(get, path = "/ws", tag = "fleet",
+#[utoipa::path(get, path = "/ws", operation_id = "live_feed_socket", tag = "fleet",
     params(
         ("vehicles" = Option<String>, Query, description = "Only these vehicles, comma-separated"),
         ("bbox" = Option<String>, Query, description = "Only inside min_lon,min_lat,max_lon,max_lat"),

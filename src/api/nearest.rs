@@ -227,7 +227,7 @@ struct SeedLocation<'a> {
 /// `POST /search {"lat","lng","limit"}` → the nearest online vehicles
 /// within 15 km, nearest first (at most `limit`, or [`MAX_K`] when it is 0
 /// or missing); `[]` when none.
-#[utoipa::path(post, path = "/search", tag = "seed 004 nearest-driver",
+#[utoipa::path(post, path = "/search", operation_id = "seed_search", tag = "seed 004 nearest-driver",
     request_body = schemas::SeedSearch,
     responses(
         (status = 200, description = "Nearest first, within 15 km", body = Vec<schemas::SeedLocation>),

@@ -193,15 +193,23 @@ mod tests {
     }
 
     #[test]
-    fn the_document_is_openapi_3_with_every_operation_tagged() {
-        let (_, doc) = assemble(crate::api::routes());
+    fn the_document_is_openapi_3_with_every_operation_tagged_and_named_once() {
+        let (_, mut doc) = assemble(crate::api::routes());
+        doc.merge(crate::smq::http::routes().into_openapi());
+        doc.merge(crate::pubsub::routes().into_openapi());
         let json: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
+        let mut ids = BTreeSet::new();
         assert!(json["openapi"].as_str().unwrap().starts_with("3."));
         let tags: BTreeSet<&str> = TAGS.iter().map(|(n, _)| *n).collect();
         for (path, item) in json["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 let tag = op["tags"][0].as_str().unwrap_or_default();
                 assert!(tags.contains(tag), "{method} {path}: tag {tag:?}");
+                let id = op["operationId"].as_str().unwrap_or_default();
+                assert!(
+                    ids.insert(id.to_owned()),
+                    "{method} {path}: operationId {id:?} twice"
+                );
             }
         }
     }

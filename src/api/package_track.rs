@@ -45,7 +45,7 @@ use crate::topics::VehicleId;
 use crate::views::PositionView;
 
 /// The package-tracking socket (seed 000, kept): one package per frame.
-#[utoipa::path(get, path = "/packages/track/{vehicleId}", tag = "seed 000 packages",
+#[utoipa::path(get, path = "/packages/track/{vehicleId}", operation_id = "package_track_socket", tag = "seed 000 packages",
     params(("vehicleId" = String, Path, description = "The vehicle whose packages to stream")),
     responses(
         (status = 101, description = "WebSocket, no subscribe message: one compact JSON package `{\"id\",\"from\",\"to\",\"vehicleId\",\"status\"}` per text frame, on connect, on each change, and with `lat`, `lon`, `speed_kmh`, `heading_deg`, `time_ms` as the vehicle moves"),

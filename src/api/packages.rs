@@ -148,7 +148,7 @@ async fn change(state: &AppState, change: PackageChange) -> Result<Package, ApiE
 }
 
 /// `POST /packages`: 201 with the package.
-#[utoipa::path(post, path = "/packages", tag = "seed 000 packages",
+#[utoipa::path(post, path = "/packages", operation_id = "package_create", tag = "seed 000 packages",
     request_body = schemas::NewPackage,
     responses(
         (status = 201, description = "Created, in transit", body = schemas::Package),
@@ -191,7 +191,7 @@ struct Carried<'a> {
 }
 
 /// `GET /packages/{id}`: the package with its carrier's live state.
-#[utoipa::path(get, path = "/packages/{id}", tag = "seed 000 packages",
+#[utoipa::path(get, path = "/packages/{id}", operation_id = "package_read", tag = "seed 000 packages",
     params(("id" = String, Path, description = "The package id")),
     responses(
         (status = 200, body = schemas::CarriedPackage),
@@ -226,7 +226,7 @@ pub async fn read(
 }
 
 /// `GET /packages?vehicleId=…`: that vehicle's packages, sorted by id.
-#[utoipa::path(get, path = "/packages", tag = "seed 000 packages",
+#[utoipa::path(get, path = "/packages", operation_id = "package_list", tag = "seed 000 packages",
     params(("vehicleId" = String, Query, description = "The carrying vehicle")),
     responses(
         (status = 200, body = Vec<schemas::Package>),
@@ -252,7 +252,7 @@ pub async fn list(
 }
 
 /// `POST /packages/{id}/move {"vehicleId"}`: a hand-over to another vehicle.
-#[utoipa::path(post, path = "/packages/{id}/move", tag = "seed 000 packages",
+#[utoipa::path(post, path = "/packages/{id}/move", operation_id = "package_move", tag = "seed 000 packages",
     params(("id" = String, Path, description = "The package id")),
     request_body = schemas::PackageMove,
     responses(
@@ -274,7 +274,7 @@ pub async fn move_to(
 }
 
 /// `POST /packages/{id}/deliver` (any body is ignored).
-#[utoipa::path(post, path = "/packages/{id}/deliver", tag = "seed 000 packages",
+#[utoipa::path(post, path = "/packages/{id}/deliver", operation_id = "package_deliver", tag = "seed 000 packages",
     params(("id" = String, Path, description = "The package id")),
     responses(
         (status = 200, description = "The package, delivered", body = schemas::Package),

@@ -46,7 +46,7 @@ pub fn routes() -> OpenApiRouter<Ctx> {
 }
 
 /// The seed-003 proxy's socket.
-#[utoipa::path(get, path = "/message", tag = "seed 003 pubsub",
+#[utoipa::path(get, path = "/message", operation_id = "pubsub_socket", tag = "seed 003 pubsub",
     responses(
         (status = 101, description = "WebSocket: `{\"action\":\"subscribe\"|\"unsubscribe\",\"topic\":F}` and `{\"action\":\"publish\",\"topic\":T,\"message\":M}` in; every subscriber of T gets `{\"action\":\"publish\",\"topic\":T,\"message\":M}`; a bad request gets `{\"action\":\"error\",\"error\",\"status\"}` and the socket stays open"),
         (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),

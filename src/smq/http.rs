@@ -33,7 +33,7 @@ use crate::topics::is_gateway_namespace;
 pub fn routes() -> OpenApiRouter<Arc<Hub>> {
     OpenApiRouter::new()
         .routes(routes!(ping))
-        .routes(routes!(put))
+        .routes(routes!(put, put_by_get))
         .routes(routes!(stats))
 }
 
@@ -58,9 +58,8 @@ struct PutQuery {
     topic: Option<String>,
 }
 
-/// One message to a topic: the raw body is the message (`GET` too, as the
-/// seed took any method).
-#[utoipa::path(method(get, post), path = "/put", tag = "seed 002 smq",
+/// One message to a topic: the raw body is the message.
+#[utoipa::path(post, path = "/put", operation_id = "smq_put", tag = "seed 002 smq",
     params(("topic" = String, Query, description = "The topic: a topic of the embedded broker, not under `fleet/` or `$`")),
     request_body(content = Vec<u8>, description = "The message, raw bytes", content_type = "application/octet-stream"),
     responses(
@@ -120,6 +119,21 @@ async fn put(
             message: "the queue into the broker is full (smq.publish_queue); try again".into(),
         }),
     }
+}
+
+/// `/put` by `GET`, as the seed took any method: the same as `POST`.
+#[utoipa::path(get, path = "/put", operation_id = "smq_put_by_get", tag = "seed 002 smq",
+    params(("topic" = String, Query, description = "The topic, as for POST")),
+    responses(
+        (status = 200, description = "`OK`, as for POST", body = String, content_type = "text/plain"),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+async fn put_by_get(
+    hub: State<Arc<Hub>>,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    put(hub, query, body).await
 }
 
 #[derive(Deserialize)]
