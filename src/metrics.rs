@@ -88,6 +88,12 @@ metrics! {
     connections_refused_total_will_denied: counter in "connections_refused_total" {"reason=\"will_denied\""};
     /// Connections refused, by reason.
     connections_refused_total_auth_busy: counter in "connections_refused_total" {"reason=\"auth_busy\""};
+    /// Connections refused, by reason.
+    connections_refused_total_source_banned: counter in "connections_refused_total" {"reason=\"source_banned\""};
+    /// Sources banned for opening more than mqtt.max_connects_per_source_per_minute connections in a minute.
+    sources_banned_total: counter;
+    /// Connections admitted without a per-source count because mqtt.max_tracked_sources addresses are tracked.
+    sources_untracked_total: counter;
     /// Connections closed because their user left the password file (on reload).
     connections_closed_revoked_total: counter;
     /// Password hashes computed (logins not answered from the cache).

@@ -234,6 +234,14 @@ impl Config {
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
         items.extend(self.auth.budget_items());
+        items.push(Item {
+            name: "per-source connection counts",
+            bytes: self.mqtt.max_tracked_sources.get() as u64 * 64,
+            why: format!(
+                "mqtt.max_tracked_sources = {} addresses × 64 bytes",
+                self.mqtt.max_tracked_sources
+            ),
+        });
         MemoryBudget { items }
     }
 }

@@ -158,6 +158,16 @@ pub struct MqttConfig {
     /// longer than 1 KiB (`edge::frame_pool`); a connection whose frame
     /// does not fit is closed, and only it.
     pub large_frame_pool_bytes: NonZeroUsize,
+    /// Connections one address may open per minute; one more bans it for
+    /// `source_ban_s` (`edge::sources`, EMQX's flapping detection). 0: no limit.
+    pub max_connects_per_source_per_minute: u32,
+    pub source_ban_s: u64,
+    /// Addresses whose connection rate is tracked at once; past it a new
+    /// address is admitted untracked (counted).
+    pub max_tracked_sources: NonZeroUsize,
+    /// Apply the per-source limit to loopback addresses too (off: tools on
+    /// the box may connect as fast as they like).
+    pub limit_loopback_sources: bool,
 }
 
 impl Default for MqttConfig {
@@ -171,6 +181,10 @@ impl Default for MqttConfig {
             max_qos2_inflight: nz(16),
             max_pending_acks: nz(256),
             large_frame_pool_bytes: nz(8 * 1024 * 1024),
+            max_connects_per_source_per_minute: 120,
+            source_ban_s: 300,
+            max_tracked_sources: nz(4096),
+            limit_loopback_sources: false,
         }
     }
 }

@@ -52,6 +52,7 @@ pub mod frame_pool;
 pub mod handoff;
 mod hello;
 pub mod registry;
+pub mod sources;
 mod vehicle;
 mod write;
 
@@ -103,6 +104,8 @@ pub struct EdgeContext {
     open: AtomicUsize,
     /// Connections over the limit being answered now ([`Refusal`]).
     refusing: AtomicUsize,
+    /// Connections per source address, and bans.
+    sources: sources::SourceTable,
     /// When the edge started: connections keep times as ms since then.
     started: tokio::time::Instant,
 }
@@ -145,6 +148,7 @@ impl EdgeContext {
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
+            sources: sources::SourceTable::new(mqtt),
             started: tokio::time::Instant::now(),
         }
     }
@@ -211,7 +215,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Usually EMFILE: back off instead of spinning.
@@ -220,6 +224,19 @@ pub async fn serve(
                         continue;
                     }
                 };
+                match ctx.sources.admit(peer.ip(), ctx.clock_ms()) {
+                    sources::Admission::Admit => {}
+                    sources::Admission::Untracked => Metrics::inc(&ctx.metrics.sources_untracked_total),
+                    admission => {
+                        if admission == sources::Admission::BannedNow {
+                            Metrics::inc(&ctx.metrics.sources_banned_total);
+                            tracing::warn!(%peer, limit = ctx.mqtt.max_connects_per_source_per_minute, ban_s = ctx.mqtt.source_ban_s, "source banned: too many connections in a minute");
+                        }
+                        Metrics::inc(&ctx.metrics.connections_refused_total_source_banned);
+                        drop(stream);
+                        continue;
+                    }
+                }
                 let Some(slot) = Slot::take(&ctx) else {
                     Metrics::inc(&ctx.metrics.connections_refused_total_limit);
                     if let Some(refusal) = Refusal::take(&ctx) {

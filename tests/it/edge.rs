@@ -494,3 +494,53 @@ async fn a_large_frame_that_does_not_fit_the_pool_closes_only_its_connection() {
         1
     );
 }
+
+/// A source that reconnects too often is banned, and only it: a client from
+/// another address is served as before.
+#[tokio::test]
+async fn a_flapping_source_is_banned_and_other_sources_are_not() {
+    let mut config = test_config();
+    config.mqtt.max_connects_per_source_per_minute = 3;
+    config.mqtt.limit_loopback_sources = true;
+    let gw = gateway_with(config).await;
+    for i in 0..3 {
+        let c = RawClient::mqtt(gw.mqtt_addr, &format!("flap-{i}"), 30).await;
+        drop(c);
+    }
+    let mut fourth = RawClient::connect(gw.mqtt_addr).await;
+    fourth
+        .send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new(
+            "flap-3",
+        )))
+        .await;
+    assert_eq!(
+        fourth.recv().await,
+        None,
+        "the fourth connection in a minute is refused"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "fleetgate_connections_refused_total{reason=\"source_banned\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(metric(&gw, "fleetgate_sources_banned_total").await, 1);
+    // Another address (127.0.0.2 is loopback too, and its own source).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(gw.mqtt_addr).await.unwrap();
+    let mut other = RawClient::from_stream(stream);
+    other
+        .send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new(
+            "elsewhere",
+        )))
+        .await;
+    match other.recv().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success)
+        }
+        other => panic!("another source was refused too: {other:?}"),
+    }
+}
