@@ -94,6 +94,8 @@ metrics! {
     sources_banned_total: counter;
     /// Connections admitted without a per-source count because mqtt.max_tracked_sources addresses are tracked.
     sources_untracked_total: counter;
+    /// Times a client was not read for a while because it sent faster than mqtt.max_messages_per_s_per_client or max_bytes_per_s_per_client.
+    clients_throttled_total: counter;
     /// Connections closed because their user left the password file (on reload).
     connections_closed_revoked_total: counter;
     /// Password hashes computed (logins not answered from the cache).

@@ -168,6 +168,13 @@ pub struct MqttConfig {
     /// Apply the per-source limit to loopback addresses too (off: tools on
     /// the box may connect as fast as they like).
     pub limit_loopback_sources: bool,
+    /// PUBLISHes per second one client may send; a faster client is not
+    /// read until it is back within its rate (`edge::rate`). 0: no limit.
+    pub max_messages_per_s_per_client: u32,
+    /// Bytes per second one client may send, likewise. 0: no limit.
+    pub max_bytes_per_s_per_client: u32,
+    /// How far ahead of its rates a client may run (a burst), in ms.
+    pub rate_burst_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -185,6 +192,9 @@ impl Default for MqttConfig {
             source_ban_s: 300,
             max_tracked_sources: nz(4096),
             limit_loopback_sources: false,
+            max_messages_per_s_per_client: 0,
+            max_bytes_per_s_per_client: 0,
+            rate_burst_ms: 1000,
         }
     }
 }

@@ -51,6 +51,7 @@ pub mod filters;
 pub mod frame_pool;
 pub mod handoff;
 mod hello;
+pub mod rate;
 pub mod registry;
 pub mod sources;
 mod vehicle;
@@ -106,6 +107,8 @@ pub struct EdgeContext {
     refusing: AtomicUsize,
     /// Connections per source address, and bans.
     sources: sources::SourceTable,
+    /// Each client's message and byte rates.
+    pub rate: rate::ClientRate,
     /// When the edge started: connections keep times as ms since then.
     started: tokio::time::Instant,
 }
@@ -149,6 +152,7 @@ impl EdgeContext {
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
             sources: sources::SourceTable::new(mqtt),
+            rate: rate::ClientRate::new(mqtt),
             started: tokio::time::Instant::now(),
         }
     }
@@ -160,6 +164,32 @@ impl EdgeContext {
     /// Milliseconds since the edge started (see [`clock_start`](Self::clock_start)).
     fn clock_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Microseconds since the edge started, for the rate limits.
+    fn clock_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Charges a client's packet to its rate (`edge::rate`), counting the
+    /// packet that puts it over.
+    fn charge_rate(&self, tat_us: &mut u64, raw_len: usize, publish: bool) {
+        let before = *tat_us;
+        let now = self.clock_us();
+        if self.rate.charge(tat_us, now, raw_len, publish).is_some()
+            && self.rate.resume_at(before, now).is_none()
+        {
+            Metrics::inc(&self.metrics.clients_throttled_total);
+        }
+    }
+
+    /// When a client over its rate may be read again; `None`: now.
+    fn over_rate(&self, tat_us: u64) -> Option<tokio::time::Instant> {
+        if !self.rate.is_limited() {
+            return None;
+        }
+        let resume_us = self.rate.resume_at(tat_us, self.clock_us())?;
+        self.started.checked_add(Duration::from_micros(resume_us))
     }
 
     fn clock_start(&self) -> tokio::time::Instant {

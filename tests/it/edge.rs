@@ -544,3 +544,41 @@ async fn a_flapping_source_is_banned_and_other_sources_are_not() {
         other => panic!("another source was refused too: {other:?}"),
     }
 }
+
+/// A client over its message rate is slowed to it, not disconnected: every
+/// publish of a burst three times its allowance is acknowledged, and the
+/// throttle was applied (counted).
+#[tokio::test]
+async fn a_client_over_its_message_rate_is_slowed_not_cut() {
+    let mut config = test_config();
+    config.mqtt.max_messages_per_s_per_client = 50;
+    config.mqtt.rate_burst_ms = 200;
+    let gw = gateway_with(config).await;
+    for (vid, handed_off) in [("fast-1", false), ("fast-2", true)] {
+        let mut c = RawClient::mqtt(gw.mqtt_addr, vid, 30).await;
+        if handed_off {
+            // A subscription no vehicle makes: the client goes to rumqttd.
+            c.send(Packet::Subscribe(rumqttc::mqttbytes::v4::Subscribe::new(
+                "elsewhere/#",
+                QoS::AtMostOnce,
+            )))
+            .await;
+            assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+        }
+        let before = metric(&gw, "fleetgate_clients_throttled_total").await;
+        for seq in 1..=30u32 {
+            let mut p =
+                Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
+            p.pkid = seq as u16;
+            c.send(Packet::Publish(p)).await;
+        }
+        for seq in 1..=30u16 {
+            match c.recv().await {
+                Some(Packet::PubAck(a)) => assert_eq!(a.pkid, seq, "{vid}"),
+                other => panic!("{vid}: expected PUBACK {seq}, got {other:?}"),
+            }
+        }
+        let after = metric(&gw, "fleetgate_clients_throttled_total").await;
+        assert!(after > before, "{vid}: the rate was never applied");
+    }
+}
