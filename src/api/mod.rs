@@ -24,6 +24,7 @@ pub mod nearest;
 pub mod notifications;
 mod package_track;
 pub mod packages;
+pub mod serve;
 mod socket;
 
 use std::sync::Arc;

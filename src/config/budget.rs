@@ -235,6 +235,15 @@ impl Config {
         );
         items.extend(self.auth.budget_items());
         items.push(Item {
+            name: "HTTP connections",
+            bytes: self.http.max_connections.get() as u64 * (crate::api::serve::MAX_BUF_BYTES as u64 + 4096),
+            why: format!(
+                "http.max_connections = {} × (a request-head buffer of {} bytes + state); bodies are limited per route",
+                self.http.max_connections,
+                crate::api::serve::MAX_BUF_BYTES
+            ),
+        });
+        items.push(Item {
             name: "per-source connection counts",
             bytes: self.mqtt.max_tracked_sources.get() as u64 * 64,
             why: format!(

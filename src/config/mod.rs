@@ -442,6 +442,12 @@ pub struct HttpConfig {
     /// Updates queued per track socket (conflated: one vehicle's latest
     /// position, its package changes in order).
     pub package_track_queue: NonZeroUsize,
+    /// HTTP connections at once (WebSockets included); one more is closed
+    /// at accept and counted.
+    pub max_connections: NonZeroUsize,
+    /// A request head (line and headers) must arrive within this, or the
+    /// connection is closed (Slowloris).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -455,6 +461,8 @@ impl Default for HttpConfig {
             ws_stall_timeout_ms: 10_000,
             package_track_interval_ms: 1_000,
             package_track_queue: nz(4),
+            max_connections: nz(32),
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -504,6 +512,11 @@ impl Config {
         if self.mqtt.connect_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "mqtt.connect_timeout_ms must be above 0".into(),
+            ));
+        }
+        if self.http.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout_ms must be above 0".into(),
             ));
         }
         if self.fleet.sweep_interval_ms == 0 || self.http.ws_frame_interval_ms == 0 {

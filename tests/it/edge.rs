@@ -582,3 +582,35 @@ async fn a_client_over_its_message_rate_is_slowed_not_cut() {
         assert!(after > before, "{vid}: the rate was never applied");
     }
 }
+
+/// Slowloris: an HTTP client that opens a connection and sends nothing, or
+/// dribbles a request head, is closed after http.header_read_timeout_ms;
+/// requests keep being served meanwhile.
+#[tokio::test]
+async fn a_silent_http_client_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.http.header_read_timeout_ms = 300;
+    let gw = gateway_with(config).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.http_addr).await.unwrap();
+    let mut dribbling = tokio::net::TcpStream::connect(gw.http_addr).await.unwrap();
+    dribbling
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (status, _) = http_get(gw.http_addr, "/healthz").await;
+    assert_eq!(status, 200, "others are served meanwhile");
+    for stream in [&mut silent, &mut dribbling] {
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the connection was never closed");
+    }
+    assert!(
+        metric(
+            &gw,
+            "fleetgate_http_refused_total{reason=\"header_timeout\"}"
+        )
+        .await
+            >= 1
+    );
+}
