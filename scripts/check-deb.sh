@@ -20,7 +20,7 @@
 #     on SIGHUP (ExecReload), writes its spool, logs plain text, and exits
 #     0 on SIGTERM;
 #  6. again with auth turned on as README says (`fleetgate passwd add`,
-#     chgrp, [auth] uncommented): anonymous MQTT and tokenless HTTP are
+#     [auth] uncommented): anonymous MQTT and tokenless HTTP are
 #     refused, a user's token works, a user added later works after SIGHUP;
 #  7. purges the package, and removes the user if this run created it.
 #
@@ -258,7 +258,7 @@ gw_stop installed
 fg_section "Run: with auth turned on as README says"
 passwd=/etc/fleetgate/passwd
 /usr/bin/fleetgate passwd add "$passwd" deb-check --password first-secret --iterations 10000
-chgrp fleetgate "$passwd" && chmod 640 "$passwd"
+[ "$(stat -c %G:%a "$passwd")" = fleetgate:640 ] || fail "a new password file should be fleetgate:640, is $(stat -c %G:%a "$passwd")"
 auth_copy=$work/fleetgate-auth.toml
 sed -e 's/^# \[auth\]$/[auth]/' -e 's/^# password_file = /password_file = /' "$copy" >"$auth_copy"
 chmod 0644 "$auth_copy"
@@ -269,7 +269,6 @@ expect "GET /vehicles without a token" "$(http_status "$HTTP_ADDR" /vehicles)" 4
 expect "GET /vehicles with a user's token" "$(http_status "$HTTP_ADDR" /vehicles 'Authorization: Bearer deb-check:first-secret')" 200
 expect "anonymous MQTT CONNECT" "$(mqtt_connack "$MQTT_ADDR")" 20020005
 /usr/bin/fleetgate passwd add "$passwd" deb-later --password later-secret --iterations 10000
-chgrp fleetgate "$passwd" && chmod 640 "$passwd"
 expect "a user added since the start, before SIGHUP" "$(http_status "$HTTP_ADDR" /vehicles 'Authorization: Bearer deb-later:later-secret')" 401
 gw_sighup auth
 expect "the same user after SIGHUP" "$(http_status "$HTTP_ADDR" /vehicles 'Authorization: Bearer deb-later:later-secret')" 200
