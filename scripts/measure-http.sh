@@ -5,7 +5,8 @@
 #   2. /message: `loadgen ws-fanout`, one publisher to 100 WebSocket
 #      subscribers, at fixed rates and flat out.
 # Each run gets a fresh gateway on free loopback ports (bridge off,
-# pubsub.max_connections raised for the 100 subscribers), stopped after it.
+# pubsub.max_connections and http.max_connections raised for the 100
+# subscribers), stopped after it.
 # Prints each run's human summary and appends its JSON line to
 # $OUT (default target/measure-http/results.jsonl). Traffic stays on
 # loopback; every run stops by itself (about 2 minutes in all).
@@ -52,8 +53,8 @@ mkdir -p "$(dirname "$OUT")"
 gateway() {
     local dir=$TMP/gw-$RANDOM
     SMQ_ADDR=127.0.0.1:$(free_port)
-    start_gateway "$dir" "$(printf '[bridge]\nenabled = false\n[smq]\nlisten = "%s"\n[pubsub]\nmax_connections = %s' \
-        "$SMQ_ADDR" "$((SUBSCRIBERS + 8))")"
+    start_gateway "$dir" "$(printf '[bridge]\nenabled = false\n[smq]\nlisten = "%s"\n[pubsub]\nmax_connections = %s\n[http]\nmax_connections = %s' \
+        "$SMQ_ADDR" "$((SUBSCRIBERS + 8))" "$((SUBSCRIBERS + 16))")"
 }
 stop_gateway() {
     stop_pids

@@ -376,13 +376,13 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     ));
     let smq_addr = smq.as_ref().map(|s| s.addr);
     background.extend(smq.map(|s| s.task));
+    let http_config = config.http.clone();
+    let http_metrics = metrics.clone();
     let http_task = tokio::spawn(async move {
-        let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async {
+        api::serve::serve(listeners.http, app, &http_config, http_metrics, async {
             let _ = http_stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        })
+        .await;
     });
 
     tracing::info!(%mqtt_addr, %http_addr, gateway_id = %config.gateway_id.0, "fleetgate serving");

@@ -30,6 +30,7 @@ pub mod openapi;
 mod package_track;
 pub mod packages;
 mod schemas;
+pub mod serve;
 mod socket;
 
 use std::sync::Arc;

@@ -3,8 +3,9 @@
 //!
 //! In: the command line, and a password from `--password`, `--generate` or
 //! one line of stdin. Out: the file rewritten whole (a temporary file in
-//! the same directory, mode 0600, then renamed over it, so a crash leaves
-//! the old file or the new one, never half of either). The gateway reads it
+//! the same directory, then renamed over it, so a crash leaves the old file
+//! or the new one, never half of either), keeping its owner, group and
+//! mode; a new file is 0640 with its directory's group. The gateway reads it
 //! at start and on SIGHUP.
 
 use std::io::{BufRead as _, Write as _};
@@ -142,6 +143,11 @@ fn random_password() -> anyhow::Result<String> {
         .collect())
 }
 
+/// Replaces `path` with `text` through a temporary file and a rename. The
+/// file keeps its owner, group and mode (an operator's `chgrp fleetgate`
+/// and `chmod 640` survive every change); a new file is 0640 with its
+/// directory's group, so a service that reads the directory (as the
+/// Debian package's `/etc/fleetgate`, `root:fleetgate 0750`) reads it too.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path
         .parent()
@@ -159,7 +165,26 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     file.write_all(text.as_bytes())?;
+    #[cfg(unix)]
+    keep_ownership(path, dir, &file)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn keep_ownership(path: &Path, dir: &Path, file: &std::fs::File) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (uid, gid, mode) = match std::fs::metadata(path) {
+        Ok(old) => (Some(old.uid()), old.gid(), old.mode() & 0o777),
+        Err(_) => (None, std::fs::metadata(dir)?.gid(), 0o640),
+    };
+    // Only root may give a file away; anyone may keep a group they are in.
+    if std::os::unix::fs::fchown(file, uid, Some(gid)).is_err() {
+        let _ = std::os::unix::fs::fchown(file, None, Some(gid));
+    }
+    // Never wider than the old file: and never readable by everyone.
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o770))
+        .context("cannot set the password file's mode")?;
     Ok(())
 }

@@ -234,6 +234,23 @@ impl Config {
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
         items.extend(self.auth.budget_items());
+        items.push(Item {
+            name: "HTTP connections",
+            bytes: self.http.max_connections.get() as u64 * (crate::api::serve::MAX_BUF_BYTES as u64 + 4096),
+            why: format!(
+                "http.max_connections = {} × (a request-head buffer of {} bytes + state); bodies are limited per route",
+                self.http.max_connections,
+                crate::api::serve::MAX_BUF_BYTES
+            ),
+        });
+        items.push(Item {
+            name: "per-source connection counts",
+            bytes: self.mqtt.max_tracked_sources.get() as u64 * 64,
+            why: format!(
+                "mqtt.max_tracked_sources = {} addresses × 64 bytes",
+                self.mqtt.max_tracked_sources
+            ),
+        });
         MemoryBudget { items }
     }
 }

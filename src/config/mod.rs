@@ -158,6 +158,23 @@ pub struct MqttConfig {
     /// longer than 1 KiB (`edge::frame_pool`); a connection whose frame
     /// does not fit is closed, and only it.
     pub large_frame_pool_bytes: NonZeroUsize,
+    /// Connections one address may open per minute; one more bans it for
+    /// `source_ban_s` (`edge::sources`, EMQX's flapping detection). 0: no limit.
+    pub max_connects_per_source_per_minute: u32,
+    pub source_ban_s: u64,
+    /// Addresses whose connection rate is tracked at once; past it a new
+    /// address is admitted untracked (counted).
+    pub max_tracked_sources: NonZeroUsize,
+    /// Apply the per-source limit to loopback addresses too (off: tools on
+    /// the box may connect as fast as they like).
+    pub limit_loopback_sources: bool,
+    /// PUBLISHes per second one client may send; a faster client is not
+    /// read until it is back within its rate (`edge::rate`). 0: no limit.
+    pub max_messages_per_s_per_client: u32,
+    /// Bytes per second one client may send, likewise. 0: no limit.
+    pub max_bytes_per_s_per_client: u32,
+    /// How far ahead of its rates a client may run (a burst), in ms.
+    pub rate_burst_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -171,6 +188,13 @@ impl Default for MqttConfig {
             max_qos2_inflight: nz(16),
             max_pending_acks: nz(256),
             large_frame_pool_bytes: nz(8 * 1024 * 1024),
+            max_connects_per_source_per_minute: 120,
+            source_ban_s: 300,
+            max_tracked_sources: nz(4096),
+            limit_loopback_sources: false,
+            max_messages_per_s_per_client: 0,
+            max_bytes_per_s_per_client: 0,
+            rate_burst_ms: 1000,
         }
     }
 }
@@ -422,6 +446,12 @@ pub struct HttpConfig {
     /// one more byte is 413. Bodies are read one per request as it is
     /// handled and dropped with it.
     pub max_body_bytes: usize,
+    /// HTTP connections at once (WebSockets included); one more is closed
+    /// at accept and counted.
+    pub max_connections: NonZeroUsize,
+    /// A request head (line and headers) must arrive within this, or the
+    /// connection is closed (Slowloris).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -438,6 +468,8 @@ impl Default for HttpConfig {
             // A 256-vertex polygon fence is ~7 KiB of JSON, an SMQ message
             // at most smq.max_message_bytes (16 KiB).
             max_body_bytes: 64 * 1024,
+            max_connections: nz(32),
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -492,6 +524,11 @@ impl Config {
         if self.mqtt.connect_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "mqtt.connect_timeout_ms must be above 0".into(),
+            ));
+        }
+        if self.http.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout_ms must be above 0".into(),
             ));
         }
         if self.fleet.sweep_interval_ms == 0 || self.http.ws_frame_interval_ms == 0 {

@@ -51,7 +51,9 @@ pub mod filters;
 pub mod frame_pool;
 pub mod handoff;
 mod hello;
+pub mod rate;
 pub mod registry;
+pub mod sources;
 mod vehicle;
 mod write;
 
@@ -103,6 +105,10 @@ pub struct EdgeContext {
     open: AtomicUsize,
     /// Connections over the limit being answered now ([`Refusal`]).
     refusing: AtomicUsize,
+    /// Connections per source address, and bans.
+    sources: sources::SourceTable,
+    /// Each client's message and byte rates.
+    pub rate: rate::ClientRate,
     /// When the edge started: connections keep times as ms since then.
     started: tokio::time::Instant,
 }
@@ -145,6 +151,8 @@ impl EdgeContext {
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
+            sources: sources::SourceTable::new(mqtt),
+            rate: rate::ClientRate::new(mqtt),
             started: tokio::time::Instant::now(),
         }
     }
@@ -156,6 +164,32 @@ impl EdgeContext {
     /// Milliseconds since the edge started (see [`clock_start`](Self::clock_start)).
     fn clock_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Microseconds since the edge started, for the rate limits.
+    fn clock_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Charges a client's packet to its rate (`edge::rate`), counting the
+    /// packet that puts it over.
+    fn charge_rate(&self, tat_us: &mut u64, raw_len: usize, publish: bool) {
+        let before = *tat_us;
+        let now = self.clock_us();
+        if self.rate.charge(tat_us, now, raw_len, publish).is_some()
+            && self.rate.resume_at(before, now).is_none()
+        {
+            Metrics::inc(&self.metrics.clients_throttled_total);
+        }
+    }
+
+    /// When a client over its rate may be read again; `None`: now.
+    fn over_rate(&self, tat_us: u64) -> Option<tokio::time::Instant> {
+        if !self.rate.is_limited() {
+            return None;
+        }
+        let resume_us = self.rate.resume_at(tat_us, self.clock_us())?;
+        self.started.checked_add(Duration::from_micros(resume_us))
     }
 
     fn clock_start(&self) -> tokio::time::Instant {
@@ -211,7 +245,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Usually EMFILE: back off instead of spinning.
@@ -220,6 +254,19 @@ pub async fn serve(
                         continue;
                     }
                 };
+                match ctx.sources.admit(peer.ip(), ctx.clock_ms()) {
+                    sources::Admission::Admit => {}
+                    sources::Admission::Untracked => Metrics::inc(&ctx.metrics.sources_untracked_total),
+                    admission => {
+                        if admission == sources::Admission::BannedNow {
+                            Metrics::inc(&ctx.metrics.sources_banned_total);
+                            tracing::warn!(%peer, limit = ctx.mqtt.max_connects_per_source_per_minute, ban_s = ctx.mqtt.source_ban_s, "source banned: too many connections in a minute");
+                        }
+                        Metrics::inc(&ctx.metrics.connections_refused_total_source_banned);
+                        drop(stream);
+                        continue;
+                    }
+                }
                 let Some(slot) = Slot::take(&ctx) else {
                     Metrics::inc(&ctx.metrics.connections_refused_total_limit);
                     if let Some(refusal) = Refusal::take(&ctx) {

@@ -124,6 +124,7 @@ pub fn serve<'a>(
             registration: None,
             acks: None,
             frame_room: 0,
+            rate_tat_us: 0,
         };
         // In ms since the edge started: 8 bytes in every task, not 16.
         let mut last_heard = ctx.clock_ms();
@@ -149,6 +150,11 @@ pub fn serve<'a>(
                     break End::Lost("malformed packet");
                 }
             };
+            // Over its rate: nothing more is read or handled until it is
+            // back within it (boxed: rare, and kept out of the idle task).
+            if let Some(resume) = ctx.over_rate(session.rate_tat_us) {
+                Box::pin(tokio::time::sleep_until(resume)).await;
+            }
             // Too many acknowledgements waiting for the spool: read nothing
             // more from this client until some go out.
             let held_back = session.acks_full();
@@ -235,6 +241,8 @@ pub fn serve<'a>(
                 Ok(Some(frame)) => {
                     last_heard = ctx.clock_ms();
                     session.release_frame_room();
+                    let publish = matches!(frame.packet, Packet::Publish(_));
+                    ctx.charge_rate(&mut session.rate_tat_us, frame.raw.len(), publish);
                     session.handle(frame, hello.principal())
                 }
                 // `frame_ready` said a whole, well-formed header is there.
@@ -295,6 +303,8 @@ struct Session<'a> {
     /// Bytes taken from the edge's frame pool for the large frame being
     /// read (0 for a small one); given back when it is whole, or at the end.
     frame_room: u32,
+    /// Where this client stands against its rates (`edge::rate`).
+    rate_tat_us: u64,
 }
 
 impl Drop for Session<'_> {

@@ -479,9 +479,18 @@ async fn users_managed_with_fleetgate_passwd_log_in_with_their_role() {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(
-            mode & 0o077,
+            mode & 0o007,
             0,
             "the password file is readable by others: {mode:o}"
+        );
+        // An operator's chmod survives the next change.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        passwd(&["add", f, "spare", "--iterations", "10000"], "sparepw\n");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the file's mode was not kept: {mode:o}"
         );
     }
 

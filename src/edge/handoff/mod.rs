@@ -127,6 +127,7 @@ pub async fn splice(
         swallow_suback: handoff.command_subscription.as_ref().map(|_| REPLAY_PKID),
         owed: OwedAcks::default(),
         acks: PendingAcks::new(),
+        rate_tat_us: 0,
     };
     let mut broker = broker;
     if let Some(vid) = &handoff.command_subscription {
@@ -241,6 +242,8 @@ struct Proxy<'a> {
     /// The edge's own answers to this client's device publishes, waiting
     /// for the spool.
     acks: Arc<PendingAcks>,
+    /// Where this client stands against its rates (`edge::rate`).
+    rate_tat_us: u64,
 }
 
 /// What to do with one client packet.
@@ -311,6 +314,9 @@ impl Proxy<'_> {
                         }
                     },
                 };
+                let publish = matches!(frame.packet, Packet::Publish(_));
+                self.ctx
+                    .charge_rate(&mut self.rate_tat_us, frame.raw.len(), publish);
                 match self.check(frame).await {
                     Verdict::Forward(raw) => to_broker.extend_from_slice(&raw),
                     Verdict::ForwardAndClose(raw) => {
@@ -365,10 +371,14 @@ impl Proxy<'_> {
             if !to_client.is_empty() && write_raw(&mut client, &to_client).await.is_err() {
                 return;
             }
+            // Over its rate: rumqttd's side is still served, the client's
+            // is not read until it is back within its rate.
+            let over_rate = self.ctx.over_rate(self.rate_tat_us);
             let (mut client_rd, _) = client.split();
             let mut ping_due = false;
             tokio::select! {
-                r = fill_chunk(&mut client_rd, &mut client_buf) => if let Err(e) = r {
+                _ = tokio::time::sleep_until(over_rate.unwrap_or_else(tokio::time::Instant::now)), if over_rate.is_some() => {}
+                r = fill_chunk(&mut client_rd, &mut client_buf), if over_rate.is_none() => if let Err(e) = r {
                     // Without a DISCONNECT first, dropping the broker side
                     // makes rumqttd fire the client's will, as it should.
                     if !matches!(e, FrameError::Closed) { tracing::debug!(error = %e, "handed-off client read failed"); }
