@@ -238,7 +238,7 @@ impl Config {
             name: "HTTP connections",
             bytes: self.http.max_connections.get() as u64 * (crate::api::serve::MAX_BUF_BYTES as u64 + 4096),
             why: format!(
-                "http.max_connections = {} × (a request-head buffer of {} bytes + state); bodies are limited per route",
+                "http.max_connections = {} × (a request-head buffer of {} bytes + state); a body, at most http.max_body_bytes, is read while its request is handled and not counted here",
                 self.http.max_connections,
                 crate::api::serve::MAX_BUF_BYTES
             ),
