@@ -12,9 +12,10 @@
 //!
 //! Bound: `queue` requests wait for the link's sending thread (a full queue
 //! hands the request back: the caller refuses whatever asked for it), and
-//! at most as many more in rumqttd's queue for this link (a publish past it
-//! is dropped and counted in `broker_publish_dropped_total`, as for the
-//! gateway's own link). Two OS threads per client, because rumqttd's
+//! at most as many more in rumqttd's queue for this link: when that is full
+//! the sending thread waits for the router, so our queue fills and callers
+//! are refused, and nothing a caller was told is taken is dropped (only at
+//! shutdown, counted in `broker_publish_dropped_total`). Two OS threads per client, because rumqttd's
 //! `LinkTx` and `LinkRx` block.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,7 @@ pub(super) fn spawn(
 ) -> Result<LocalClient, BrokerError> {
     let (tx, requests) = mpsc::sync_channel::<LocalRequest>(queue);
     let backlog = queue;
+    let stop_tx = stop.clone();
     let client = name.to_owned();
     std::thread::Builder::new()
         .name(format!("{name}-tx"))
@@ -90,12 +92,22 @@ pub(super) fn spawn(
                     LocalRequest::Subscribe(filter) => link_tx.subscribe(filter).map(drop),
                     LocalRequest::Unsubscribe(filter) => link_tx.unsubscribe(filter).map(drop),
                     LocalRequest::Publish { topic, payload } => {
-                        let queued = link_tx.buffer().len();
-                        if queued >= backlog {
-                            Metrics::inc(&metrics.broker_publish_dropped_total);
+                        // rumqttd's queue for this link is full: wait for the
+                        // router rather than drop what the caller was told
+                        // is taken (an SMQ `/put` answered OK). Meanwhile our
+                        // queue fills and callers are refused (429), which is
+                        // the backpressure they can act on.
+                        let mut queued = link_tx.buffer().len();
+                        while queued >= backlog && !stop_tx.load(Ordering::Relaxed) {
                             if let Some(suppressed) = stalled_log.allow() {
-                                tracing::error!(client, queued, suppressed, "the embedded broker is not taking a local client's publishes; dropping them (broker_publish_dropped_total)");
+                                tracing::warn!(client, queued, suppressed, "the embedded broker is slow to take a local client's publishes; holding them (callers are refused while our queue is full)");
                             }
+                            std::thread::sleep(Duration::from_millis(1));
+                            queued = link_tx.buffer().len();
+                        }
+                        if queued >= backlog {
+                            // Stopping: what is left is dropped, and counted.
+                            Metrics::inc(&metrics.broker_publish_dropped_total);
                             continue;
                         }
                         link_tx.publish(topic, payload).map(drop)
