@@ -17,6 +17,7 @@
 //! it: browsers, dashboards and the operator.
 
 pub mod dispatch;
+pub mod events;
 pub mod geofences;
 pub mod live;
 pub mod nearest;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page))
         .route("/ws", get(live::upgrade))
         .route("/notification", get(notifications::notifications))
+        .route("/events", get(events::events))
         .route("/vehicles", get(vehicles))
         // a static segment wins over `{id}`: no vehicle named "nearest"
         // is reachable at /vehicles/nearest (it is at /vehicles?… lists)

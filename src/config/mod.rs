@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod dispatch;
+pub mod events;
 pub mod geofence;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub geofence: geofence::GeofenceConfig,
     pub dispatch: dispatch::DispatchConfig,
+    /// Overspeed, motion and ignition events, and the recent-events ring.
+    pub events: events::EventsConfig,
     pub fanout: FanoutConfig,
     pub bridge: BridgeConfig,
     pub http: HttpConfig,
@@ -501,6 +504,7 @@ impl Config {
         }
         self.geofence.check().map_err(ConfigError::Invalid)?;
         self.dispatch.check().map_err(ConfigError::Invalid)?;
+        self.events.check().map_err(ConfigError::Invalid)?;
         self.smq.validate()?;
         if self.gateway_id.0.is_empty() {
             return Err(ConfigError::Invalid("gateway_id must not be empty".into()));

@@ -20,8 +20,7 @@ fn config_with_depot() -> Config {
             lon: f64::from(HOME_E6.1) / 1e6,
             radius_m: 150.0,
         }),
-        polygon: None,
-        exit_buffer_m: None,
+        ..Default::default()
     });
     config
 }

@@ -27,6 +27,7 @@ mod broker_lifecycle;
 mod conformance;
 mod dispatch;
 mod edge;
+mod events;
 mod fleet;
 mod geofence;
 mod live_feed;
