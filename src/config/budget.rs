@@ -24,6 +24,7 @@ use crate::fanout::WhenFull;
 use crate::fleet::driving::Track;
 use crate::fleet::events::Recent;
 use crate::fleet::geofence::{Member, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
+use crate::fleet::nearest::Grid;
 use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
 use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
@@ -81,9 +82,10 @@ impl Config {
         let ws_clients = (self.fanout.max_subscribers.get() as u64).saturating_sub(1);
         let mut items = vec![
             Item {
-                name: "fleet table",
-                bytes: max_vehicles as u64 * (size_of::<VehicleState>() as u64 + mirror_topics + index),
-                why: format!("fleet.max_vehicles = {max_vehicles}"),
+                name: "fleet table and spatial index",
+                bytes: max_vehicles as u64 * (size_of::<VehicleState>() as u64 + mirror_topics + index)
+                    + Grid::bytes_for(max_vehicles) as u64,
+                why: format!("fleet.max_vehicles = {max_vehicles}, a 64-byte index block each at worst"),
             },
             Item {
                 name: "ingest queue",

@@ -48,11 +48,11 @@ use shape::{Candidate, Shape};
 pub const MAX_MEMBERSHIPS: usize = 8;
 /// Index cells, in degrees (about 5.5 km north–south).
 const INDEX_DEG: f64 = 0.05;
-/// A fence whose box covers more index cells (about 40 × 40 km) is kept
+/// A fence whose box covers more index cells (about 30 × 20 km) is kept
 /// out of the index and looked at for every fix (its box first, so that
 /// costs four comparisons): the index stays at most this many entries per
 /// fence.
-pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 64;
+pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 32;
 const M_PER_DEG: f64 = 111_195.0;
 
 /// A fence's id: its position in the config, from 1.
