@@ -39,34 +39,14 @@ use fleetgate::metrics::Metrics;
 use fleetgate::topics::VehicleId;
 use fleetgate_wire::{flags, Position};
 
-const AMSTERDAM: (f64, f64) = (52.3731, 4.8922);
+mod common;
+
+use common::Lcg;
+
 const SIDE_KM: f64 = 50.0;
 
-/// A small deterministic generator: the benches need no rand crate.
-struct Lcg(u64);
-
-impl Lcg {
-    fn unit(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A point in the city.
-    fn point(&mut self) -> (f64, f64) {
-        let dlat = SIDE_KM / 111.195;
-        let dlon = dlat / AMSTERDAM.0.to_radians().cos();
-        (
-            AMSTERDAM.0 + (self.unit() - 0.5) * dlat,
-            AMSTERDAM.1 + (self.unit() - 0.5) * dlon,
-        )
-    }
-}
-
 fn fence(i: usize, rng: &mut Lcg) -> FenceConfig {
-    let (lat, lon) = rng.point();
+    let (lat, lon) = rng.point(SIDE_KM);
     let radius_m = 50.0 + rng.unit() * 350.0;
     let mut f = FenceConfig {
         name: format!("f{i}"),
@@ -109,7 +89,7 @@ fn fleet(vehicles: usize, fences: usize) -> (Fleet, Vec<VehicleId>, Vec<(f64, f6
     let ids: Vec<VehicleId> = (0..vehicles)
         .map(|i| VehicleId::parse(&format!("v{i}")).unwrap())
         .collect();
-    let starts: Vec<(f64, f64)> = (0..vehicles).map(|_| rng.point()).collect();
+    let starts: Vec<(f64, f64)> = (0..vehicles).map(|_| rng.point(SIDE_KM)).collect();
     let mut out = Vec::with_capacity(64);
     let now = tokio::time::Instant::now();
     for (slot, id) in ids.iter().enumerate() {

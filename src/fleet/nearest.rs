@@ -534,19 +534,17 @@ impl Frame {
     /// (At least how far a cell `dr` rows away is)², in m²; 0 without
     /// the flat bounds.
     fn dy2(&self, dr: i64) -> f64 {
-        let dy = Self::axis(dr, self.cell_h, self.to_s, self.to_n);
-        if self.flat {
-            dy * dy
-        } else {
-            0.0
-        }
+        self.squared(Self::axis(dr, self.cell_h, self.to_s, self.to_n))
     }
 
     /// The same, `dc` columns away.
     fn dx2(&self, dc: i64) -> f64 {
-        let dx = Self::axis(dc, self.cell_w, self.to_w, self.to_e);
+        self.squared(Self::axis(dc, self.cell_w, self.to_w, self.to_e))
+    }
+
+    fn squared(&self, d: f64) -> f64 {
         if self.flat {
-            dx * dx
+            d * d
         } else {
             0.0
         }

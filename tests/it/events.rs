@@ -8,7 +8,7 @@
 //! transitions are numbered the same way.
 
 use crate::common::*;
-use fleetgate::config::geofence::{Circle, FenceConfig};
+use fleetgate::config::geofence::FenceConfig;
 use fleetgate_wire::{flags, Position};
 use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
@@ -50,14 +50,8 @@ fn drive_through_the_zone() -> Vec<(Position, Option<&'static str>)> {
 
 fn zone_config(mut config: fleetgate::Config) -> fleetgate::Config {
     config.geofence.fences.push(FenceConfig {
-        name: "school zone".into(),
-        circle: Some(Circle {
-            lat: f64::from(HOME_E6.0) / 1e6,
-            lon: f64::from(HOME_E6.1) / 1e6,
-            radius_m: 300.0,
-        }),
         speed_limit_kmh: Some(30.0),
-        ..Default::default()
+        ..fence_at_home("school zone", 300.0)
     });
     config.events.overspeed.minimal_duration_s = 2;
     config
