@@ -58,10 +58,11 @@ build_release() {
     [ -x "$LOADGEN_BIN" ] || die "no loadgen binary at $LOADGEN_BIN"
 }
 
-# start_gateway DIR: the gateway on two free loopback ports, data and log in
-# DIR; sets MQTT_ADDR, HTTP_ADDR, GATEWAY_PID, GATEWAY_LOG once /healthz answers.
+# start_gateway DIR [TOML]: the gateway on two free loopback ports, data and
+# log in DIR, configured by TOML (default: bridge and SMQ off); sets
+# MQTT_ADDR, HTTP_ADDR, GATEWAY_PID, GATEWAY_LOG once /healthz answers.
 start_gateway() {
-    local dir=$1 mqtt_port http_port i
+    local dir=$1 config=${2:-$'[bridge]\nenabled = false\n[smq]\nenabled = false'} mqtt_port http_port i
     mqtt_port=$(free_port)
     http_port=$(free_port)
     [ "$mqtt_port" != "$http_port" ] || http_port=$(free_port)
@@ -69,7 +70,7 @@ start_gateway() {
     HTTP_ADDR=127.0.0.1:$http_port
     GATEWAY_LOG=$dir/gateway.log
     mkdir -p "$dir/data"
-    printf '[bridge]\nenabled = false\n[smq]\nenabled = false\n' >"$dir/fleetgate.toml"
+    printf '%s\n' "$config" >"$dir/fleetgate.toml"
     say "starting fleetgate: MQTT $MQTT_ADDR, HTTP $HTTP_ADDR, data $dir/data (bridge off)"
     "$GATEWAY_BIN" --config "$dir/fleetgate.toml" --mqtt-listen "$MQTT_ADDR" \
         --http-listen "$HTTP_ADDR" --data-dir "$dir/data" >"$GATEWAY_LOG" 2>&1 &

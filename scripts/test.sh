@@ -43,6 +43,11 @@ fi
 fg_info "services ready after $((SECONDS - T0))s"
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# The fuzz targets (tests/it/fuzz.rs) run 200 mutated inputs each by
+# default; CI runs 20 000 per target (about 15 s in all on 2 cores).
+if [ "${CI:-}" = true ]; then
+    export FLEETGATE_FUZZ_CASES="${FLEETGATE_FUZZ_CASES:-20000}"
+fi
 cores=$(nproc 2>/dev/null || echo 2)
 status=0
 

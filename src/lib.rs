@@ -41,7 +41,11 @@
 //!
 //! - [`config`]: the TOML configuration, every field optional, and the
 //!   memory bound it gives ([`config::budget`]).
-//! - [`topics`]: the topic scheme, AMQP routing keys and vehicle ids.
+//! - [`topics`]: the topic scheme, AMQP routing keys and vehicle ids;
+//!   [`topic_filter`]: MQTT filter matching.
+//! - [`auth`]: who may connect and what each client may publish, subscribe
+//!   to and receive (password file, ACL file, roles), asked by the edge and
+//!   the HTTP API.
 //! - [`views`]: the JSON shapes dashboards see.
 //! - [`metrics`]: every counter, rendered for `/metrics`.
 //! - [`acks`]: acknowledgements that mean "kept" — the third way back,
@@ -54,6 +58,7 @@
 //! on by default).
 
 pub mod api;
+pub mod auth;
 pub mod bridge;
 pub mod broker;
 pub mod edge;
@@ -68,6 +73,7 @@ pub mod clock;
 pub mod config;
 pub mod log_limit;
 pub mod metrics;
+pub mod topic_filter;
 pub mod topics;
 pub mod views;
 
@@ -101,6 +107,8 @@ pub enum StartError {
     Fanout(#[from] fanout::FanoutError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
+    #[error("refusing to start: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// The sockets the gateway serves on, bound before it starts so that a
@@ -154,6 +162,9 @@ pub struct Gateway {
     /// The SMQ consumer port, when `smq.enabled`.
     pub smq_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    /// Who may connect and do what; [`auth::Auth::reload`] re-reads its
+    /// files (SIGHUP in [`run`]).
+    pub auth: Arc<auth::Auth>,
     stop_edge: Option<oneshot::Sender<()>>,
     stop_http: Option<oneshot::Sender<()>>,
     /// Stop when told: the edge and the HTTP server.
@@ -234,6 +245,16 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         .memory_bound_bytes
         .store(budget.total(), std::sync::atomic::Ordering::Relaxed);
     tracing::info!("memory bound from the configuration:\n{budget}");
+    // First: a bad security file refuses to start before anything listens.
+    let auth = Arc::new(auth::Auth::new(&config.auth, metrics.clone())?);
+    if auth.enforced() {
+        tracing::info!(
+            password_file = ?config.auth.password_file,
+            acl_file = ?config.auth.acl_file,
+            allow_anonymous = config.auth.anonymous_allowed(),
+            "authentication and ACLs on"
+        );
+    }
     let mqtt_addr = listeners.mqtt.local_addr().map_err(StartError::LocalAddr)?;
     let http_addr = listeners.http.local_addr().map_err(StartError::LocalAddr)?;
 
@@ -294,11 +315,14 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     let ctx = Arc::new(edge::EdgeContext::new(
         &config.mqtt,
         &config.broker,
-        metrics.clone(),
-        ingest.sender,
-        broker.publisher.clone(),
-        registry,
-        broker.internal.clone(),
+        edge::EdgeLinks {
+            metrics: metrics.clone(),
+            ingest: ingest.sender,
+            publisher: broker.publisher.clone(),
+            registry,
+            internal: broker.internal.clone(),
+            auth: auth.clone(),
+        },
     ));
     let smq = match (config.smq.enabled, listeners.smq) {
         (true, Some(listener)) => Some(smq::start(
@@ -325,7 +349,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     }));
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let app = api::router(api::AppState {
+    let mut table = api::routes().with_state(api::AppState {
         metrics: metrics.clone(),
         fanout,
         fleet: fleet_queries.clone(),
@@ -333,26 +357,32 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         mailboxes,
         http: Arc::new(config.http.clone()),
     });
-    let app = match &smq {
-        Some(smq) => app.merge(smq::http::router(smq.hub.clone())),
-        None => app,
-    };
-    let app = match pubsub {
-        Some(hub) => {
-            let stall = std::time::Duration::from_millis(config.http.ws_stall_timeout_ms);
-            app.merge(pubsub::router(hub, stall))
-        }
-        None => app,
-    };
+    if let Some(smq) = &smq {
+        table = table.merge(smq::http::router(smq.hub.clone()));
+    }
+    if let Some(hub) = pubsub {
+        let stall = std::time::Duration::from_millis(config.http.ws_stall_timeout_ms);
+        table = table.merge(pubsub::router(hub, stall));
+    }
+    let app = api::openapi::app(table, config.http.max_body_bytes);
+    // Outermost: with a password file, every route but the page and
+    // /healthz needs a token (api::auth).
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        api::auth::HttpAuth {
+            auth: auth.clone(),
+            metrics: metrics.clone(),
+        },
+        api::auth::require_token,
+    ));
     let smq_addr = smq.as_ref().map(|s| s.addr);
     background.extend(smq.map(|s| s.task));
+    let http_config = config.http.clone();
+    let http_metrics = metrics.clone();
     let http_task = tokio::spawn(async move {
-        let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async {
+        api::serve::serve(listeners.http, app, &http_config, http_metrics, async {
             let _ = http_stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        })
+        .await;
     });
 
     tracing::info!(%mqtt_addr, %http_addr, gateway_id = %config.gateway_id.0, "fleetgate serving");
@@ -361,6 +391,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         http_addr,
         smq_addr,
         metrics,
+        auth,
         stop_edge: Some(stop_edge),
         stop_http: Some(stop_http),
         servers: vec![edge_task, http_task],
@@ -379,8 +410,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let gateway = start(config, listeners).await?;
+    let reloads = tokio::spawn(reload_on_sighup(gateway.auth.clone()));
     shutdown.await;
+    reloads.abort();
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Re-reads the password and ACL files on every SIGHUP (`systemctl
+/// reload`). A bad file keeps the tables in force and says why.
+pub async fn reload_on_sighup(auth: Arc<auth::Auth>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: no reloads");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reload refused; the files in force stay")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(auth);
 }

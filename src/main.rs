@@ -55,6 +55,9 @@ enum Command {
     /// `mosquitto_pub -s` (the same encoder as `firmware-sim encode`).
     #[cfg(feature = "demo")]
     Encode(firmware_sim::cli::EncodeArgs),
+    /// Manage a password file (`auth.password_file`), like mosquitto_passwd:
+    /// `add FILE NAME [--role R]` (password from stdin), `remove`, `list`.
+    Passwd(fleetgate::auth::cli::PasswdArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +70,9 @@ fn main() -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         out.write_all(&bytes)?;
         return Ok(out.flush()?);
+    }
+    if let Some(Command::Passwd(args)) = cli.command {
+        return fleetgate::auth::cli::run(args);
     }
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,

@@ -78,6 +78,44 @@ metrics! {
     connections_refused_total_protocol_version: counter in "connections_refused_total" {"reason=\"protocol_version\""};
     /// Connections refused, by reason.
     connections_refused_total_broker_unavailable: counter in "connections_refused_total" {"reason=\"broker_unavailable\""};
+    /// Connections refused, by reason.
+    connections_refused_total_bad_client_id: counter in "connections_refused_total" {"reason=\"bad_client_id\""};
+    /// Connections refused, by reason.
+    connections_refused_total_not_authorized: counter in "connections_refused_total" {"reason=\"not_authorized\""};
+    /// Connections refused, by reason.
+    connections_refused_total_bad_credentials: counter in "connections_refused_total" {"reason=\"bad_credentials\""};
+    /// Connections refused, by reason.
+    connections_refused_total_will_denied: counter in "connections_refused_total" {"reason=\"will_denied\""};
+    /// Connections refused, by reason.
+    connections_refused_total_auth_busy: counter in "connections_refused_total" {"reason=\"auth_busy\""};
+    /// Connections refused, by reason.
+    connections_refused_total_source_banned: counter in "connections_refused_total" {"reason=\"source_banned\""};
+    /// Sources banned for opening more than mqtt.max_connects_per_source_per_minute connections in a minute.
+    sources_banned_total: counter;
+    /// Connections admitted without a per-source count because mqtt.max_tracked_sources addresses are tracked.
+    sources_untracked_total: counter;
+    /// Times a client was not read for a while because it sent faster than mqtt.max_messages_per_s_per_client or max_bytes_per_s_per_client.
+    clients_throttled_total: counter;
+    /// Connections closed because their user left the password file (on reload).
+    connections_closed_revoked_total: counter;
+    /// Password hashes computed (logins not answered from the cache).
+    auth_verifications_total: counter;
+    /// Logins answered from the cache of recent successful logins.
+    auth_cache_hits_total: counter;
+    /// Successful reloads of the password and ACL files (SIGHUP).
+    auth_reloads_total: counter;
+    /// Messages the broker had for a client that the ACL does not let it read (not delivered).
+    acl_read_denied_total: counter;
+    /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
+    http_refused_total_no_token: counter in "http_refused_total" {"reason=\"no_token\""};
+    /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
+    http_refused_total_bad_token: counter in "http_refused_total" {"reason=\"bad_token\""};
+    /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
+    http_refused_total_forbidden: counter in "http_refused_total" {"reason=\"forbidden\""};
+    /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
+    http_refused_total_limit: counter in "http_refused_total" {"reason=\"limit\""};
+    /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
+    http_refused_total_header_timeout: counter in "http_refused_total" {"reason=\"header_timeout\""};
     /// Connections closed by the edge for a protocol violation or a malformed packet.
     connections_closed_malformed_total: counter;
     /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).

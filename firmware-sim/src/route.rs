@@ -10,7 +10,8 @@
 //! Coordinates are real street points, rounded to about 10 m.
 //!
 //! Movement: each street has a speed limit (15–50 km/h) and the driver keeps
-//! 75–100 % of it; acceleration is at most 1.5 m/s², braking 2 m/s²;
+//! 75–100 % of it (a speeder, [`RouteSim::with_pace`], that share of a
+//! faster pace); acceleration is at most 1.5 m/s², braking 2 m/s²;
 //! junctions are taken at ≤ 18 km/h. At the end of some legs the vehicle
 //! stops: usually for 10–45 s with the engine running (lights, traffic), at
 //! times for 2–8 minutes with the ignition off (a delivery). Heading follows
@@ -330,6 +331,9 @@ pub struct RouteSim {
     speed_m_s: f64,
     /// Speed the driver aims for on this leg.
     cruise_m_s: f64,
+    /// How the driver takes the limits: 1 keeps 75–100 % of each street's
+    /// limit; a speeder's pace above 1 multiplies that.
+    pace: f64,
     /// Whether the vehicle will stop at the end of this leg.
     stop_at_end: bool,
     motion: Motion,
@@ -356,6 +360,7 @@ impl RouteSim {
             along_m: 0.0,
             speed_m_s: 0.0,
             cruise_m_s: 0.0,
+            pace: 1.0,
             stop_at_end: false,
             motion: Motion::Driving,
             ignition: true,
@@ -367,6 +372,20 @@ impl RouteSim {
         // Start somewhere along the leg, not always at a corner.
         sim.along_m = sim.rng.range_f64(0.0, sim.leg_length_m * 0.8);
         sim
+    }
+
+    /// The same vehicle with a driver who keeps `pace` times the usual
+    /// speed (1.3: 98–130 % of each limit, so over it on most legs). The
+    /// demo's speeders, for overspeed events.
+    pub fn with_pace(mut self, pace: f64) -> Self {
+        let pace = if pace.is_finite() && pace > 0.0 {
+            pace
+        } else {
+            1.0
+        };
+        self.cruise_m_s *= pace / self.pace;
+        self.pace = pace;
+        self
     }
 
     /// Advances the simulation by `dt_s` seconds.
@@ -493,7 +512,7 @@ impl RouteSim {
         }
         self.leg_length_m = distance_m(NODES[self.leg.from], NODES[self.leg.to]);
         self.along_m = 0.0;
-        self.cruise_m_s = self.leg.limit_m_s * self.rng.range_f64(0.75, 1.0);
+        self.cruise_m_s = self.leg.limit_m_s * self.rng.range_f64(0.75, 1.0) * self.pace;
         self.stop_at_end = self.rng.chance(0.2);
     }
 }
@@ -620,6 +639,36 @@ mod tests {
         }
         assert!(stopped > 100, "never stopped");
         assert!(ignition_off > 100, "never switched off");
+    }
+
+    #[test]
+    fn a_speeder_drives_over_the_limit_where_others_keep_under_it() {
+        let mut over_s = [0u32; 2];
+        for (i, pace) in [1.0, 1.3].into_iter().enumerate() {
+            for seed in 0..10 {
+                let mut sim = RouteSim::new(seed).with_pace(pace);
+                for second in 0..3600 {
+                    let fix = sim.sample(second * 1000).unwrap_or_else(|| unreachable!());
+                    let limit_kmh = sim.leg.limit_m_s * 3.6;
+                    // 5 km/h of slack: a junction is taken at up to 18 km/h, over
+                    // the slowest street's 15.
+                    if f64::from(fix.speed_cm_s) * 0.036 > limit_kmh + 5.0 {
+                        over_s[i] += 1;
+                    }
+                }
+            }
+        }
+        // A usual driver is over only for moments, braking into a slower street.
+        assert!(
+            over_s[0] < 36,
+            "usual drivers were over the limit {} s in 10 h",
+            over_s[0]
+        );
+        assert!(
+            over_s[1] > 3_000,
+            "speeders were over the limit only {} s in 10 h",
+            over_s[1]
+        );
     }
 
     #[test]

@@ -26,6 +26,12 @@
 //! - [`report`] and [`chart`] (a folder: grid, panels, axes, formatting,
 //!   SVG writing): the side-by-side table and SVG chart of a comparison run
 //!   (`loadgen bench-report`).
+//! - [`smq_put`]: `/put` → SMQ consumer throughput and latency, with
+//!   producers and consumers speaking as the seed's do (`loadgen smq-put`).
+//! - [`ws_fanout`]: `/message` fan-out to many WebSocket subscribers:
+//!   deliveries/s, losses, latency percentiles (`loadgen ws-fanout`).
+//! - [`stamp`]: the sequence number and send time those two put in each
+//!   message.
 //! - [`results`]: the serde schema of every result line the tools write and
 //!   the report and chart read ([`results::ResultLine`]).
 //! - [`mqtt`]: hand-written MQTT 3.1.1 packets for the raw-socket clients.
@@ -47,4 +53,7 @@ pub mod mqtt;
 pub mod procfs;
 pub mod report;
 pub mod results;
+pub mod smq_put;
+pub mod stamp;
+pub mod ws_fanout;
 pub mod ws_watch;

@@ -1,7 +1,8 @@
 //! `loadgen`: load any MQTT broker (`bench`), print and chart a comparison
 //! (`bench-report`), watch the gateway's WebSocket feed (`ws-watch`), or
 //! probe a broker with idle connections (`idle-conn`) or with clients that
-//! come and go (`churn`). See the modules of
+//! come and go (`churn`); measure the gateway's SMQ (`smq-put`) and its
+//! pub/sub proxy's fan-out (`ws-fanout`). See the modules of
 //! the `loadgen` library for what each does.
 
 use std::io::Write as _;
@@ -13,6 +14,8 @@ use loadgen::bench::{run_bench, BenchArgs};
 use loadgen::churn::{churn, ChurnArgs};
 use loadgen::conformance::{conformance, ConformanceArgs};
 use loadgen::idle_conn::{idle_connections, IdleConnArgs};
+use loadgen::smq_put::{smq_put, SmqPutArgs};
+use loadgen::ws_fanout::{ws_fanout, WsFanoutArgs};
 use loadgen::ws_watch::{ws_watch, WsWatchArgs};
 use loadgen::{chart, report, results};
 
@@ -41,6 +44,10 @@ enum Command {
     Churn(ChurnArgs),
     /// MQTT 3.1.1's MUST-close rules, one case per connection: how many the broker closes.
     Conformance(ConformanceArgs),
+    /// The gateway's SMQ: `/put` producers to consumers on the SMQ port, throughput and latency.
+    SmqPut(SmqPutArgs),
+    /// The gateway's `/message` proxy: one publisher, many WebSocket subscribers, deliveries/s and latency.
+    WsFanout(WsFanoutArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +58,26 @@ fn main() -> anyhow::Result<()> {
         Command::IdleConn(args) => run_idle_conn(&args),
         Command::Churn(args) => run_churn(&args),
         Command::Conformance(args) => run_conformance(&args),
+        Command::SmqPut(args) => {
+            init_tracing();
+            let report = multi_thread()?.block_on(smq_put(args.to_config()))?;
+            eprint!("{}", report.to_human());
+            println!(
+                "{}",
+                results::to_line(&report.to_line(args.label.as_deref()))
+            );
+            Ok(())
+        }
+        Command::WsFanout(args) => {
+            init_tracing();
+            let report = multi_thread()?.block_on(ws_fanout(args.to_config()))?;
+            eprint!("{}", report.to_human());
+            println!(
+                "{}",
+                results::to_line(&report.to_line(args.label.as_deref()))
+            );
+            Ok(())
+        }
     }
 }
 

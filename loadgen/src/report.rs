@@ -95,6 +95,34 @@ pub fn metrics_of(run: &ResultLine) -> Vec<Metric> {
             ),
         ],
         ResultLine::Bench(line) => bench_metrics(line),
+        ResultLine::SmqPut(line) => vec![
+            metric(
+                "SMQ: /put → consumer messages/s",
+                Better::Higher,
+                Unit::PerSecond,
+                finite(Some(line.received_per_s)),
+            ),
+            metric(
+                "SMQ: messages lost",
+                Better::Lower,
+                Unit::Count,
+                Some(line.lost as f64),
+            ),
+        ],
+        ResultLine::WsFanout(line) => vec![
+            metric(
+                "/message fan-out: deliveries/s",
+                Better::Higher,
+                Unit::PerSecond,
+                finite(Some(line.delivered_per_s)),
+            ),
+            metric(
+                "/message fan-out: deliveries lost",
+                Better::Lower,
+                Unit::Count,
+                Some(line.lost as f64),
+            ),
+        ],
         ResultLine::Other(_) => bench_metrics(&BenchLine::default()),
     }
 }

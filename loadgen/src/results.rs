@@ -94,6 +94,55 @@ pub struct ChurnLine {
     pub still_delivers: bool,
 }
 
+/// One `loadgen smq-put` result (`tool` tells it): `/put` → SMQ consumer;
+/// `refused` counts other answers than 200 by status; rates are 0 when flat out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmqPutLine {
+    pub tool: String,
+    pub scenario: String,
+    pub broker: Option<String>,
+    pub producers: usize,
+    pub consumers: usize,
+    pub payload_bytes: usize,
+    pub offered_per_s: u64,
+    pub sent: u64,
+    pub accepted: u64,
+    pub refused: BTreeMap<String, u64>,
+    pub received: u64,
+    pub duplicates: u64,
+    pub lost: u64,
+    pub accepted_per_s: f64,
+    pub received_per_s: f64,
+    pub put_latency_us: Option<LatencyLine>,
+    pub end_to_end_latency_us: Option<LatencyLine>,
+    pub first_error: Option<String>,
+}
+
+/// One `loadgen ws-fanout` result (`tool` tells it): `/message` to many
+/// subscribers; `expected` = accepted publishes × subscribers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WsFanoutLine {
+    pub tool: String,
+    pub scenario: String,
+    pub broker: Option<String>,
+    pub subscribers: usize,
+    pub payload_bytes: usize,
+    pub offered_per_s: u64,
+    pub published: u64,
+    pub published_per_s: f64,
+    pub publish_refused: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub error_frames: u64,
+    pub latency_us: Option<LatencyLine>,
+    pub first_error: Option<String>,
+}
+
 /// Latency percentiles in µs; written as `null` where nothing was measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -463,6 +512,8 @@ pub enum ResultLine {
     BridgeBench(Box<BridgeBenchRecord>),
     Churn(ChurnLine),
     Conformance(ConformanceLine),
+    SmqPut(Box<SmqPutLine>),
+    WsFanout(Box<WsFanoutLine>),
     Other(OtherRecord),
 }
 
@@ -472,7 +523,12 @@ impl<'de> Deserialize<'de> for ResultLine {
         let Some(object) = value.as_object() else {
             return Err(serde::de::Error::custom("a result line is a JSON object"));
         };
-        let typed = if object.contains_key("ws") {
+        let tool = object.get("tool").and_then(Value::as_str).unwrap_or("");
+        let typed = if tool == "loadgen smq-put" {
+            serde_json::from_value(value.clone()).map(|r| ResultLine::SmqPut(Box::new(r)))
+        } else if tool == "loadgen ws-fanout" {
+            serde_json::from_value(value.clone()).map(|r| ResultLine::WsFanout(Box::new(r)))
+        } else if object.contains_key("ws") {
             serde_json::from_value(value.clone()).map(|r| ResultLine::Ws(Box::new(r)))
         } else if object
             .get("bridge_bench")
@@ -507,6 +563,8 @@ impl ResultLine {
             ResultLine::BridgeBench(r) => r.scenario.as_deref(),
             ResultLine::Churn(l) => l.scenario.as_deref(),
             ResultLine::Conformance(l) => l.scenario.as_deref(),
+            ResultLine::SmqPut(l) => Some(&l.scenario),
+            ResultLine::WsFanout(l) => Some(&l.scenario),
             ResultLine::Other(r) => r.scenario.as_deref(),
         }
     }
@@ -520,6 +578,8 @@ impl ResultLine {
             ResultLine::BridgeBench(r) => r.broker.as_deref(),
             ResultLine::Churn(l) => l.broker.as_deref(),
             ResultLine::Conformance(l) => l.broker.as_deref(),
+            ResultLine::SmqPut(l) => l.broker.as_deref(),
+            ResultLine::WsFanout(l) => l.broker.as_deref(),
             ResultLine::Other(r) => r.broker.as_deref(),
         }
     }
@@ -555,6 +615,7 @@ mod tests {
                 ResultLine::BridgeBench(_) => "bridge_bench",
                 ResultLine::Churn(_) => "churn",
                 ResultLine::Conformance(_) => "conformance",
+                ResultLine::SmqPut(_) | ResultLine::WsFanout(_) => "http",
                 ResultLine::Other(_) => "other",
             });
             // The same keys, the same values, the same number types (an
@@ -569,6 +630,32 @@ mod tests {
             (14, 2, 1)
         );
         assert_eq!((count("bridge_bench"), count("other")), (1, 0));
+    }
+
+    #[test]
+    fn http_bench_lines_read_as_their_kinds_and_write_back() {
+        let smq = SmqPutLine {
+            tool: "loadgen smq-put".into(),
+            scenario: "smq-put".into(),
+            received: 7,
+            ..SmqPutLine::default()
+        };
+        let raw = to_line(&smq);
+        let line: ResultLine = serde_json::from_str(&raw).unwrap();
+        assert!(
+            matches!(&line, ResultLine::SmqPut(l) if l.received == 7),
+            "{line:?}"
+        );
+        assert_eq!(to_line(&line), raw);
+        let fanout = WsFanoutLine {
+            tool: "loadgen ws-fanout".into(),
+            scenario: "ws-fanout".into(),
+            subscribers: 100,
+            ..WsFanoutLine::default()
+        };
+        let line: ResultLine = serde_json::from_str(&to_line(&fanout)).unwrap();
+        assert!(matches!(&line, ResultLine::WsFanout(l) if l.subscribers == 100));
+        assert_eq!(line.scenario(), Some("ws-fanout"));
     }
 
     #[test]

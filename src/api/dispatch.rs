@@ -6,7 +6,7 @@
 //! request's state as `crate::fleet::dispatch::RequestView`; the ingest
 //! task applies each operation (`crate::fleet::dispatch` says what a
 //! request does over time). Bound: `dispatch.max_open_requests` (one more
-//! is 429); one operation at a time through the ingest task's queue.
+//! is 429 naming it); one operation at a time through the ingest task's queue.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::error::ErrorBody;
 use super::nearest::{body_number, body_object, degrees};
-use super::{ApiError, AppState};
+use super::{schemas, ApiError, AppState};
 use crate::fleet::dispatch::{DispatchError, RequestId};
 use crate::ingest::DispatchOp;
 
@@ -29,7 +30,10 @@ async fn run(
         .await
         .map_err(|_| ApiError::Unavailable)?
         .map_err(|e| match e {
-            DispatchError::Full(_) => ApiError::TooMany(e.to_string()),
+            DispatchError::Full(_) => ApiError::TooMany {
+                bound: "dispatch.max_open_requests",
+                message: e.to_string(),
+            },
             DispatchError::NotFound(_) => ApiError::NotFound(e.to_string()),
             DispatchError::Ended(..) | DispatchError::NothingToRelease(_) => {
                 ApiError::Conflict(e.to_string())
@@ -38,6 +42,14 @@ async fn run(
 }
 
 /// `POST /v2/search {"lat","lng"}` → `{"request_id": N}`: searched at once.
+#[utoipa::path(post, path = "/v2/search", operation_id = "dispatch_search", tag = "seed 004 nearest-driver",
+    request_body = schemas::DispatchSearch,
+    responses(
+        (status = 200, body = schemas::DispatchCreated),
+        (status = 400, description = "A bad field (`lat`, `lng`, `body`)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 429, description = "`dispatch.max_open_requests` are open", body = ErrorBody),
+    ))]
 pub async fn search(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body = body_object(&body)?;
     let lat = degrees("lat", body_number(&body, "lat")?, 90.0)?;
@@ -47,6 +59,15 @@ pub async fn search(State(state): State<AppState>, body: Bytes) -> Result<Respon
 }
 
 /// `POST /v2/cancel {"request_id":"N"}` (a string in the seed; a number too).
+#[utoipa::path(post, path = "/v2/cancel", operation_id = "dispatch_cancel", tag = "seed 004 nearest-driver",
+    request_body = schemas::DispatchCancel,
+    responses(
+        (status = 200, description = "The request, cancelled", body = schemas::DispatchRequest),
+        (status = 400, description = "No or a bad `request_id`", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The request has ended", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
 pub async fn cancel(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body = body_object(&body)?;
     let id = match body.get("request_id") {
@@ -54,22 +75,29 @@ pub async fn cancel(State(state): State<AppState>, body: Bytes) -> Result<Respon
         Some(Value::Number(n)) => n.as_u64(),
         _ => None,
     }
-    .ok_or_else(|| ApiError::BadField {
-        field: "request_id",
-        message: "request_id: is required (a request id, as a string or a number)".into(),
+    .ok_or_else(|| {
+        ApiError::field(
+            "request_id",
+            "is required (a request id, as a string or a number)",
+        )
     })?;
     let request = run(&state, DispatchOp::Cancel(id)).await?;
     Ok(Json(request).into_response())
 }
 
 fn request_id(raw: &str) -> Result<RequestId, ApiError> {
-    raw.parse().map_err(|_| ApiError::BadField {
-        field: "id",
-        message: format!("id: {raw:?} is not a request id"),
-    })
+    raw.parse()
+        .map_err(|_| ApiError::field("id", format!("{raw:?} is not a request id")))
 }
 
 /// `GET /v2/requests/{id}`: state, vehicle, distance, times.
+#[utoipa::path(get, path = "/v2/requests/{id}", operation_id = "dispatch_get", tag = "seed 004 nearest-driver",
+    params(("id" = u64, Path, description = "The request id")),
+    responses(
+        (status = 200, body = schemas::DispatchRequest),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -79,6 +107,14 @@ pub async fn get(
 }
 
 /// `POST /v2/requests/{id}/release`: the requester is done with the vehicle.
+#[utoipa::path(post, path = "/v2/requests/{id}/release", operation_id = "dispatch_release", tag = "seed 004 nearest-driver",
+    params(("id" = u64, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "The request, released", body = schemas::DispatchRequest),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Nothing to release, or ended", body = ErrorBody),
+    ))]
 pub async fn release(
     State(state): State<AppState>,
     Path(id): Path<String>,

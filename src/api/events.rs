@@ -23,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::{ApiError, AppState};
+use super::error::ErrorBody;
+use super::{schemas, ApiError, AppState};
 use crate::fleet::events::EventQuery;
 use crate::topics::VehicleId;
 use crate::views::RecentView;
@@ -33,20 +34,13 @@ pub const DEFAULT_LIMIT: usize = 100;
 /// Events per answer at most.
 pub const MAX_LIMIT: usize = 1000;
 
-fn bad(field: &'static str, what: impl Into<String>) -> ApiError {
-    ApiError::BadField {
-        field,
-        message: format!("{field}: {}", what.into()),
-    }
-}
-
 fn whole(params: &HashMap<String, String>, field: &'static str) -> Result<Option<u64>, ApiError> {
     params
         .get(field)
         .map(|raw| {
             raw.trim()
                 .parse::<u64>()
-                .map_err(|_| bad(field, format!("{raw:?} is not a whole number")))
+                .map_err(|_| ApiError::field(field, format!("{raw:?} is not a whole number")))
         })
         .transpose()
 }
@@ -76,7 +70,7 @@ fn parse(params: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
         .get("vehicle")
         .map(|raw| {
             VehicleId::parse(raw).ok_or_else(|| {
-                bad(
+                ApiError::field(
                     "vehicle",
                     format!("{raw:?} is not a vehicle id (1-64 of A-Z a-z 0-9 . _ -)"),
                 )
@@ -86,7 +80,12 @@ fn parse(params: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
     let limit = match whole(params, "limit")? {
         None => DEFAULT_LIMIT,
         Some(n) if (1..=MAX_LIMIT as u64).contains(&n) => n as usize,
-        Some(_) => return Err(bad("limit", format!("must be from 1 to {MAX_LIMIT}"))),
+        Some(_) => {
+            return Err(ApiError::field(
+                "limit",
+                format!("must be from 1 to {MAX_LIMIT}"),
+            ))
+        }
     };
     Ok(EventQuery {
         vehicle,
@@ -96,6 +95,19 @@ fn parse(params: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
     })
 }
 
+/// The recent events, oldest first.
+#[utoipa::path(get, path = "/events", tag = "fleet",
+    params(
+        ("vehicle" = Option<String>, Query, description = "Only this vehicle's events, and the dispatch transitions that assign it"),
+        ("since" = Option<u64>, Query, description = "Only events with a higher event_id (exclusive): the last answer's next_since"),
+        ("since_ms" = Option<u64>, Query, description = "Only events at or after this time, ms since the Unix epoch"),
+        ("limit" = Option<u32>, Query, description = "At most this many, 1 to 1000 (100)"),
+    ),
+    responses(
+        (status = 200, description = "Oldest first", body = schemas::EventsPage),
+        (status = 400, description = "A bad or unknown parameter, named in `field`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,

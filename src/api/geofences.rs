@@ -6,8 +6,9 @@
 //! [[lon, lat], …], "exit_buffer_m"}`). Out: the fence as stored, with its
 //! id; each edit is applied by the ingest task, which owns the fences, and
 //! emits the enter/exit events it implies for every vehicle at once.
-//! Bound: `geofence.max_fences` (one more is 409), `geofence.max_vertices`
-//! per polygon (400); one edit at a time through the ingest task's queue.
+//! Bound: `geofence.max_fences` (one more is 429 naming it, as every
+//! bound of the API), `geofence.max_vertices` per polygon (400); one edit
+//! at a time through the ingest task's queue.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,22 +16,23 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{ApiError, AppState};
+use super::error::ErrorBody;
+use super::{schemas, ApiError, AppState};
 use crate::config::geofence::FenceConfig;
 use crate::fleet::geofence::{FenceEditError, FenceId};
 
 fn fence_id(raw: &str) -> Result<FenceId, ApiError> {
-    raw.parse().map_err(|_| ApiError::BadField {
-        field: "id",
-        message: format!("id: {raw:?} is not a geofence id (a positive number)"),
+    raw.parse().map_err(|_| {
+        ApiError::field(
+            "id",
+            format!("{raw:?} is not a geofence id (a positive number)"),
+        )
     })
 }
 
 fn fence_body(body: &[u8]) -> Result<FenceConfig, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadField {
-        field: "body",
-        message: format!("body: not a geofence ({e})"),
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::field("body", format!("not a geofence ({e})")))
 }
 
 fn edit_error(e: FenceEditError) -> ApiError {
@@ -39,11 +41,17 @@ fn edit_error(e: FenceEditError) -> ApiError {
             field: "body",
             message,
         },
-        FenceEditError::Full(_) => ApiError::Conflict(e.to_string()),
+        FenceEditError::Full(_) => ApiError::TooMany {
+            bound: "geofence.max_fences",
+            message: e.to_string(),
+        },
         FenceEditError::NotFound(_) => ApiError::NotFound(e.to_string()),
     }
 }
 
+/// Every geofence, with its id.
+#[utoipa::path(get, path = "/geofences", operation_id = "geofence_list", tag = "fleet",
+    responses((status = 200, body = Vec<schemas::StoredGeofence>), (status = 503, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let fences = state
         .fleet
@@ -53,6 +61,14 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(fences).into_response())
 }
 
+/// One geofence.
+#[utoipa::path(get, path = "/geofences/{id}", operation_id = "geofence_get", tag = "fleet",
+    params(("id" = u32, Path, description = "The geofence id")),
+    responses(
+        (status = 200, body = schemas::StoredGeofence),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -69,6 +85,15 @@ pub async fn get(
     }
 }
 
+/// A new geofence; its enter/exit events go out at once.
+#[utoipa::path(post, path = "/geofences", operation_id = "geofence_create", tag = "fleet",
+    request_body = schemas::Geofence,
+    responses(
+        (status = 201, description = "Stored, with its id", body = schemas::StoredGeofence),
+        (status = 400, description = "Not a valid fence (`field`: `body`)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 429, description = "`geofence.max_fences` are stored", body = ErrorBody),
+    ))]
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let fence = fence_body(&body)?;
     let stored = state
@@ -80,6 +105,16 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
+/// Replaces a geofence; the transitions it implies go out at once.
+#[utoipa::path(put, path = "/geofences/{id}", operation_id = "geofence_replace", tag = "fleet",
+    params(("id" = u32, Path, description = "The geofence id")),
+    request_body = schemas::Geofence,
+    responses(
+        (status = 200, body = schemas::StoredGeofence),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
 pub async fn replace(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -96,6 +131,14 @@ pub async fn replace(
     Ok(Json(stored).into_response())
 }
 
+/// Deletes a geofence; vehicles inside it exit.
+#[utoipa::path(delete, path = "/geofences/{id}", operation_id = "geofence_delete", tag = "fleet",
+    params(("id" = u32, Path, description = "The geofence id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

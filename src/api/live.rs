@@ -5,8 +5,10 @@
 //!
 //! In: a WebSocket upgrade, optionally narrowed with
 //! `?vehicles=truck-1,truck-2` or `?bbox=min_lon,min_lat,max_lon,max_lat`
-//! (degrees). Out: first a snapshot `{"snapshot":true,"vehicles":[…]}` of
-//! every vehicle's status and latest position, then text
+//! (degrees). Out: first a snapshot `{"snapshot":true,"vehicles":[…],
+//! "requests":[…]}` of every vehicle's status and latest position and of
+//! the open dispatch requests (searching or holding a vehicle: what the
+//! map marks; their later transitions come as `"dispatch"`), then text
 //! frames `{"positions":[…],"statuses":[…],"events":[…]}` (and
 //! `"packages":[…]` when packages changed) batching what
 //! changed during `http.ws_frame_interval_ms`, with `"lagged": n` when the
@@ -30,6 +32,7 @@ use tokio::time::Instant;
 use super::socket::{listen, send};
 use super::{ApiError, AppState};
 use crate::fanout::{FanoutError, Filter, SubscribeOptions, Subscription};
+use crate::fleet::dispatch::RequestView;
 use crate::fleet::packages::Package;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
@@ -44,29 +47,28 @@ pub struct FeedParams {
 
 fn parse_filter(params: &FeedParams) -> Result<Filter, ApiError> {
     match (&params.vehicles, &params.bbox) {
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "give either vehicles or bbox, not both".into(),
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "bbox",
+            "give either vehicles or bbox, not both",
         )),
         (Some(list), None) => {
             let ids = list
                 .split(',')
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    VehicleId::parse(s)
-                        .ok_or_else(|| ApiError::BadRequest(format!("{s:?} is not a vehicle id")))
+                    VehicleId::parse(s).ok_or_else(|| {
+                        ApiError::field("vehicles", format!("{s:?} is not a vehicle id"))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if ids.is_empty() {
-                return Err(ApiError::BadRequest("vehicles= names no vehicle".into()));
+                return Err(ApiError::field("vehicles", "names no vehicle"));
             }
             Ok(Filter::Vehicles(ids))
         }
         (None, Some(bbox)) => {
-            let bad = || {
-                ApiError::BadRequest(
-                    "bbox must be min_lon,min_lat,max_lon,max_lat in degrees".into(),
-                )
-            };
+            let bad =
+                || ApiError::field("bbox", "must be min_lon,min_lat,max_lon,max_lat in degrees");
             let v: Vec<f64> = bbox
                 .split(',')
                 .map(|s| s.trim().parse::<f64>().map_err(|_| bad()))
@@ -96,6 +98,17 @@ fn parse_filter(params: &FeedParams) -> Result<Filter, ApiError> {
     }
 }
 
+/// The live feed (WebSocket): a snapshot, then batched changes.
+#[utoipa::path(get, path = "/ws", operation_id = "live_feed_socket", tag = "fleet",
+    params(
+        ("vehicles" = Option<String>, Query, description = "Only these vehicles, comma-separated"),
+        ("bbox" = Option<String>, Query, description = "Only inside min_lon,min_lat,max_lon,max_lat"),
+    ),
+    responses(
+        (status = 101, description = "WebSocket: `{\"snapshot\":true,\"vehicles\":[…]}`, then `{\"positions\",\"statuses\",\"events\"}` frames every `http.ws_frame_interval_ms`"),
+        (status = 400, description = "A bad `vehicles` or `bbox`, or not a WebSocket upgrade", body = super::error::ErrorBody),
+        (status = 429, description = "`fanout.max_subscribers` feeds are open", body = super::error::ErrorBody),
+    ))]
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(params): Query<FeedParams>,
@@ -111,12 +124,21 @@ pub async fn upgrade(
             filter: filter.clone(),
         })
         .map_err(|e| match e {
-            FanoutError::TooManySubscribers { max } => ApiError::TooManyClients(max),
+            FanoutError::TooManySubscribers { max } => too_many_feeds(max),
             FanoutError::ZeroCapacity => ApiError::Unavailable,
         })?;
     Ok(ws
         .on_upgrade(move |socket| feed(socket, subscription, filter, state))
         .into_response())
+}
+
+/// 429: every fan-out subscriber slot is taken (`/ws` and the track
+/// sockets share them).
+pub(super) fn too_many_feeds(max: usize) -> ApiError {
+    ApiError::TooMany {
+        bound: "fanout.max_subscribers",
+        message: format!("too many live feed clients: at most {max}"),
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -128,7 +150,7 @@ struct Frame<'a> {
     packages: Vec<&'a Package>,
     /// Dispatch requests' transitions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    dispatch: Vec<&'a crate::fleet::dispatch::RequestView>,
+    dispatch: Vec<&'a RequestView>,
     #[serde(skip_serializing_if = "is_zero")]
     lagged: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -136,6 +158,11 @@ struct Frame<'a> {
     /// Only in the snapshot: every vehicle with its status and position.
     #[serde(skip_serializing_if = "Option::is_none")]
     vehicles: Option<Vec<VehicleView<'a>>>,
+    /// Only in the snapshot: the open dispatch requests, oldest first (at
+    /// most `dispatch.max_open_requests`); an assigned one's vehicle is
+    /// reserved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<Vec<RequestView>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -183,7 +210,10 @@ async fn feed(
     let mut ping = tokio::time::interval((stall / 3).max(Duration::from_millis(10)));
 
     // The snapshot: every vehicle the filter admits, with its status and
-    // latest position, so a new client sees parked vehicles too.
+    // latest position, so a new client sees parked vehicles too, and the
+    // open requests (asked after subscribing: a transition after this copy
+    // is in the queue). Requests are not narrowed by the filter: a pickup
+    // point is no vehicle's, and there are few.
     if let Ok(vehicles) = state.fleet.all().await {
         let views: Vec<VehicleView> = vehicles
             .iter()
@@ -193,6 +223,7 @@ async fn feed(
         let frame = Frame {
             snapshot: true,
             vehicles: Some(views),
+            requests: Some(state.fleet.open_requests().await.unwrap_or_default()),
             ..Frame::default()
         };
         if let Ok(text) = serde_json::to_string(&frame) {

@@ -8,11 +8,11 @@
 //! apply). Bound: one question at a time to the ingest task (it refuses
 //! past `ingest::queries::QUEUED_QUERIES`, answered 503), at most
 //! `fleet::nearest::MAX_K` vehicles per answer; a `POST /tracking` that
-//! finds ingest's queue full is answered 503, never dropped silently.
+//! finds ingest's queue full is answered 429, never dropped silently.
 //!
 //! Errors: 400 with `{"error", "field"}` naming the bad field (where the
-//! seed answered a bad body with 500), 405 for another method, 503 when the
-//! fleet is busy.
+//! seed answered a bad body with 500), 405 for another method, 429 when
+//! ingest's queue is full, 503 when the fleet is busy.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -23,7 +23,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-use super::{ApiError, AppState};
+use super::error::ErrorBody;
+use super::{schemas, ApiError, AppState};
 use crate::clock::now_ms;
 use crate::fleet::nearest::MAX_K;
 use crate::ingest::{NearestQuery, VehiclePublish};
@@ -40,10 +41,7 @@ pub const MAX_RADIUS_M: f64 = 1_000_000.0;
 pub const DEFAULT_K: usize = 10;
 
 fn bad(field: &'static str, what: impl Into<String>) -> ApiError {
-    ApiError::BadField {
-        field,
-        message: format!("{field}: {}", what.into()),
-    }
+    ApiError::field(field, what)
 }
 
 pub(super) fn degrees(
@@ -86,6 +84,19 @@ struct NearbyView<'a> {
 /// `GET /vehicles/nearest?lat=…&lon=…&k=…&radius_m=…&all=true`: nearest
 /// first, each with its distance in metres and its state. Only `online`
 /// vehicles unless `all=true`.
+#[utoipa::path(get, path = "/vehicles/nearest", tag = "fleet",
+    params(
+        ("lat" = f64, Query, description = "Latitude, degrees"),
+        ("lon" = f64, Query, description = "Longitude, degrees"),
+        ("k" = Option<u32>, Query, description = "At most this many, 1 to 100 (10)"),
+        ("radius_m" = Option<f64>, Query, description = "Within this radius (5000)"),
+        ("all" = Option<bool>, Query, description = "Offline, unknown and reserved vehicles too (false)"),
+    ),
+    responses(
+        (status = 200, description = "Nearest first", body = Vec<schemas::NearbyVehicle>),
+        (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn nearest(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
@@ -161,6 +172,14 @@ pub(super) fn body_number(
 /// `POST /tracking {"id":"1","lat":-33.44,"lng":-70.63}` → 200, empty
 /// body. The position goes through ingest as a JSON position without a
 /// sequence number (ordered by arrival), like a device's.
+#[utoipa::path(post, path = "/tracking", tag = "seed 004 nearest-driver",
+    request_body = schemas::Tracking,
+    responses(
+        (status = 200, description = "Taken, empty body"),
+        (status = 400, description = "A bad field (`id`, `lat`, `lng`, `body`)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 429, description = "Ingest's queue is full (`ingest.queue`); retry", body = ErrorBody),
+    ))]
 pub async fn tracking(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body = body_object(&body)?;
     let id = match body.get("id") {
@@ -186,7 +205,10 @@ pub async fn tracking(State(state): State<AppState>, body: Bytes) -> Result<Resp
             payload: payload.into(),
             received_ms: now_ms(),
         })
-        .map_err(|_| ApiError::Unavailable)?;
+        .map_err(|_| ApiError::TooMany {
+            bound: "ingest.queue",
+            message: "ingest's queue is full (ingest.queue); try again".into(),
+        })?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -205,6 +227,14 @@ struct SeedLocation<'a> {
 /// `POST /search {"lat","lng","limit"}` → the nearest online vehicles
 /// within 15 km, nearest first (at most `limit`, or [`MAX_K`] when it is 0
 /// or missing); `[]` when none.
+#[utoipa::path(post, path = "/search", operation_id = "seed_search", tag = "seed 004 nearest-driver",
+    request_body = schemas::SeedSearch,
+    responses(
+        (status = 200, description = "Nearest first, within 15 km", body = Vec<schemas::SeedLocation>),
+        (status = 400, description = "A bad field (`lat`, `lng`, `limit`, `body`)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn search(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body = body_object(&body)?;
     let lat = degrees("lat", body_number(&body, "lat")?, 90.0)?;
@@ -272,15 +302,6 @@ fn spread(x: u64) -> u64 {
     x = (x | (x << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
     x = (x | (x << 2)) & 0x3333_3333_3333_3333;
     (x | (x << 1)) & 0x5555_5555_5555_5555
-}
-
-/// 405 for a method an endpoint does not take, in the API's JSON shape.
-pub async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(serde_json::json!({ "error": "method not allowed" })),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

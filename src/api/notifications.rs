@@ -28,6 +28,12 @@ pub struct NotificationParams {
 
 /// `GET /notification?userId=…`: every notification for the user, as text
 /// frames: first what waited in their mailbox, then live ones.
+#[utoipa::path(get, path = "/notification", tag = "seed 001 notifications",
+    params(("userId" = String, Query, description = "The user, 1-256 bytes")),
+    responses(
+        (status = 101, description = "WebSocket: each notification's `content` as a text frame, those that waited in the user's mailbox first"),
+        (status = 400, description = "No `userId`, or not a WebSocket upgrade", body = super::error::ErrorBody),
+    ))]
 pub async fn notifications(
     State(state): State<AppState>,
     Query(params): Query<NotificationParams>,
@@ -36,7 +42,7 @@ pub async fn notifications(
     let user = params
         .user_id
         .filter(|u| !u.is_empty() && u.len() <= 256)
-        .ok_or_else(|| ApiError::BadRequest("userId is required (1-256 bytes)".into()))?;
+        .ok_or_else(|| ApiError::field("userId", "is required (1-256 bytes)"))?;
     Ok(ws
         .on_upgrade(move |socket| notification_feed(socket, user, state))
         .into_response())

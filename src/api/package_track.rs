@@ -21,7 +21,7 @@
 //! counted in `fanout_dropped_total`), and the registry's copies of the
 //! vehicle's packages (one question to the ingest task on connect, per
 //! position frame and after a loss). Bound: that queue; the socket counts
-//! against `fanout.max_subscribers` like `/ws` (503 past it). A client that
+//! against `fanout.max_subscribers` like `/ws` (429 past it). A client that
 //! neither takes a frame nor answers a ping for `http.ws_stall_timeout_ms`
 //! is cut (`ws_stalled_disconnects_total`, shared with `/ws`).
 
@@ -44,16 +44,31 @@ use crate::metrics::Metrics;
 use crate::topics::VehicleId;
 use crate::views::PositionView;
 
+/// The package-tracking socket (seed 000, kept): one package per frame.
+#[utoipa::path(get, path = "/packages/track/{vehicleId}", operation_id = "package_track_socket", tag = "seed 000 packages",
+    params(("vehicleId" = String, Path, description = "The vehicle whose packages to stream")),
+    responses(
+        (status = 101, description = "WebSocket, no subscribe message: one compact JSON package `{\"id\",\"from\",\"to\",\"vehicleId\",\"status\"}` per text frame, on connect, on each change, and with `lat`, `lon`, `speed_kmh`, `heading_deg`, `time_ms` as the vehicle moves"),
+        (status = 400, description = "Not a vehicle id (`field`: `vehicleId`), or not a WebSocket upgrade", body = super::error::ErrorBody),
+        (status = 429, description = "`fanout.max_subscribers` feeds are open", body = super::error::ErrorBody),
+    ))]
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(vehicle): Path<String>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let vehicle = VehicleId::parse(&vehicle).ok_or_else(|| ApiError::BadField {
-        field: "vehicleId",
-        message: format!("vehicleId: {vehicle:?} is not a vehicle id (1-64 of A-Z a-z 0-9 . _ -)"),
+    let vehicle = VehicleId::parse(&vehicle).ok_or_else(|| {
+        ApiError::field(
+            "vehicleId",
+            format!("{vehicle:?} is not a vehicle id (1-64 of A-Z a-z 0-9 . _ -)"),
+        )
     })?;
-    let ws = ws.map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    // The id is judged first; then axum's own answer to a request that is
+    // not an upgrade (made JSON by `error::json_errors`).
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
     let subscription = state
         .fanout
         .subscribe(SubscribeOptions {
@@ -63,7 +78,7 @@ pub async fn upgrade(
             filter: Filter::Vehicles(vec![vehicle.clone()]),
         })
         .map_err(|e| match e {
-            FanoutError::TooManySubscribers { max } => ApiError::TooManyClients(max),
+            FanoutError::TooManySubscribers { max } => super::live::too_many_feeds(max),
             FanoutError::ZeroCapacity => ApiError::Unavailable,
         })?;
     Ok(ws

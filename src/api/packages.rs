@@ -11,12 +11,12 @@
 //! - `POST /packages/{id}/move {"vehicleId"}` → the package on its new vehicle;
 //! - `POST /packages/{id}/deliver` → the package, delivered.
 //!
-//! In: HTTP requests, bodies of at most [`MAX_BODY_BYTES`] (413 past it).
+//! In: HTTP requests, bodies of at most `http.max_body_bytes` (413 past it).
 //! Out: copies of the registry (`crate::fleet::packages`), owned by the
 //! ingest task; each change it applies goes out as an `Update::Package` to
 //! the bridge (`package_status`, `message_id` = the vehicle id), the MQTT
 //! republisher and the WebSockets. Bound: `fleet.max_packages` (one more
-//! in transit is 429 naming it), one call at a time through the ingest
+//! in transit is 429 naming it in `"bound"`), one call at a time through the ingest
 //! task's queue (503 when it is full, for reads).
 //!
 //! Errors: `{"error"}` JSON; 400 with `"field"` naming the bad one, 404 for
@@ -27,117 +27,62 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::nearest::method_not_allowed;
-use super::{package_track, ApiError, AppState};
+use super::error::ErrorBody;
+use super::{package_track, schemas, ApiError, AppState};
 use crate::clock::now_ms;
 use crate::fleet::packages::{Package, PackageError, PackageId, MAX_PLACE_LEN};
 use crate::ingest::{PackageChange, PackageLookup};
 use crate::topics::VehicleId;
 use crate::views::VehicleView;
 
-/// Largest request body: three names and an id fit many times over.
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
-
 /// The `/packages` routes; `track` is a static segment, so no package
 /// named "track" is reachable at `GET /packages/track`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/packages",
-            get(list).post(create).fallback(method_not_allowed),
-        )
-        .route(
-            "/packages/track/{vehicle}",
-            get(package_track::upgrade).fallback(method_not_allowed),
-        )
-        .route("/packages/{id}", get(read).fallback(method_not_allowed))
-        .route(
-            "/packages/{id}/move",
-            post(move_to).fallback(method_not_allowed),
-        )
-        .route(
-            "/packages/{id}/deliver",
-            post(deliver).fallback(method_not_allowed),
-        )
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(package_track::upgrade))
+        .routes(routes!(read))
+        .routes(routes!(move_to))
+        .routes(routes!(deliver))
 }
 
-/// What a package endpoint answers instead of its result.
-#[derive(Debug)]
-pub enum Refusal {
-    Api(ApiError),
-    /// 429: `fleet.max_packages` packages are in transit.
-    Full(usize),
-    /// 413: the body is over [`MAX_BODY_BYTES`].
-    TooLarge,
+fn bad(field: &'static str, what: impl Into<String>) -> ApiError {
+    ApiError::field(field, what)
 }
 
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Refusal::Api(e)
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Api(e) => e.into_response(),
-            Refusal::Full(max) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({
-                    "error": format!(
-                        "package registry full: {max} packages in transit (fleet.max_packages = {max}); deliver some first"
-                    ),
-                    "bound": "fleet.max_packages",
-                })),
-            )
-                .into_response(),
-            Refusal::TooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({
-                    "error": format!("the request body is over {MAX_BODY_BYTES} bytes")
-                })),
-            )
-                .into_response(),
-        }
-    }
-}
-
-fn bad(field: &'static str, what: impl Into<String>) -> Refusal {
-    Refusal::Api(ApiError::BadField {
-        field,
-        message: format!("{field}: {}", what.into()),
-    })
-}
-
-fn refused(e: PackageError) -> Refusal {
+fn refused(e: PackageError) -> ApiError {
     match e {
-        PackageError::Full(max) => Refusal::Full(max),
-        PackageError::Unknown(_) => ApiError::NotFound(e.to_string()).into(),
-        PackageError::AlreadyDelivered(_) => ApiError::Conflict(e.to_string()).into(),
+        PackageError::Full(max) => ApiError::TooMany {
+            bound: "fleet.max_packages",
+            message: format!(
+                "package registry full: {max} packages in transit (fleet.max_packages = {max}); deliver some first"
+            ),
+        },
+        PackageError::Unknown(_) => ApiError::NotFound(e.to_string()),
+        PackageError::AlreadyDelivered(_) => ApiError::Conflict(e.to_string()),
         PackageError::InTransit(_) => ApiError::Conflict(format!(
             "{e}; move it with POST /packages/{{id}}/move, deliver it first to use its id again"
-        ))
-        .into(),
+        )),
         PackageError::BadPlace => bad("from", e.to_string()),
     }
 }
 
-fn unavailable<T>(_: T) -> Refusal {
-    ApiError::Unavailable.into()
+fn unavailable<T>(_: T) -> ApiError {
+    ApiError::Unavailable
 }
 
 /// An id in the path or body: 1-64 of A-Z a-z 0-9 . _ -.
-fn parse_id(field: &'static str, raw: &str) -> Result<VehicleId, Refusal> {
+fn parse_id(field: &'static str, raw: &str) -> Result<VehicleId, ApiError> {
     VehicleId::parse(raw).ok_or_else(|| {
         bad(
             field,
@@ -147,25 +92,18 @@ fn parse_id(field: &'static str, raw: &str) -> Result<VehicleId, Refusal> {
 }
 
 /// The JSON object of a request body, or why not.
-fn body_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Refusal> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Refusal::TooLarge
-        } else {
-            bad("body", format!("cannot be read ({e})"))
-        }
-    })?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad("body", "must be a JSON object")),
-        Err(e) => Err(bad("body", format!("is not JSON ({e})"))),
-    }
+fn body_object(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, Value>, ApiError> {
+    let limit = state.http.max_body_bytes;
+    super::nearest::body_object(&body.map_err(|e| super::error::body_refused(e, limit))?)
 }
 
 fn string_field<'a>(
     body: &'a Map<String, Value>,
     field: &'static str,
-) -> Result<Option<&'a str>, Refusal> {
+) -> Result<Option<&'a str>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -173,7 +111,7 @@ fn string_field<'a>(
     }
 }
 
-fn place<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, Refusal> {
+fn place<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, ApiError> {
     match string_field(body, field)? {
         Some(s) if !s.trim().is_empty() && s.len() <= MAX_PLACE_LEN => Ok(s),
         Some(_) => Err(bad(
@@ -184,7 +122,7 @@ fn place<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a st
     }
 }
 
-fn vehicle_field(body: &Map<String, Value>) -> Result<VehicleId, Refusal> {
+fn vehicle_field(body: &Map<String, Value>) -> Result<VehicleId, ApiError> {
     match string_field(body, "vehicleId")? {
         Some(raw) => parse_id("vehicleId", raw),
         None => Err(bad("vehicleId", "is required (a vehicle id)")),
@@ -193,14 +131,14 @@ fn vehicle_field(body: &Map<String, Value>) -> Result<VehicleId, Refusal> {
 
 /// An id for a package created without one: unique for this gateway's run,
 /// and unlikely to meet one from an earlier run.
-fn new_id() -> Result<PackageId, Refusal> {
+fn new_id() -> Result<PackageId, ApiError> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     // Digits and dashes, at most 44 bytes: always a valid id.
-    VehicleId::parse(&format!("pkg-{}-{n}", now_ms())).ok_or(Refusal::Api(ApiError::Unavailable))
+    VehicleId::parse(&format!("pkg-{}-{n}", now_ms())).ok_or(ApiError::Unavailable)
 }
 
-async fn change(state: &AppState, change: PackageChange) -> Result<Package, Refusal> {
+async fn change(state: &AppState, change: PackageChange) -> Result<Package, ApiError> {
     state
         .fleet
         .package(change)
@@ -210,11 +148,20 @@ async fn change(state: &AppState, change: PackageChange) -> Result<Package, Refu
 }
 
 /// `POST /packages`: 201 with the package.
+#[utoipa::path(post, path = "/packages", operation_id = "package_create", tag = "seed 000 packages",
+    request_body = schemas::NewPackage,
+    responses(
+        (status = 201, description = "Created, in transit", body = schemas::Package),
+        (status = 400, description = "A bad field (`from`, `to`, `vehicleId`, `id`, `body`)", body = ErrorBody),
+        (status = 409, description = "That id is in transit", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 429, description = "`fleet.max_packages` in transit", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Refusal> {
-    let body = body_object(body)?;
+) -> Result<Response, ApiError> {
+    let body = body_object(&state, body)?;
     let from = place(&body, "from")?.to_owned();
     let to = place(&body, "to")?.to_owned();
     let vehicle = vehicle_field(&body)?;
@@ -243,11 +190,18 @@ struct Carried<'a> {
     vehicle: Option<VehicleView<'a>>,
 }
 
-/// `GET /packages/{id}`.
+/// `GET /packages/{id}`: the package with its carrier's live state.
+#[utoipa::path(get, path = "/packages/{id}", operation_id = "package_read", tag = "seed 000 packages",
+    params(("id" = String, Path, description = "The package id")),
+    responses(
+        (status = 200, body = schemas::CarriedPackage),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown package", body = ErrorBody),
+    ))]
 pub async fn read(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let id = parse_id("id", &id)?;
     let found = state
         .fleet
@@ -255,7 +209,10 @@ pub async fn read(
         .await
         .map_err(unavailable)?;
     let Some(package) = found.first() else {
-        return Err(ApiError::NotFound(format!("unknown package {:?}", id.as_str())).into());
+        return Err(ApiError::NotFound(format!(
+            "unknown package {:?}",
+            id.as_str()
+        )));
     };
     let vehicle = match VehicleId::parse(&package.vehicle_id) {
         Some(v) => state.fleet.one(v).await.map_err(unavailable)?,
@@ -268,11 +225,17 @@ pub async fn read(
     .into_response())
 }
 
-/// `GET /packages?vehicleId=…`.
+/// `GET /packages?vehicleId=…`: that vehicle's packages, sorted by id.
+#[utoipa::path(get, path = "/packages", operation_id = "package_list", tag = "seed 000 packages",
+    params(("vehicleId" = String, Query, description = "The carrying vehicle")),
+    responses(
+        (status = 200, body = Vec<schemas::Package>),
+        (status = 400, description = "No or a bad `vehicleId`", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let Some(raw) = params.get("vehicleId") else {
         return Err(bad(
             "vehicleId",
@@ -289,26 +252,45 @@ pub async fn list(
 }
 
 /// `POST /packages/{id}/move {"vehicleId"}`: a hand-over to another vehicle.
+#[utoipa::path(post, path = "/packages/{id}/move", operation_id = "package_move", tag = "seed 000 packages",
+    params(("id" = String, Path, description = "The package id")),
+    request_body = schemas::PackageMove,
+    responses(
+        (status = 200, description = "The package on its new vehicle", body = schemas::Package),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Already delivered", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
 pub async fn move_to(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let id = parse_id("id", &id)?;
-    let vehicle = vehicle_field(&body_object(body)?)?;
+    let vehicle = vehicle_field(&body_object(&state, body)?)?;
     let package = change(&state, PackageChange::Move { id, vehicle }).await?;
     Ok(Json(package).into_response())
 }
 
 /// `POST /packages/{id}/deliver` (any body is ignored).
+#[utoipa::path(post, path = "/packages/{id}/deliver", operation_id = "package_deliver", tag = "seed 000 packages",
+    params(("id" = String, Path, description = "The package id")),
+    responses(
+        (status = 200, description = "The package, delivered", body = schemas::Package),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Already delivered", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
 pub async fn deliver(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     if let Err(e) = body {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return Err(Refusal::TooLarge);
+            return Err(super::error::body_refused(e, state.http.max_body_bytes));
         }
     }
     let id = parse_id("id", &id)?;

@@ -23,7 +23,7 @@ use crate::edge::handoff::READ_CHUNK as HANDOFF_READ_CHUNK;
 use crate::fanout::WhenFull;
 use crate::fleet::driving::Track;
 use crate::fleet::events::Recent;
-use crate::fleet::geofence::{Member, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
+use crate::fleet::geofence::{Memberships, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
 use crate::fleet::nearest::Grid;
 use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
@@ -140,7 +140,7 @@ impl Config {
                         + 256
                         // a 20-byte entry, and the cell's key and Vec if alone in it
                         + MAX_INDEX_CELLS_PER_FENCE as u64 * 64)
-                    + max_vehicles as u64 * size_of::<Option<heapless::Vec<Member, MAX_MEMBERSHIPS>>>() as u64,
+                    + max_vehicles as u64 * size_of::<Option<Memberships>>() as u64,
                 why: format!(
                     "geofence.max_fences = {} × (max_vertices = {} × 16 bytes + {MAX_INDEX_CELLS_PER_FENCE} index cells), and {MAX_MEMBERSHIPS} memberships per vehicle",
                     self.geofence.max_fences, self.geofence.max_vertices
@@ -251,6 +251,24 @@ impl Config {
             self.pubsub
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
+        items.extend(self.auth.budget_items());
+        items.push(Item {
+            name: "HTTP connections",
+            bytes: self.http.max_connections.get() as u64 * (crate::api::serve::MAX_BUF_BYTES as u64 + 4096),
+            why: format!(
+                "http.max_connections = {} × (a request-head buffer of {} bytes + state); a body, at most http.max_body_bytes, is read while its request is handled and not counted here",
+                self.http.max_connections,
+                crate::api::serve::MAX_BUF_BYTES
+            ),
+        });
+        items.push(Item {
+            name: "per-source connection counts",
+            bytes: self.mqtt.max_tracked_sources.get() as u64 * 64,
+            why: format!(
+                "mqtt.max_tracked_sources = {} addresses × 64 bytes",
+                self.mqtt.max_tracked_sources
+            ),
+        });
         MemoryBudget { items }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [events]
-//! ring = 1024                   # recent events kept for GET /events
+//! ring = 256                    # recent events kept for GET /events
 //!
 //! [events.overspeed]
 //! default_limit_kmh = 90        # none by default: only listed vehicles and fences
@@ -45,7 +45,7 @@ pub struct EventsConfig {
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
-            ring: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            ring: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             overspeed: OverspeedConfig::default(),
             motion: MotionConfig::default(),
         }

@@ -56,6 +56,8 @@ pub struct Config {
     pub smq: crate::smq::SmqConfig,
     /// The WebSocket pub/sub proxy (seed 003) at `GET /message` (`crate::pubsub`).
     pub pubsub: crate::pubsub::PubSubConfig,
+    /// Who may connect and what each client may do (`crate::auth`).
+    pub auth: crate::auth::AuthConfig,
     pub log: LogConfig,
     /// Where the gateway keeps state that must survive a restart.
     pub data_dir: DataDir,
@@ -135,6 +137,8 @@ impl<'de> Deserialize<'de> for AmqpNodes {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
+    /// Loopback by default: reachable from other machines only with
+    /// `auth.password_file` set or `auth.allow_anonymous = true`.
     pub listen: SocketAddr,
     /// Connections at once, vehicles and handed-off clients together; one
     /// more is closed straight after accept and counted as refused.
@@ -157,12 +161,29 @@ pub struct MqttConfig {
     /// longer than 1 KiB (`edge::frame_pool`); a connection whose frame
     /// does not fit is closed, and only it.
     pub large_frame_pool_bytes: NonZeroUsize,
+    /// Connections one address may open per minute; one more bans it for
+    /// `source_ban_s` (`edge::sources`, EMQX's flapping detection). 0: no limit.
+    pub max_connects_per_source_per_minute: u32,
+    pub source_ban_s: u64,
+    /// Addresses whose connection rate is tracked at once; past it a new
+    /// address is admitted untracked (counted).
+    pub max_tracked_sources: NonZeroUsize,
+    /// Apply the per-source limit to loopback addresses too (off: tools on
+    /// the box may connect as fast as they like).
+    pub limit_loopback_sources: bool,
+    /// PUBLISHes per second one client may send; a faster client is not
+    /// read until it is back within its rate (`edge::rate`). 0: no limit.
+    pub max_messages_per_s_per_client: u32,
+    /// Bytes per second one client may send, likewise. 0: no limit.
+    pub max_bytes_per_s_per_client: u32,
+    /// How far ahead of its rates a client may run (a burst), in ms.
+    pub rate_burst_ms: u64,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             max_connections: nz(6_000),
             connect_timeout_ms: 5_000,
             max_packet_size_bytes: nz(16 * 1024),
@@ -170,6 +191,13 @@ impl Default for MqttConfig {
             max_qos2_inflight: nz(16),
             max_pending_acks: nz(256),
             large_frame_pool_bytes: nz(8 * 1024 * 1024),
+            max_connects_per_source_per_minute: 120,
+            source_ban_s: 300,
+            max_tracked_sources: nz(4096),
+            limit_loopback_sources: false,
+            max_messages_per_s_per_client: 0,
+            max_bytes_per_s_per_client: 0,
+            rate_burst_ms: 1000,
         }
     }
 }
@@ -401,6 +429,7 @@ impl Default for BridgeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Loopback by default, as `mqtt.listen`.
     pub listen: SocketAddr,
     /// Updates queued per WebSocket client, and its policy when full.
     pub ws_queue: NonZeroUsize,
@@ -416,12 +445,22 @@ pub struct HttpConfig {
     /// Updates queued per track socket (conflated: one vehicle's latest
     /// position, its package changes in order).
     pub package_track_queue: NonZeroUsize,
+    /// The largest request body any endpoint reads (SMQ `/put` included):
+    /// one more byte is 413. Bodies are read one per request as it is
+    /// handled and dropped with it.
+    pub max_body_bytes: usize,
+    /// HTTP connections at once (WebSockets included); one more is closed
+    /// at accept and counted.
+    pub max_connections: NonZeroUsize,
+    /// A request head (line and headers) must arrive within this, or the
+    /// connection is closed (Slowloris).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             // One entry per vehicle: a full-fleet view conflates, never drops.
             ws_queue: nz(5_000),
             ws_when_full: WhenFull::Conflate,
@@ -429,6 +468,11 @@ impl Default for HttpConfig {
             ws_stall_timeout_ms: 10_000,
             package_track_interval_ms: 1_000,
             package_track_queue: nz(4),
+            // A 256-vertex polygon fence is ~7 KiB of JSON, an SMQ message
+            // at most smq.max_message_bytes (16 KiB).
+            max_body_bytes: 64 * 1024,
+            max_connections: nz(32),
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -447,6 +491,11 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// `http.max_body_bytes` must let a package or a geofence through, and
+/// stay small next to the memory bound.
+const MIN_BODY_BYTES: usize = 1024;
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 const fn nz(n: usize) -> NonZeroUsize {
     match NonZeroUsize::new(n) {
@@ -480,6 +529,11 @@ impl Config {
                 "mqtt.connect_timeout_ms must be above 0".into(),
             ));
         }
+        if self.http.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout_ms must be above 0".into(),
+            ));
+        }
         if self.fleet.sweep_interval_ms == 0 || self.http.ws_frame_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "fleet.sweep_interval_ms and http.ws_frame_interval_ms must be above 0".into(),
@@ -502,10 +556,24 @@ impl Config {
                 "bridge.spool_segment_bytes must be at least 4096 and bridge.spool_max_bytes at least twice that".into(),
             ));
         }
+        if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.http.max_body_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_body_bytes = {} must be from {MIN_BODY_BYTES} to {MAX_BODY_BYTES}",
+                self.http.max_body_bytes
+            )));
+        }
         self.geofence.check().map_err(ConfigError::Invalid)?;
         self.dispatch.check().map_err(ConfigError::Invalid)?;
         self.events.check().map_err(ConfigError::Invalid)?;
         self.smq.validate()?;
+        let mut listeners = vec![
+            ("mqtt.listen", self.mqtt.listen),
+            ("http.listen", self.http.listen),
+        ];
+        if self.smq.enabled {
+            listeners.push(("smq.listen", self.smq.listen));
+        }
+        self.auth.validate(&listeners)?;
         if self.gateway_id.0.is_empty() {
             return Err(ConfigError::Invalid("gateway_id must not be empty".into()));
         }

@@ -240,9 +240,55 @@ impl Reply {
         }
     }
 
+    /// SUBACK refusing one filter (0x80).
+    pub const fn suback_failure(pkid: u16) -> Reply {
+        let [hi, lo] = pkid.to_be_bytes();
+        Reply {
+            bytes: [0x90, 0x03, hi, lo, 0x80],
+            len: 5,
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+}
+
+/// What the edge needs of a PUBLISH it forwards to a client, read from its
+/// raw frame without decoding the payload.
+pub struct PublishMeta<'a> {
+    pub topic: &'a str,
+    pub qos: u8,
+    /// 0 for QoS 0.
+    pub pkid: u16,
+}
+
+/// The topic, QoS and packet id of a raw PUBLISH frame; `None` if it is
+/// not one or is cut short.
+pub fn publish_meta(raw: &[u8]) -> Option<PublishMeta<'_>> {
+    let first = *raw.first()?;
+    if first >> 4 != 3 {
+        return None;
+    }
+    let qos = (first >> 1) & 0b11;
+    // The remaining length: 1 to 4 bytes, the last without its top bit.
+    let mut at = 1;
+    while raw.get(at)? & 0x80 != 0 {
+        at += 1;
+        if at > 4 {
+            return None;
+        }
+    }
+    at += 1;
+    let len = usize::from(u16::from_be_bytes([*raw.get(at)?, *raw.get(at + 1)?]));
+    let topic = std::str::from_utf8(raw.get(at + 2..at + 2 + len)?).ok()?;
+    let pkid = if qos > 0 {
+        let p = at + 2 + len;
+        u16::from_be_bytes([*raw.get(p)?, *raw.get(p + 1)?])
+    } else {
+        0
+    };
+    Some(PublishMeta { topic, qos, pkid })
 }
 
 /// Encodes `packet` into `out` (appended).
@@ -253,6 +299,30 @@ pub fn encode(packet: &Packet, out: &mut BytesMut) -> Result<(), MqttError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_meta_reads_topic_qos_and_id_from_the_raw_frame() {
+        let mut wire = BytesMut::new();
+        let mut publish = Publish::new("a/b", rumqttc::mqttbytes::QoS::ExactlyOnce, vec![7u8; 300]);
+        publish.pkid = 513;
+        encode(&Packet::Publish(publish), &mut wire).unwrap();
+        let meta = publish_meta(&wire).unwrap();
+        assert_eq!((meta.topic, meta.qos, meta.pkid), ("a/b", 2, 513));
+        let mut wire = BytesMut::new();
+        encode(
+            &Packet::Publish(Publish::new(
+                "t",
+                rumqttc::mqttbytes::QoS::AtMostOnce,
+                vec![],
+            )),
+            &mut wire,
+        )
+        .unwrap();
+        let meta = publish_meta(&wire).unwrap();
+        assert_eq!((meta.topic, meta.qos, meta.pkid), ("t", 0, 0));
+        assert!(publish_meta(&wire[..3]).is_none());
+        assert!(publish_meta(&[0x40, 2, 0, 1]).is_none());
+    }
 
     #[test]
     fn frames_split_at_every_byte_come_out_whole() {

@@ -50,7 +50,10 @@ pub mod conformance;
 pub mod filters;
 pub mod frame_pool;
 pub mod handoff;
+mod hello;
+pub mod rate;
 pub mod registry;
+pub mod sources;
 mod vehicle;
 mod write;
 
@@ -68,6 +71,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, Credentials};
 use crate::broker::{BrokerPublisher, InternalBroker};
 use crate::config::{BrokerConfig, MqttConfig};
 use crate::ingest::IngestSender;
@@ -85,6 +89,8 @@ pub struct EdgeContext {
     pub ingest: IngestSender,
     pub publisher: BrokerPublisher,
     pub registry: Arc<VehicleRegistry>,
+    /// Who may connect, and what each client may do.
+    pub auth: Arc<Auth>,
     /// rumqttd, reached in-process; the edge logs in with its own login in
     /// place of the client's (which the edge has checked).
     pub broker: InternalBroker,
@@ -97,26 +103,43 @@ pub struct EdgeContext {
     next_client_number: AtomicU64,
     /// Connections open now, at most `mqtt.max_connections`.
     open: AtomicUsize,
+    /// Connections over the limit being answered now ([`Refusal`]).
+    refusing: AtomicUsize,
+    /// Connections per source address, and bans.
+    sources: sources::SourceTable,
+    /// Each client's message and byte rates.
+    pub rate: rate::ClientRate,
     /// When the edge started: connections keep times as ms since then.
     started: tokio::time::Instant,
 }
 
+/// The stages and services the edge hands work to.
+pub struct EdgeLinks {
+    pub metrics: Arc<Metrics>,
+    pub ingest: IngestSender,
+    pub publisher: BrokerPublisher,
+    pub registry: Arc<VehicleRegistry>,
+    pub internal: InternalBroker,
+    pub auth: Arc<Auth>,
+}
+
 impl EdgeContext {
-    pub fn new(
-        mqtt: &MqttConfig,
-        broker: &BrokerConfig,
-        metrics: Arc<Metrics>,
-        ingest: IngestSender,
-        publisher: BrokerPublisher,
-        registry: Arc<VehicleRegistry>,
-        internal: InternalBroker,
-    ) -> Self {
+    pub fn new(mqtt: &MqttConfig, broker: &BrokerConfig, links: EdgeLinks) -> Self {
+        let EdgeLinks {
+            metrics,
+            ingest,
+            publisher,
+            registry,
+            internal,
+            auth,
+        } = links;
         EdgeContext {
             mqtt: mqtt.clone(),
             metrics: metrics.clone(),
             ingest,
             publisher,
             registry,
+            auth,
             broker: internal,
             filters: FilterBudget::new(
                 broker.max_filters.get(),
@@ -127,6 +150,9 @@ impl EdgeContext {
             frames: frame_pool::FramePool::new(mqtt.large_frame_pool_bytes.get()),
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            sources: sources::SourceTable::new(mqtt),
+            rate: rate::ClientRate::new(mqtt),
             started: tokio::time::Instant::now(),
         }
     }
@@ -138,6 +164,32 @@ impl EdgeContext {
     /// Milliseconds since the edge started (see [`clock_start`](Self::clock_start)).
     fn clock_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Microseconds since the edge started, for the rate limits.
+    fn clock_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Charges a client's packet to its rate (`edge::rate`), counting the
+    /// packet that puts it over.
+    fn charge_rate(&self, tat_us: &mut u64, raw_len: usize, publish: bool) {
+        let before = *tat_us;
+        let now = self.clock_us();
+        if self.rate.charge(tat_us, now, raw_len, publish).is_some()
+            && self.rate.resume_at(before, now).is_none()
+        {
+            Metrics::inc(&self.metrics.clients_throttled_total);
+        }
+    }
+
+    /// When a client over its rate may be read again; `None`: now.
+    fn over_rate(&self, tat_us: u64) -> Option<tokio::time::Instant> {
+        if !self.rate.is_limited() {
+            return None;
+        }
+        let resume_us = self.rate.resume_at(tat_us, self.clock_us())?;
+        self.started.checked_add(Duration::from_micros(resume_us))
     }
 
     fn clock_start(&self) -> tokio::time::Instant {
@@ -193,7 +245,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Usually EMFILE: back off instead of spinning.
@@ -202,9 +254,24 @@ pub async fn serve(
                         continue;
                     }
                 };
+                match ctx.sources.admit(peer.ip(), ctx.clock_ms()) {
+                    sources::Admission::Admit => {}
+                    sources::Admission::Untracked => Metrics::inc(&ctx.metrics.sources_untracked_total),
+                    admission => {
+                        if admission == sources::Admission::BannedNow {
+                            Metrics::inc(&ctx.metrics.sources_banned_total);
+                            tracing::warn!(%peer, limit = ctx.mqtt.max_connects_per_source_per_minute, ban_s = ctx.mqtt.source_ban_s, "source banned: too many connections in a minute");
+                        }
+                        Metrics::inc(&ctx.metrics.connections_refused_total_source_banned);
+                        drop(stream);
+                        continue;
+                    }
+                }
                 let Some(slot) = Slot::take(&ctx) else {
                     Metrics::inc(&ctx.metrics.connections_refused_total_limit);
-                    drop(stream);
+                    if let Some(refusal) = Refusal::take(&ctx) {
+                        connections.spawn(refuse_over_limit(stream, refusal));
+                    }
                     continue;
                 };
                 Metrics::inc(&ctx.metrics.connections_accepted_total);
@@ -242,6 +309,47 @@ impl std::ops::Deref for Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Connections over `mqtt.max_connections` answered at once: each waits
+/// for its CONNECT (at most [`REFUSAL_WAIT`]) to be told CONNACK 3. Past
+/// these the socket is closed unanswered (still counted as refused): a
+/// flood must not buy itself tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+/// A place among the [`MAX_REFUSALS_IN_FLIGHT`].
+struct Refusal(Arc<EdgeContext>);
+
+impl Refusal {
+    fn take(ctx: &Arc<EdgeContext>) -> Option<Refusal> {
+        ctx.refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REFUSALS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Refusal(ctx.clone()))
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The global connection limit answered as MQTT 3.1.1 says, not by a
+/// silent close: read the CONNECT (so closing does not reset the
+/// connection before the client has read the answer), then CONNACK 3
+/// "server unavailable".
+async fn refuse_over_limit(mut stream: TcpStream, _place: Refusal) {
+    let mut buf = BytesMut::new();
+    let read = codec::read_raw_frame(&mut stream, &mut buf, MAX_CONNECT_BYTES);
+    if let Ok(Ok(raw)) = tokio::time::timeout(REFUSAL_WAIT, read).await {
+        if raw.raw.first().is_some_and(|b| b >> 4 == 1) {
+            let _ = refuse(&mut stream, ConnectReturnCode::ServiceUnavailable).await;
+        }
     }
 }
 
@@ -290,7 +398,7 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
         };
         if let Some(splice) = hand_off(stream, buf, &hello, handoff, &ctx) {
             splice.await;
-        }
+        };
     }
 }
 
@@ -299,18 +407,15 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
 fn hand_off<'a>(
     stream: TcpStream,
     buf: BytesMut,
-    hello: &vehicle::Hello,
+    hello: &'a vehicle::Hello,
     handoff: Box<vehicle::HandOff>,
     ctx: &'a EdgeContext,
 ) -> Option<Pin<Box<impl Future<Output = ()> + Send + 'a>>> {
-    let mut connect = hello.connect()?;
-    if connect.client_id.is_empty() {
-        connect.client_id = ctx.generated_client_id();
-    }
+    let connect = hello.connect()?;
     Metrics::inc(&ctx.metrics.handoffs_total);
     Some(Box::pin(async move {
         let _handed = Gauge::enter(&ctx.metrics.connections_handed_off);
-        handoff::splice(stream, buf, connect, *handoff, ctx).await;
+        handoff::splice(stream, buf, connect, hello.principal(), *handoff, ctx).await;
     }))
 }
 
@@ -376,7 +481,28 @@ async fn read_connect(
         let _ = refuse(stream, ConnectReturnCode::BadClientId).await;
         return None;
     }
-    Some(vehicle::Hello::new(&raw, &connect))
+    // Who it is, checked before anything is answered; an empty client id
+    // (clean session only) gets one of the gateway's, which the ACL's %c
+    // then sees.
+    let client_id = match connect.client_id.as_str() {
+        "" => ctx.generated_client_id(),
+        id => id.to_owned(),
+    };
+    let credentials = Credentials {
+        client_id: &client_id,
+        username: connect.login.as_ref().map(|l| l.username.as_str()),
+        password: connect.login.as_ref().map(|l| l.password.as_bytes()),
+        will_topic: connect.last_will.as_ref().map(|w| w.topic.as_str()),
+    };
+    let principal = match ctx.auth.authenticate(&credentials).await {
+        Ok(principal) => principal,
+        Err(code) => {
+            tracing::debug!(peer = ?stream.peer_addr().ok(), client_id, ?code, "CONNECT refused");
+            let _ = refuse(stream, code).await;
+            return None;
+        }
+    };
+    Some(vehicle::Hello::new(&raw, &connect, principal))
 }
 
 async fn refuse(stream: &mut TcpStream, code: ConnectReturnCode) -> std::io::Result<()> {
@@ -405,11 +531,14 @@ mod tests {
         let ctx = Arc::new(EdgeContext::new(
             &MqttConfig::default(),
             &BrokerConfig::default(),
-            metrics,
-            ingest,
-            publisher,
-            registry,
-            InternalBroker::for_tests(),
+            EdgeLinks {
+                auth: Arc::new(Auth::open(metrics.clone())),
+                metrics,
+                ingest,
+                publisher,
+                registry,
+                internal: InternalBroker::for_tests(),
+            },
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

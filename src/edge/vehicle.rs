@@ -23,7 +23,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -31,11 +31,13 @@ use tokio::time::Instant;
 use super::codec::{self, Frame, Reply};
 use super::conformance::Violation;
 use super::frame_pool::SMALL_FRAME_BYTES;
+pub use super::hello::{fire_will, Hello};
 use super::registry::Registration;
 pub use super::write::{send, WRITE_TIMEOUT};
 use super::write::{write_all_timed, write_now, WriteRest};
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
+use crate::auth::{Decision, Principal};
 use crate::clock::now_ms;
 use crate::ingest::{AckRequest, IngestClosed, VehiclePublish};
 use crate::metrics::Metrics;
@@ -44,39 +46,6 @@ use crate::topics::{command_topic, VehicleId, VehicleTopic};
 /// Bytes reserved for each read: a position publish is ~50 bytes, so this
 /// holds a few without a second read.
 const READ_CHUNK: usize = 256;
-
-/// A client's CONNECT as the session keeps it: the raw frame, exactly sized,
-/// decoded again only when it is needed (a will to fire, a hand-off). A
-/// decoded `Connect` would hold five separately allocated strings for the
-/// whole life of the connection.
-pub struct Hello {
-    raw: Box<[u8]>,
-    pub keep_alive: u16,
-    pub clean_session: bool,
-}
-
-impl Hello {
-    /// `raw` must be the frame `connect` was decoded from.
-    pub fn new(raw: &[u8], connect: &Connect) -> Hello {
-        Hello {
-            raw: raw.into(),
-            keep_alive: connect.keep_alive,
-            clean_session: connect.clean_session,
-        }
-    }
-
-    /// The CONNECT again (it decoded once, so it decodes again).
-    pub fn connect(&self) -> Option<Connect> {
-        let mut buf = BytesMut::from(&self.raw[..]);
-        match codec::next_frame(&mut buf, usize::MAX) {
-            Ok(Some(Frame {
-                packet: Packet::Connect(connect),
-                ..
-            })) => Some(connect),
-            _ => None,
-        }
-    }
-}
 
 /// How a vehicle session ended.
 pub enum Outcome {
@@ -155,6 +124,7 @@ pub fn serve<'a>(
             registration: None,
             acks: None,
             frame_room: 0,
+            rate_tat_us: 0,
         };
         // In ms since the edge started: 8 bytes in every task, not 16.
         let mut last_heard = ctx.clock_ms();
@@ -180,6 +150,11 @@ pub fn serve<'a>(
                     break End::Lost("malformed packet");
                 }
             };
+            // Over its rate: nothing more is read or handled until it is
+            // back within it (boxed: rare, and kept out of the idle task).
+            if let Some(resume) = ctx.over_rate(session.rate_tat_us) {
+                Box::pin(tokio::time::sleep_until(resume)).await;
+            }
             // Too many acknowledgements waiting for the spool: read nothing
             // more from this client until some go out.
             let held_back = session.acks_full();
@@ -266,7 +241,9 @@ pub fn serve<'a>(
                 Ok(Some(frame)) => {
                     last_heard = ctx.clock_ms();
                     session.release_frame_room();
-                    session.handle(frame)
+                    let publish = matches!(frame.packet, Packet::Publish(_));
+                    ctx.charge_rate(&mut session.rate_tat_us, frame.raw.len(), publish);
+                    session.handle(frame, hello.principal())
                 }
                 // `frame_ready` said a whole, well-formed header is there.
                 Ok(None) => continue,
@@ -307,7 +284,7 @@ pub fn serve<'a>(
                 if let Some(connect) = hello.connect() {
                     tracing::debug!(client_id = %connect.client_id, why, "vehicle connection lost");
                     if let Some(will) = connect.last_will {
-                        fire_will(ctx, &will.topic, will.message);
+                        fire_will(ctx, hello.principal(), &will.topic, will.message);
                     }
                 }
                 Outcome::Closed
@@ -326,6 +303,8 @@ struct Session<'a> {
     /// Bytes taken from the edge's frame pool for the large frame being
     /// read (0 for a small one); given back when it is whole, or at the end.
     frame_room: u32,
+    /// Where this client stands against its rates (`edge::rate`).
+    rate_tat_us: u64,
 }
 
 impl Drop for Session<'_> {
@@ -336,15 +315,25 @@ impl Drop for Session<'_> {
 
 impl<'a> Session<'a> {
     /// Handles one packet, without waiting for anything.
-    fn handle(&mut self, frame: Frame) -> Step<'a> {
+    fn handle(&mut self, frame: Frame, who: &Principal) -> Step<'a> {
         match &frame.packet {
             Packet::Publish(publish) => match VehicleTopic::parse(&publish.topic) {
                 Some(VehicleTopic::Uplink(vehicle, kind)) => {
-                    let item = VehiclePublish {
-                        vehicle,
-                        kind,
-                        payload: publish.payload.clone(),
-                        received_ms: now_ms(),
+                    let item = match self.ctx.auth.may_publish(who, &publish.topic) {
+                        Decision::Allow => Some(VehiclePublish {
+                            vehicle,
+                            kind,
+                            payload: publish.payload.clone(),
+                            received_ms: now_ms(),
+                        }),
+                        // 3.1.1 has no negative PUBACK: acknowledged, dropped
+                        // and counted, as Mosquitto does.
+                        Decision::Deny => {
+                            Metrics::inc(&self.ctx.metrics.acl_denied_total);
+                            tracing::debug!(client_id = %who.client_id, topic = %publish.topic, "publish denied by the ACL");
+                            None
+                        }
+                        Decision::Revoked => return self.revoked(),
                     };
                     self.accept_publish(publish, item)
                 }
@@ -364,6 +353,17 @@ impl<'a> Session<'a> {
                     },
                     _ => None,
                 };
+                if let (Some(_), [only]) = (&own, subscribe.filters.as_slice()) {
+                    match self.ctx.auth.may_subscribe(who, &only.path) {
+                        Decision::Allow => {}
+                        Decision::Deny => {
+                            Metrics::inc(&self.ctx.metrics.acl_denied_total);
+                            tracing::debug!(client_id = %who.client_id, filter = %only.path, "subscription denied by the ACL");
+                            return Step::Reply(Reply::suback_failure(subscribe.pkid));
+                        }
+                        Decision::Revoked => return self.revoked(),
+                    }
+                }
                 match (own, &self.registration) {
                     (Some(vid), Some(r)) if r.vehicle() == &vid => {}
                     (Some(vid), None) => self.registration = Some(self.ctx.registry.register(vid)),
@@ -397,10 +397,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Takes a device publish into ingest. A QoS 1/2 publish is answered
-    /// (PUBACK, PUBREC) once it is kept: when the spool has it.
-    fn accept_publish(&mut self, publish: &Publish, item: VehiclePublish) -> Step<'a> {
-        let mut item = Some(item);
+    /// The client's user left the password file (a reload): the session ends.
+    fn revoked(&self) -> Step<'a> {
+        Metrics::inc(&self.ctx.metrics.connections_closed_revoked_total);
+        Step::End(End::Lost("credentials revoked"))
+    }
+
+    /// Takes a device publish into ingest (`None`: denied, only answered).
+    /// A QoS 1/2 publish is answered (PUBACK, PUBREC) once it is kept: when
+    /// the spool has it, in order with the publishes before it.
+    fn accept_publish(&mut self, publish: &Publish, mut item: Option<VehiclePublish>) -> Step<'a> {
         let ack = match publish.qos {
             QoS::AtMostOnce => {
                 if let Some(item) = item {
@@ -541,22 +547,4 @@ fn keep_alive_deadline(
             ))
         })
         .flatten()
-}
-
-/// Publishes a vanished vehicle's last will: a device topic goes through
-/// ingest like any publish; any other topic straight into the broker.
-pub fn fire_will(ctx: &EdgeContext, topic: &str, payload: Bytes) {
-    Metrics::inc(&ctx.metrics.wills_published_total);
-    match VehicleTopic::parse(topic) {
-        Some(VehicleTopic::Uplink(vehicle, kind)) => ctx.ingest.offer(VehiclePublish {
-            vehicle,
-            kind,
-            payload,
-            received_ms: now_ms(),
-        }),
-        _ if !crate::topics::is_gateway_namespace(topic) && !topic.starts_with('$') => {
-            ctx.publisher.publish(topic.to_owned(), payload);
-        }
-        _ => Metrics::inc(&ctx.metrics.acl_denied_total),
-    }
 }

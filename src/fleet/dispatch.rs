@@ -384,6 +384,12 @@ impl Dispatch {
             .or_else(|| self.ended.iter().find(|r| r.request_id == id).cloned())
     }
 
+    /// The open (searching or assigned) requests, oldest first: at most
+    /// `dispatch.max_open_requests`. The live map's snapshot shows them.
+    pub fn open(&self) -> impl Iterator<Item = &RequestView> {
+        self.open.values().map(|r| &r.view)
+    }
+
     /// The request holding this vehicle, if any.
     pub fn holder(&self, slot: Slot) -> Option<RequestId> {
         self.reserved.get(slot as usize).copied().flatten()

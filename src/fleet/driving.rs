@@ -63,7 +63,7 @@ enum Motion {
     Stopped,
 }
 
-/// One vehicle's driving state: 40 bytes.
+/// One vehicle's driving state: 32 bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Track {
     /// Motion: where it stopped, or the first fix of the quiet window
@@ -73,8 +73,9 @@ pub struct Track {
     /// Overspeed: fix time since which it has been above the threshold;
     /// [`NOT_ABOVE`] when it is not.
     above_since_ms: u64,
-    /// Its own limit (listed, or the default).
-    own_limit: Option<(f32, LimitSource)>,
+    /// Its own limit in km/h (listed, or the default); NaN for none.
+    own_limit_kmh: f32,
+    own_limit_from: LimitSource,
     motion: Motion,
     speeding: bool,
 }
@@ -85,7 +86,8 @@ const IDLE: Track = Track {
     anchor_e6: (0, 0),
     anchor_ms: 0,
     above_since_ms: NOT_ABOVE,
-    own_limit: None,
+    own_limit_kmh: f32::NAN,
+    own_limit_from: LimitSource::Default,
     motion: Motion::Unknown,
     speeding: false,
 };
@@ -127,14 +129,19 @@ impl Driving {
     /// A new vehicle in `slot`: looks up its own limit once, so a fix
     /// never hashes its id.
     pub fn add_vehicle(&mut self, slot: Slot, id: &VehicleId) {
-        let own_limit = match self.listed.get(id) {
-            Some(&kmh) => Some((kmh as f32, LimitSource::Vehicle)),
-            None => self
-                .default_limit_kmh
-                .map(|kmh| (kmh as f32, LimitSource::Default)),
+        let (own_limit_kmh, own_limit_from) = match self.listed.get(id) {
+            Some(&kmh) => (kmh as f32, LimitSource::Vehicle),
+            None => (
+                self.default_limit_kmh.map_or(f32::NAN, |kmh| kmh as f32),
+                LimitSource::Default,
+            ),
         };
         if let Some(track) = self.tracks.get_mut(slot as usize) {
-            *track = Track { own_limit, ..IDLE };
+            *track = Track {
+                own_limit_kmh,
+                own_limit_from,
+                ..IDLE
+            };
         }
     }
 
@@ -197,7 +204,8 @@ impl Driving {
                 }
             }
         }
-        let own = track.own_limit.map(|(kmh, from)| (f64::from(kmh), from));
+        let own = (!track.own_limit_kmh.is_nan())
+            .then(|| (f64::from(track.own_limit_kmh), track.own_limit_from));
         let limit = match (own, fence_limit) {
             (Some((kmh, from)), Some(f)) if kmh <= f.kmh => Some((kmh, from, None)),
             (_, Some(f)) => Some((f.kmh, LimitSource::Fence, Some(f.fence))),

@@ -46,13 +46,16 @@ use shape::{Candidate, Shape};
 
 /// Fences one vehicle can be in at once.
 pub const MAX_MEMBERSHIPS: usize = 8;
+/// One vehicle's fences, in a fixed array with a one-byte length (72
+/// bytes with the `Option` that says whether it is known yet).
+pub type Memberships = FixedVec<Member, MAX_MEMBERSHIPS, u8>;
 /// Index cells, in degrees (about 5.5 km north–south).
 const INDEX_DEG: f64 = 0.05;
-/// A fence whose box covers more index cells (about 30 × 20 km) is kept
+/// A fence whose box covers more index cells (about 20 × 15 km) is kept
 /// out of the index and looked at for every fix (its box first, so that
 /// costs four comparisons): the index stays at most this many entries per
 /// fence.
-pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 32;
+pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 16;
 const M_PER_DEG: f64 = 111_195.0;
 
 /// A fence's id: its position in the config, from 1.
@@ -176,7 +179,7 @@ pub struct Geofences {
     /// Fences too big to index cell by cell: looked at for every fix.
     large: Vec<Candidate>,
     /// Per slot: the fences it is in; `None` until its first fix after start.
-    members: Vec<Option<FixedVec<Member, MAX_MEMBERSHIPS>>>,
+    members: Vec<Option<Memberships>>,
     metrics: Arc<Metrics>,
 }
 

@@ -561,7 +561,7 @@ mod tests {
         use std::mem::size_of;
         assert!(size_of::<FleetEvent>() <= size_of::<PositionUpdate>());
         assert_eq!(size_of::<Update>(), size_of::<PositionUpdate>());
-        assert_eq!(size_of::<driving::Track>(), 40);
+        assert_eq!(size_of::<driving::Track>(), 32);
     }
 
     #[tokio::test(start_paused = true)]

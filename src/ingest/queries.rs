@@ -33,6 +33,8 @@ pub(super) enum Query {
         oneshot::Sender<Result<RequestView, DispatchError>>,
     ),
     Fence(FenceId, oneshot::Sender<Option<FenceView>>),
+    /// Copies of the open dispatch requests.
+    OpenRequests(oneshot::Sender<Vec<RequestView>>),
     /// Create (`id: None`), replace, or delete (`fence: None`).
     EditFence {
         id: Option<FenceId>,
@@ -170,6 +172,16 @@ impl FleetQueries {
         rx.await.map_err(|_| FleetUnavailable)
     }
 
+    /// The open dispatch requests (searching or assigned), oldest first;
+    /// at most `dispatch.max_open_requests`.
+    pub async fn open_requests(&self) -> Result<Vec<RequestView>, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::OpenRequests(tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
     /// Creates, replaces or deletes a geofence (the fence as stored, `None`
     /// once deleted); waits for room, like a package change.
     pub async fn edit_fence(
@@ -271,6 +283,9 @@ impl Query {
             }
             Query::Fence(id, reply) => {
                 let _ = reply.send(pipeline.fleet.geofences.get(id));
+            }
+            Query::OpenRequests(reply) => {
+                let _ = reply.send(pipeline.fleet.dispatch.open().cloned().collect());
             }
             Query::EditFence { id, fence, reply } => {
                 let deleting = fence.is_none();

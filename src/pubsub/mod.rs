@@ -55,7 +55,7 @@
 //! clients, and the broker's subscribers.
 
 pub mod config;
-pub mod filter;
+pub use crate::topic_filter as filter;
 pub mod hub;
 pub mod ws;
 
@@ -70,7 +70,7 @@ use crate::edge::filters::LocalFilters;
 use crate::edge::EdgeContext;
 use crate::metrics::Metrics;
 
-/// Opens the proxy's link into the broker; [`ws::router`] serves it.
+/// Opens the proxy's link into the broker; [`router`] serves it.
 pub fn start(
     config: &PubSubConfig,
     broker: &Broker,
@@ -89,7 +89,15 @@ pub fn start(
     Ok(hub)
 }
 
-/// `GET /message`, merged into the gateway's HTTP router.
-pub fn router<S: Clone + Send + Sync + 'static>(hub: Arc<Hub>, stall: Duration) -> axum::Router<S> {
-    ws::router(hub, stall)
+/// `GET /message` on `hub`, merged into the gateway's route table.
+pub fn router<S: Clone + Send + Sync + 'static>(
+    hub: Arc<Hub>,
+    stall: Duration,
+) -> utoipa_axum::router::OpenApiRouter<S> {
+    ws::routes().with_state(ws::Ctx { hub, stall })
+}
+
+/// The stateless table behind [`router`] (for the OpenAPI checks).
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<ws::Ctx> {
+    ws::routes()
 }

@@ -19,37 +19,49 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::config::READ_BUFFER_BYTES;
 use super::filter::{valid_filter, valid_topic, MAX_TOPIC_BYTES};
 use super::hub::{Connection, Hub, HubError};
+use crate::api::error::ErrorBody;
+use crate::api::ApiError;
 use crate::metrics::Metrics;
 use crate::topics::is_gateway_namespace;
 
+/// The proxy's hub and `http.ws_stall_timeout_ms`: the route's state.
 #[derive(Clone)]
-struct Ctx {
-    hub: Arc<Hub>,
-    stall: Duration,
+pub struct Ctx {
+    pub hub: Arc<Hub>,
+    pub stall: Duration,
 }
 
-/// `GET /message`, for any router state.
-pub fn router<S: Clone + Send + Sync + 'static>(hub: Arc<Hub>, stall: Duration) -> Router<S> {
-    Router::new()
-        .route("/message", get(upgrade))
-        .with_state(Ctx { hub, stall })
+/// `GET /message` with its OpenAPI entry; [`Ctx`] is its state.
+pub fn routes() -> OpenApiRouter<Ctx> {
+    OpenApiRouter::new().routes(routes!(upgrade))
 }
 
+/// The seed-003 proxy's socket.
+#[utoipa::path(get, path = "/message", operation_id = "pubsub_socket", tag = "seed 003 pubsub",
+    responses(
+        (status = 101, description = "WebSocket: `{\"action\":\"subscribe\"|\"unsubscribe\",\"topic\":F}` and `{\"action\":\"publish\",\"topic\":T,\"message\":M}` in; every subscriber of T gets `{\"action\":\"publish\",\"topic\":T,\"message\":M}`; a bad request gets `{\"action\":\"error\",\"error\",\"status\"}` and the socket stays open"),
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 429, description = "`pubsub.max_connections` sockets are open", body = ErrorBody),
+    ))]
 async fn upgrade(State(ctx): State<Ctx>, ws: WebSocketUpgrade) -> Response {
     let Some(conn) = ctx.hub.connect() else {
         let max = ctx.hub.config().max_connections;
-        let body = json!({ "error": format!("{max} pub/sub WebSockets are open (pubsub.max_connections); try again later") });
-        return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        return ApiError::TooMany {
+            bound: "pubsub.max_connections",
+            message: format!(
+                "{max} pub/sub WebSockets are open (pubsub.max_connections); try again later"
+            ),
+        }
+        .into_response();
     };
     let frame = ctx.hub.config().max_frame_bytes();
     ws.max_message_size(frame)

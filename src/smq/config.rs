@@ -61,7 +61,7 @@ impl Default for SmqConfig {
     fn default() -> Self {
         SmqConfig {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 5151)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 5151)),
             mem_queue_size: nz(10_000),
             max_bytes: nz(4 * 1024 * 1024),
             max_message_bytes: nz(16 * 1024),

@@ -7,6 +7,7 @@
 //! - [`mqtt`]: a raw MQTT 3.1.1 client and a device that publishes fixes;
 //! - [`amqp`]: RabbitMQ (URL, bridge config, consumers, an outage proxy);
 //! - [`ws`]: WebSocket clients of the gateway's feeds;
+//! - [`browser`]: a real headless Chromium, for the web page;
 //! - [`process`]: the gateway binary as a child process, command-line tools;
 //! - [`smq`]: a consumer that talks as the SMQ seed's client does, `/put`;
 //! - [`fixtures`]: the one position fixture every test builds on.
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod amqp;
+pub mod browser;
 pub mod fixtures;
 pub mod mqtt;
 pub mod process;
@@ -24,7 +26,7 @@ pub mod ws;
 
 // Each test file uses a few of these: the rest is unused there.
 #[allow(unused_imports)]
-pub use {amqp::*, fixtures::*, mqtt::*, process::*, smq::*, ws::*};
+pub use {amqp::*, browser::*, fixtures::*, mqtt::*, process::*, smq::*, ws::*};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -85,8 +87,23 @@ pub async fn http_request(
     path: &str,
     json_body: Option<&str>,
 ) -> (u16, String) {
+    http_request_with(addr, method, path, &[], json_body).await
+}
+
+/// [`http_request`] with extra header lines (`"Authorization: Bearer …"`).
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    json_body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect http");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        req.push_str(header);
+        req.push_str("\r\n");
+    }
     if let Some(body) = json_body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -105,6 +122,52 @@ pub async fn http_request(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// An HTTP answer: status, head (lower-cased header lines) and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::trim)
+        })
+    }
+
+    /// The body as JSON, failing the test with the answer when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Sends `head` (request line and headers, without the blank line) and
+/// `body` on a fresh connection, closed after the answer.
+pub async fn http_exchange(addr: SocketAddr, head: &str, body: &[u8]) -> HttpReply {
+    let mut s = TcpStream::connect(addr).await.expect("connect http");
+    let request = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut resp))
+        .await
+        .expect("an answer within the deadline")
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    HttpReply {
+        status,
+        head: head.to_lowercase(),
+        body: body.to_string(),
+    }
 }
 
 /// The value of one series in the `/metrics` served at `http`, or `None`

@@ -22,8 +22,13 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(TcpStream::connect(addr).await.expect("tcp connect"))
+    }
+
+    /// A client on a connection the test made (e.g. from another address).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         RawClient {
-            stream: TcpStream::connect(addr).await.expect("tcp connect"),
+            stream,
             buf: BytesMut::new(),
             last_pkid: 0,
         }

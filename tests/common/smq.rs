@@ -212,6 +212,11 @@ impl MosquittoSub {
 
     /// The same, subscribing at `qos` (`-q`).
     pub fn start_at_qos(port: u16, filter: &str, qos: u8) -> MosquittoSub {
+        MosquittoSub::start_with(port, filter, qos, &[])
+    }
+
+    /// The same, with more of mosquitto_sub's arguments (`-u`, `-P`, …).
+    pub fn start_with(port: u16, filter: &str, qos: u8, extra: &[&str]) -> MosquittoSub {
         require_tool("mosquitto_sub");
         // stdbuf: mosquitto_sub block-buffers stdout into a pipe otherwise.
         let mut child = Command::new("stdbuf")
@@ -224,6 +229,7 @@ impl MosquittoSub {
                 &port.to_string(),
             ])
             .args(["-t", filter, "-v", "-d", "-q", &qos.to_string()])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -238,6 +244,28 @@ impl MosquittoSub {
             }
         });
         MosquittoSub { child, lines }
+    }
+
+    /// Every line up to and including the first containing `needle`
+    /// (blocking): what it printed before, to check what it did not get.
+    pub fn lines_until(&self, needle: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains(needle);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "mosquitto_sub printed no line with {needle:?} in time; it printed {seen:#?}"
+                ),
+            }
+        }
     }
 
     /// The first line containing `needle` (blocking; call from spawn_blocking).

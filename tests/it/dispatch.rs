@@ -162,3 +162,52 @@ async fn bad_dispatch_calls_get_json_errors() {
     let (code, _) = http_get(gw.http_addr, "/v2/search").await;
     assert_eq!(code, 405);
 }
+
+#[tokio::test]
+async fn a_new_live_feed_client_learns_the_open_requests_from_its_snapshot() {
+    let gw = gateway().await;
+    let mut cab = RawClient::mqtt(gw.mqtt_addr, "cab-1", 30).await;
+    cab.send(Packet::Publish(Publish::from_bytes(
+        "v/cab-1/pos",
+        QoS::AtLeastOnce,
+        position(1),
+    )))
+    .await;
+    assert!(matches!(cab.recv().await, Some(Packet::PubAck(_))));
+    let (lat, lng) = (f64::from(HOME_E6.0) / 1e6, f64::from(HOME_E6.1) / 1e6);
+    let search = |lat: f64, lng: f64| format!(r#"{{"lat":{lat},"lng":{lng}}}"#);
+    // one takes the cab; one, far from any vehicle, keeps searching; one ends
+    let mut ids = Vec::new();
+    for body in [search(lat, lng), search(10.0, 10.0), search(-10.0, -10.0)] {
+        let (code, answer) = http_post_json(gw.http_addr, "/v2/search", &body).await;
+        assert_eq!(code, 200, "{answer}");
+        ids.push(json(&answer)["request_id"].as_u64().unwrap());
+    }
+    let cancel = format!(r#"{{"request_id":{}}}"#, ids[2]);
+    let (code, answer) = http_post_json(gw.http_addr, "/v2/cancel", &cancel).await;
+    assert_eq!(code, 200, "{answer}");
+
+    let mut feed = ws_connect(gw.http_addr, "/ws").await;
+    let snapshot = next_json(&mut feed).await;
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    let open: Vec<(u64, &str, Option<&str>)> = snapshot["requests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no requests in the snapshot: {snapshot}"))
+        .iter()
+        .map(|r| {
+            (
+                r["request_id"].as_u64().unwrap(),
+                r["state"].as_str().unwrap(),
+                r["vehicle_id"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        open,
+        [
+            (ids[0], "assigned", Some("cab-1")),
+            (ids[1], "searching", None)
+        ],
+        "open requests, oldest first, the ended one left out"
+    );
+}

@@ -142,12 +142,34 @@ async fn connection_limit_refuses_one_more_and_counts_it() {
     let gw = gateway_with(config).await;
     let _a = RawClient::mqtt(gw.mqtt_addr, "a", 30).await;
     let _b = RawClient::mqtt(gw.mqtt_addr, "b", 30).await;
+    // Told so, as 3.1.1 says (CONNACK 3, server unavailable), then closed.
     let mut c = RawClient::connect(gw.mqtt_addr).await;
+    c.send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new("c")))
+        .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(
+            ack.code,
+            rumqttc::mqttbytes::v4::ConnectReturnCode::ServiceUnavailable
+        ),
+        other => panic!("expected CONNACK 3, got {other:?}"),
+    }
     assert_eq!(c.recv().await, None);
-    assert_eq!(
-        metric(&gw, "fleetgate_connections_refused_total{reason=\"limit\"}").await,
-        1
-    );
+    // The one over the limit is refused, not everyone after it.
+    drop(_a);
+    let mut attempts = 0;
+    let _d = loop {
+        attempts += 1;
+        assert!(attempts < 1000, "a freed place never admitted a new client");
+        let mut d = RawClient::connect(gw.mqtt_addr).await;
+        d.send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new("d")))
+            .await;
+        if let Some(Packet::ConnAck(ack)) = d.recv().await {
+            if ack.code == rumqttc::mqttbytes::v4::ConnectReturnCode::Success {
+                break d;
+            }
+        }
+    };
+    assert!(metric(&gw, "fleetgate_connections_refused_total{reason=\"limit\"}").await >= 1);
 }
 
 #[tokio::test]
@@ -470,5 +492,125 @@ async fn a_large_frame_that_does_not_fit_the_pool_closes_only_its_connection() {
     assert_eq!(
         metric(&gw, "fleetgate_connections_closed_frame_pool_total").await,
         1
+    );
+}
+
+/// A source that reconnects too often is banned, and only it: a client from
+/// another address is served as before.
+#[tokio::test]
+async fn a_flapping_source_is_banned_and_other_sources_are_not() {
+    let mut config = test_config();
+    config.mqtt.max_connects_per_source_per_minute = 3;
+    config.mqtt.limit_loopback_sources = true;
+    let gw = gateway_with(config).await;
+    for i in 0..3 {
+        let c = RawClient::mqtt(gw.mqtt_addr, &format!("flap-{i}"), 30).await;
+        drop(c);
+    }
+    let mut fourth = RawClient::connect(gw.mqtt_addr).await;
+    fourth
+        .send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new(
+            "flap-3",
+        )))
+        .await;
+    assert_eq!(
+        fourth.recv().await,
+        None,
+        "the fourth connection in a minute is refused"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "fleetgate_connections_refused_total{reason=\"source_banned\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(metric(&gw, "fleetgate_sources_banned_total").await, 1);
+    // Another address (127.0.0.2 is loopback too, and its own source).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(gw.mqtt_addr).await.unwrap();
+    let mut other = RawClient::from_stream(stream);
+    other
+        .send(Packet::Connect(rumqttc::mqttbytes::v4::Connect::new(
+            "elsewhere",
+        )))
+        .await;
+    match other.recv().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success)
+        }
+        other => panic!("another source was refused too: {other:?}"),
+    }
+}
+
+/// A client over its message rate is slowed to it, not disconnected: every
+/// publish of a burst three times its allowance is acknowledged, and the
+/// throttle was applied (counted).
+#[tokio::test]
+async fn a_client_over_its_message_rate_is_slowed_not_cut() {
+    let mut config = test_config();
+    config.mqtt.max_messages_per_s_per_client = 50;
+    config.mqtt.rate_burst_ms = 200;
+    let gw = gateway_with(config).await;
+    for (vid, handed_off) in [("fast-1", false), ("fast-2", true)] {
+        let mut c = RawClient::mqtt(gw.mqtt_addr, vid, 30).await;
+        if handed_off {
+            // A subscription no vehicle makes: the client goes to rumqttd.
+            c.send(Packet::Subscribe(rumqttc::mqttbytes::v4::Subscribe::new(
+                "elsewhere/#",
+                QoS::AtMostOnce,
+            )))
+            .await;
+            assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+        }
+        let before = metric(&gw, "fleetgate_clients_throttled_total").await;
+        for seq in 1..=30u32 {
+            let mut p =
+                Publish::from_bytes(format!("v/{vid}/pos"), QoS::AtLeastOnce, position(seq));
+            p.pkid = seq as u16;
+            c.send(Packet::Publish(p)).await;
+        }
+        for seq in 1..=30u16 {
+            match c.recv().await {
+                Some(Packet::PubAck(a)) => assert_eq!(a.pkid, seq, "{vid}"),
+                other => panic!("{vid}: expected PUBACK {seq}, got {other:?}"),
+            }
+        }
+        let after = metric(&gw, "fleetgate_clients_throttled_total").await;
+        assert!(after > before, "{vid}: the rate was never applied");
+    }
+}
+
+/// Slowloris: an HTTP client that opens a connection and sends nothing, or
+/// dribbles a request head, is closed after http.header_read_timeout_ms;
+/// requests keep being served meanwhile.
+#[tokio::test]
+async fn a_silent_http_client_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.http.header_read_timeout_ms = 300;
+    let gw = gateway_with(config).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.http_addr).await.unwrap();
+    let mut dribbling = tokio::net::TcpStream::connect(gw.http_addr).await.unwrap();
+    dribbling
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (status, _) = http_get(gw.http_addr, "/healthz").await;
+    assert_eq!(status, 200, "others are served meanwhile");
+    for stream in [&mut silent, &mut dribbling] {
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the connection was never closed");
+    }
+    assert!(
+        metric(
+            &gw,
+            "fleetgate_http_refused_total{reason=\"header_timeout\"}"
+        )
+        .await
+            >= 1
     );
 }

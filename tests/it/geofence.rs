@@ -136,9 +136,10 @@ async fn geofences_over_rest_and_each_edit_emits_the_transitions_it_implies() {
         serde_json::from_str::<Value>(&body).unwrap()[0]["id"].as_u64(),
         Some(id)
     );
-    // the bound: one fence
+    // the bound: one fence (429 naming it, as every bound of the API)
     let (code, body) = http_post_json(gw.http_addr, "/geofences", &depot).await;
-    assert_eq!(code, 409, "{body}");
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("geofence.max_fences"), "{body}");
 
     // shrink it to 10 m: the truck, 56 m out, is past the 25 m buffer
     let small = depot.replace("\"radius_m\":150", "\"radius_m\":10");

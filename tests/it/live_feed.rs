@@ -173,7 +173,7 @@ async fn bad_feed_parameters_get_a_json_400() {
 }
 
 #[tokio::test]
-async fn one_client_past_max_subscribers_gets_503_and_others_keep_their_feed() {
+async fn one_client_past_max_subscribers_gets_429_and_others_keep_their_feed() {
     let mut config = test_config();
     // One place goes to the MQTT republisher.
     config.fanout.max_subscribers = NonZeroUsize::new(2).unwrap();
@@ -181,8 +181,8 @@ async fn one_client_past_max_subscribers_gets_503_and_others_keep_their_feed() {
     let mut first = ws_connect(gw.http_addr, "/ws").await;
     assert_eq!(next_json(&mut first).await["snapshot"], true);
     match tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr)).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
-        other => panic!("expected 503, got {other:?}"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("expected 429, got {other:?}"),
     }
     assert_eq!(
         metric(&gw, "fleetgate_fanout_subscribers_refused_total").await,

@@ -5,26 +5,13 @@
 //! screenshot is left in `$CARGO_TARGET_TMPDIR/live_map_page/map.png` for
 //! people to look at.
 //!
-//! Chromium is driven over the DevTools protocol on a pipe
-//! (`--remote-debugging-pipe`: NUL-separated JSON on fds 3 and 4), in real
-//! time. `--virtual-time-budget` with `--dump-dom` is not enough: it lets
-//! the page's WebSocket deliver the snapshot frame, but virtual time runs
-//! ahead of the socket, so later frames never arrive before the dump.
-//!
-//! Chromium is required, never stubbed: without it this test fails and says
-//! to run `bash scripts/test.sh`, which installs it.
-
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+//! Chromium is driven as `common::browser` says, and required, never
+//! stubbed. The map's fences, events, requests, nearest list and package
+//! lookup are tested in `live_map_tools`.
 
 use crate::common::*;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::time::Instant;
 
 /// Three vans in central Amsterdam, far enough apart to be told apart on the map.
 const VEHICLES: [(&str, i32, i32); 3] = [
@@ -35,156 +22,8 @@ const VEHICLES: [(&str, i32, i32); 3] = [
 /// Joins after the page has loaded: it can only arrive through a live frame.
 const LATE: (&str, i32, i32) = ("truck-104", 52_366_000, 4_900_000);
 
-/// The longest one DevTools call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The page's canvas colour for an online vehicle (`canvasColors.online`).
 const ONLINE_RGB: [u8; 3] = [0x3d, 0xdc, 0x84];
-
-/// The browser to use: `FLEETGATE_TEST_CHROMIUM` (set by scripts/test.sh),
-/// else /usr/bin/chromium. Panics, saying what to do, when there is none.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("FLEETGATE_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "Chromium not found at {} (FLEETGATE_TEST_CHROMIUM unset or wrong): this test needs a \
-         real headless browser. Run `bash scripts/test.sh`, which installs Debian's `chromium` \
-         and sets FLEETGATE_TEST_CHROMIUM.",
-        path.display()
-    );
-    path
-}
-
-/// A headless Chromium driven over `--remote-debugging-pipe`.
-struct Browser {
-    child: Child,
-    to: ChildStdin,
-    from: BufReader<ChildStdout>,
-    next_id: u64,
-    log: PathBuf,
-}
-
-impl Browser {
-    async fn launch(browser: &Path, dir: &Path) -> Browser {
-        let log = dir.join("chromium.log");
-        // The pipe is fds 3 (commands in) and 4 (answers out): the shell maps
-        // our stdin and stdout there, and Chromium's own stdout to its log.
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec "$0" "$@" 3<&0 4>&1 1>&2"#)
-            .arg(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-quic",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--no-proxy-server",
-                "--hide-scrollbars",
-                "--window-size=1280,800",
-                "--remote-debugging-pipe",
-            ])
-            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-            .arg("about:blank")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromium starts");
-        let to = child.stdin.take().unwrap();
-        let from = BufReader::new(child.stdout.take().unwrap());
-        Browser {
-            child,
-            to,
-            from,
-            next_id: 0,
-            log,
-        }
-    }
-
-    /// Sends one DevTools command (to a page when `session` is given) and
-    /// returns its result, skipping the events that arrive meanwhile.
-    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut message = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = session {
-            message["sessionId"] = json!(s);
-        }
-        let mut bytes = serde_json::to_vec(&message).unwrap();
-        bytes.push(0);
-        let answer = tokio::time::timeout(CALL_TIMEOUT, async {
-            self.to.write_all(&bytes).await?;
-            self.to.flush().await?;
-            loop {
-                let mut buf = Vec::new();
-                if self.from.read_until(0, &mut buf).await? == 0 {
-                    return Err(std::io::Error::other("chromium closed the DevTools pipe"));
-                }
-                buf.pop();
-                let v: Value = serde_json::from_slice(&buf).map_err(std::io::Error::other)?;
-                if v["id"] == json!(id) {
-                    return Ok(v);
-                }
-            }
-        })
-        .await;
-        let answer = match answer {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => panic!("DevTools {method}: {e}; chromium log:\n{}", self.log_tail()),
-            Err(_) => panic!(
-                "DevTools {method}: no answer within {CALL_TIMEOUT:?}; chromium log:\n{}",
-                self.log_tail()
-            ),
-        };
-        assert!(
-            answer.get("error").is_none(),
-            "DevTools {method} failed: {}",
-            answer["error"]
-        );
-        answer["result"].clone()
-    }
-
-    /// Evaluates `expression` in the page and returns its value (by value).
-    async fn eval(&mut self, session: &str, expression: &str) -> Value {
-        let r = self
-            .call(
-                Some(session),
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true }),
-            )
-            .await;
-        assert!(
-            r.get("exceptionDetails").is_none(),
-            "page threw: {}",
-            r["exceptionDetails"]
-        );
-        r["result"]["value"].clone()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    async fn close(mut self) {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.call(None, "Browser.close", json!({})),
-        )
-        .await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-    }
-}
 
 /// What the page shows: counters, the table's rows, and the canvas's
 /// online-coloured blobs (dots with their heading lines), found by
@@ -224,7 +63,6 @@ const PAGE_STATE: &str = r#"(() => {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_map_page_shows_the_fleet_in_headless_chromium() {
-    let chromium = chromium();
     let gw = gateway().await;
 
     // Three vehicles, each with one position, connected for the whole test.
@@ -248,48 +86,18 @@ async fn live_map_page_shows_the_fleet_in_headless_chromium() {
     .await;
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut browser = Browser::launch(&chromium, tmp.path()).await;
-    let target = browser
-        .call(
-            None,
-            "Target.createTarget",
-            json!({ "url": format!("http://{}/", gw.http_addr) }),
-        )
-        .await;
-    let attached = browser
-        .call(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
-        )
-        .await;
-    let session = attached["sessionId"].as_str().unwrap().to_owned();
+    let mut browser = Browser::launch(tmp.path()).await;
+    let session = browser.open(&format!("http://{}/", gw.http_addr)).await;
     let page_state = PAGE_STATE.replace("RGB", &format!("{ONLINE_RGB:?}"));
 
-    // Polls the page until `done` holds for its state; fails after DEADLINE.
-    macro_rules! await_page {
-        ($what:expr, |$s:ident| $done:expr) => {{
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                let $s: Value = browser.eval(&session, &page_state).await;
-                if $done {
-                    break $s;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the page never showed {}; it shows {:#}",
-                    $what,
-                    $s
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }};
-    }
-
     // The snapshot: three vehicles in the table and on the canvas.
-    let state = await_page!("the three vehicles", |s| s["count"] == "3"
-        && s["rows"].as_array().is_some_and(|r| r.len() == 3)
-        && s["blobs"].as_array().is_some_and(|b| b.len() == 3));
+    let state = browser
+        .await_page(&session, &page_state, "the three vehicles", |s| {
+            s["count"] == "3"
+                && s["rows"].as_array().is_some_and(|r| r.len() == 3)
+                && s["blobs"].as_array().is_some_and(|b| b.len() == 3)
+        })
+        .await;
     for (id, lat, lon) in VEHICLES {
         let row = state["rows"]
             .as_array()
@@ -333,27 +141,18 @@ async fn live_map_page_shows_the_fleet_in_headless_chromium() {
     )))
     .await;
     devices.push(late);
-    let state = await_page!("the late vehicle", |s| s["count"] == "4"
-        && s["blobs"].as_array().is_some_and(|b| b.len() == 4));
+    let state = browser
+        .await_page(&session, &page_state, "the late vehicle", |s| {
+            s["count"] == "4" && s["blobs"].as_array().is_some_and(|b| b.len() == 4)
+        })
+        .await;
     assert!(
         state["frames"].as_u64().unwrap_or(0) >= 2,
         "snapshot plus a live frame: {state:#}"
     );
 
     // A screenshot, for people (and CI artifacts) to look at.
-    let shot = browser
-        .call(
-            Some(&session),
-            "Page.captureScreenshot",
-            json!({ "format": "png" }),
-        )
-        .await;
-    let png = base64_decode(shot["data"].as_str().unwrap());
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live_map_page");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("map.png");
-    std::fs::write(&path, &png).unwrap();
+    let path = browser.screenshot(&session, "live_map_page", "map").await;
     eprintln!(
         "live map shows {} vehicles as {} canvas dots after {} frames; screenshot at {}",
         state["count"],
@@ -364,30 +163,4 @@ async fn live_map_page_shows_the_fleet_in_headless_chromium() {
 
     browser.close().await;
     assert!(metric(&gw, "fleetgate_ws_frames_sent_total").await >= 2);
-}
-
-/// Standard base64 (DevTools sends screenshots so).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c:?}"),
-    };
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text
-        .bytes()
-        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
-    {
-        acc = (acc << 6) | u32::from(value(c));
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }

@@ -22,6 +22,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
+mod bench_smoke;
 mod bridge;
 mod broker_lifecycle;
 mod conformance;
@@ -29,11 +31,15 @@ mod dispatch;
 mod edge;
 mod events;
 mod fleet;
+mod fuzz;
 mod geofence;
+mod http_api;
 mod live_feed;
 mod live_map_page;
+mod live_map_tools;
 mod mosquitto_interop;
 mod nearest;
+mod openapi;
 mod packages;
 mod pubsub;
 mod smq;

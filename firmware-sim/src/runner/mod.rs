@@ -113,6 +113,11 @@ pub struct FleetConfig {
     /// holds (reconnecting if it must) for at most this long before it
     /// leaves, so the summary's counts are final, not "still unsent".
     pub drain: Option<Duration>,
+    /// Share of the fleet (0 to 1, spread evenly over the ids) whose
+    /// drivers speed: a pace of 1.2–1.4 ([`RouteSim::with_pace`]).
+    ///
+    /// [`RouteSim::with_pace`]: crate::route::RouteSim::with_pace
+    pub speeders: f64,
 }
 
 impl Default for FleetConfig {
@@ -133,6 +138,7 @@ impl Default for FleetConfig {
             seed: 1,
             progress: false,
             drain: None,
+            speeders: 0.0,
         }
     }
 }

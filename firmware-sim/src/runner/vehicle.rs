@@ -28,6 +28,13 @@ pub(super) const FIRMWARE: FirmwareVersion = FirmwareVersion {
     patch: 0,
 };
 
+/// Whether vehicle `index` is one of a `share` of speeders, spread evenly:
+/// `round(n × share)` of any `n` consecutive vehicles, give or take one.
+pub(super) fn is_speeder(index: usize, share: f64) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
+}
+
 pub(super) async fn run_vehicle(index: usize, fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
     let vid = format!("{}{:04}", fleet.cfg.id_prefix, fleet.cfg.first_id + index);
     let pos_topic = format!("v/{vid}/pos");
@@ -42,6 +49,9 @@ pub(super) async fn run_vehicle(index: usize, fleet: Arc<Fleet>, mut stop: watch
         BoundedRing::with_capacity(fleet.cfg.ring_capacity),
     );
     let mut route = RouteSim::new(seed);
+    if is_speeder(index, fleet.cfg.speeders) {
+        route = route.with_pace(SplitMix64::new(!seed).range_f64(1.2, 1.4));
+    }
 
     let mut options = MqttOptions::new(vid.clone(), fleet.host.clone(), fleet.port);
     options

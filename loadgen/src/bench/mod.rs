@@ -65,7 +65,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 pub use config::{BenchArgs, BenchConfig, Mode, PayloadKind};
 pub use payload::{bench_payload, parse_stamp, vehicle_id, Stamp, BENCH_HEADER};
-pub use report::{BenchReport, Latency, StepReport};
+pub use report::{new_histogram, BenchReport, Latency, StepReport};
 
 use measured::{Measured, Sampler};
 use publisher::publish_messages;

@@ -24,7 +24,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub(super) fn of(h: &Histogram<u32>) -> Self {
+    pub fn of(h: &Histogram<u32>) -> Self {
         Latency {
             n: h.len(),
             p50: h.value_at_quantile(0.50),
@@ -34,7 +34,7 @@ impl Latency {
         }
     }
     /// The result line's percentiles; none (`null`) where nothing was measured.
-    pub(super) fn to_line(self) -> Option<LatencyLine> {
+    pub fn to_line(self) -> Option<LatencyLine> {
         (self.n > 0).then_some(LatencyLine {
             n: self.n,
             p50: Some(self.p50),
@@ -45,7 +45,8 @@ impl Latency {
     }
 }
 
-pub(super) fn new_histogram() -> Option<Histogram<u32>> {
+/// µs from 1 to [`MAX_LATENCY_US`], 2 significant digits.
+pub fn new_histogram() -> Option<Histogram<u32>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).ok()
 }
 

@@ -44,11 +44,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{
-    Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck, Subscribe,
-    SubscribeReasonCode,
-};
-use rumqttc::mqttbytes::{PacketType, QoS};
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, PubRec, Subscribe};
+use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
@@ -57,11 +54,11 @@ use super::conformance::OwedAcks;
 use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
-use crate::clock::now_ms;
-use crate::ingest::AckRequest;
-use crate::ingest::VehiclePublish;
+use crate::auth::{Decision, Principal};
 use crate::metrics::Metrics;
-use crate::topics::{command_topic, is_gateway_namespace, VehicleTopic};
+use crate::topics::command_topic;
+
+mod checks;
 
 /// Keep-alive given to rumqttd for a client that asked for none.
 pub const PROXY_KEEP_ALIVE_S: u16 = 120;
@@ -81,6 +78,7 @@ pub async fn splice(
     mut client: TcpStream,
     client_buf: BytesMut,
     mut connect: Connect,
+    who: &Principal,
     handoff: HandOff,
     ctx: &EdgeContext,
 ) {
@@ -110,7 +108,7 @@ pub async fn splice(
             Metrics::inc(&ctx.metrics.connections_refused_total_broker_unavailable);
             tracing::warn!(client_id = %connect.client_id, error = %e, "hand-off to the embedded broker failed");
             if let Some(will) = will {
-                fire_will(ctx, &will.topic, will.message);
+                fire_will(ctx, who, &will.topic, will.message);
             }
             let _ = client.shutdown().await;
             return;
@@ -120,13 +118,16 @@ pub async fn splice(
     let hold = ctx.filters.open(&connect.client_id, connect.clean_session);
     let mut proxy = Proxy {
         ctx,
+        who,
         hold,
+        broker_owned_qos2: Vec::new(),
         out: BytesMut::new(),
         edge_owned_qos2: Vec::new(),
         pingresps_owed: 0,
         swallow_suback: handoff.command_subscription.as_ref().map(|_| REPLAY_PKID),
         owed: OwedAcks::default(),
         acks: PendingAcks::new(),
+        rate_tat_us: 0,
     };
     let mut broker = broker;
     if let Some(vid) = &handoff.command_subscription {
@@ -220,6 +221,12 @@ async fn open_broker_session(
 
 struct Proxy<'a> {
     ctx: &'a EdgeContext,
+    /// Who the client is: every packet and every delivery is checked for it.
+    who: &'a Principal,
+    /// QoS 2 packet ids of deliveries the client may not read, which the
+    /// edge answered to rumqttd (PUBREC) in its place: their PUBREL is
+    /// answered here too (PUBCOMP) and never reaches the client.
+    broker_owned_qos2: Vec<u16>,
     /// This client's filters in the live-filter budget.
     hold: super::filters::FilterHold<'a>,
     out: BytesMut,
@@ -235,6 +242,8 @@ struct Proxy<'a> {
     /// The edge's own answers to this client's device publishes, waiting
     /// for the spool.
     acks: Arc<PendingAcks>,
+    /// Where this client stands against its rates (`edge::rate`).
+    rate_tat_us: u64,
 }
 
 /// What to do with one client packet.
@@ -305,6 +314,9 @@ impl Proxy<'_> {
                         }
                     },
                 };
+                let publish = matches!(frame.packet, Packet::Publish(_));
+                self.ctx
+                    .charge_rate(&mut self.rate_tat_us, frame.raw.len(), publish);
                 match self.check(frame).await {
                     Verdict::Forward(raw) => to_broker.extend_from_slice(&raw),
                     Verdict::ForwardAndClose(raw) => {
@@ -325,14 +337,26 @@ impl Proxy<'_> {
             if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
                 return;
             }
-            // Broker → client: copy frames, minus the ones the edge caused.
+            // Broker → client: copy frames, minus the ones the edge caused
+            // and the deliveries the client may not read (answered to
+            // rumqttd here, in to_broker).
+            to_broker.clear();
             loop {
                 match codec::next_raw_frame(&mut broker_buf, max_from_broker) {
                     Ok(Some(frame)) => {
-                        if !self.is_for_edge(&frame) {
-                            self.owed.server_sent(&frame.raw);
-                            to_client.extend_from_slice(&frame.raw);
+                        if self.is_for_edge(&frame) {
+                            continue;
                         }
+                        match self.check_delivery(&frame.raw, &mut to_broker) {
+                            Decision::Allow => {}
+                            Decision::Deny => continue,
+                            Decision::Revoked => {
+                                Metrics::inc(&self.ctx.metrics.connections_closed_revoked_total);
+                                return;
+                            }
+                        }
+                        self.owed.server_sent(&frame.raw);
+                        to_client.extend_from_slice(&frame.raw);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -341,13 +365,20 @@ impl Proxy<'_> {
                     }
                 }
             }
+            if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
+                return;
+            }
             if !to_client.is_empty() && write_raw(&mut client, &to_client).await.is_err() {
                 return;
             }
+            // Over its rate: rumqttd's side is still served, the client's
+            // is not read until it is back within its rate.
+            let over_rate = self.ctx.over_rate(self.rate_tat_us);
             let (mut client_rd, _) = client.split();
             let mut ping_due = false;
             tokio::select! {
-                r = fill_chunk(&mut client_rd, &mut client_buf) => if let Err(e) = r {
+                _ = tokio::time::sleep_until(over_rate.unwrap_or_else(tokio::time::Instant::now)), if over_rate.is_some() => {}
+                r = fill_chunk(&mut client_rd, &mut client_buf), if over_rate.is_none() => if let Err(e) = r {
                     // Without a DISCONNECT first, dropping the broker side
                     // makes rumqttd fire the client's will, as it should.
                     if !matches!(e, FrameError::Closed) { tracing::debug!(error = %e, "handed-off client read failed"); }
@@ -370,168 +401,6 @@ impl Proxy<'_> {
                 self.pingresps_owed += 1;
             }
         }
-    }
-
-    fn is_for_edge(&mut self, frame: &codec::RawFrame) -> bool {
-        match frame.header.packet_type() {
-            Ok(PacketType::PingResp) if self.pingresps_owed > 0 => {
-                self.pingresps_owed -= 1;
-                true
-            }
-            Ok(PacketType::SubAck) if self.swallow_suback.is_some() => {
-                let raw = frame.raw.as_ref();
-                // SUBACK: fixed header (2 bytes here), then the packet id.
-                let pkid = raw.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                if pkid == self.swallow_suback {
-                    self.swallow_suback = None;
-                    return true;
-                }
-                false
-            }
-            _ => false,
-        }
-    }
-
-    async fn check(&mut self, frame: Frame) -> Verdict {
-        match &frame.packet {
-            Packet::Publish(publish) => self.check_publish(publish, frame.raw.clone()).await,
-            Packet::PubRel(rel) if self.edge_owned_qos2.contains(&rel.pkid) => {
-                self.edge_owned_qos2.retain(|&id| id != rel.pkid);
-                Verdict::Reply(Packet::PubComp(PubComp::new(rel.pkid)))
-            }
-            Packet::Subscribe(subscribe) => self.check_subscribe(subscribe, frame.raw.clone()),
-            Packet::Unsubscribe(unsubscribe) => {
-                for filter in &unsubscribe.topics {
-                    self.hold.release(filter);
-                }
-                Verdict::Forward(frame.raw)
-            }
-            Packet::Disconnect => Verdict::ForwardAndClose(frame.raw),
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
-                match self.owed.client_sent(&frame.raw) {
-                    Ok(()) => Verdict::Forward(frame.raw),
-                    Err(violation) => {
-                        self.ctx.metrics.violation(violation);
-                        tracing::debug!(%violation, "closing handed-off client: MQTT 3.1.1 violation");
-                        Verdict::Close
-                    }
-                }
-            }
-            p if codec::is_client_violation(p) => {
-                Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
-                Verdict::Close
-            }
-            _ => Verdict::Forward(frame.raw),
-        }
-    }
-
-    async fn check_publish(&mut self, publish: &Publish, raw: Bytes) -> Verdict {
-        let topic = publish.topic.as_str();
-        if let Some(VehicleTopic::Uplink(vehicle, kind)) = VehicleTopic::parse(topic) {
-            let item = VehiclePublish {
-                vehicle,
-                kind,
-                payload: publish.payload.clone(),
-                received_ms: now_ms(),
-            };
-            return match publish.qos {
-                QoS::AtMostOnce => {
-                    self.ctx.ingest.offer(item);
-                    Verdict::Drop
-                }
-                QoS::AtLeastOnce | QoS::ExactlyOnce => {
-                    let duplicate = publish.qos == QoS::ExactlyOnce
-                        && self.edge_owned_qos2.contains(&publish.pkid);
-                    self.ack_here(publish, (!duplicate).then_some(item)).await
-                }
-            };
-        }
-        // Wildcards and empty topics never get here: conformance closed the
-        // connection for them.
-        let denied = topic.starts_with('$') || is_gateway_namespace(topic);
-        if denied {
-            Metrics::inc(&self.ctx.metrics.acl_denied_total);
-            tracing::debug!(topic, "publish denied by the edge ACL");
-            return self.ack_here(publish, None).await;
-        }
-        if publish.retain && !publish.payload.is_empty() && !self.ctx.retained.admit(topic) {
-            Metrics::inc(&self.ctx.metrics.retained_refused_total);
-            let mut unretained = publish.clone();
-            unretained.retain = false;
-            let mut out = BytesMut::new();
-            return match codec::encode(&Packet::Publish(unretained), &mut out) {
-                Ok(()) => Verdict::Forward(out.freeze()),
-                Err(_) => Verdict::Close,
-            };
-        }
-        Verdict::Forward(raw)
-    }
-
-    /// The edge answers a QoS 1/2 publish that never reaches rumqttd: a
-    /// device publish (`item`), once the spool has it, or a denied one; both
-    /// through ingest's queue, so the answers keep the publishes' order.
-    async fn ack_here(&mut self, publish: &Publish, item: Option<VehiclePublish>) -> Verdict {
-        let ack = match publish.qos {
-            QoS::AtMostOnce => return Verdict::Drop,
-            QoS::AtLeastOnce => Ack::PubAck(publish.pkid),
-            QoS::ExactlyOnce => {
-                if !self.edge_owned_qos2.contains(&publish.pkid) {
-                    if self.edge_owned_qos2.len() >= self.ctx.mqtt.max_qos2_inflight.get() {
-                        Metrics::inc(&self.ctx.metrics.connections_closed_malformed_total);
-                        return Verdict::Close;
-                    }
-                    self.edge_owned_qos2.push(publish.pkid);
-                }
-                Ack::PubRec(publish.pkid)
-            }
-        };
-        let request = AckRequest {
-            to: self.acks.clone(),
-            ack,
-        };
-        match self.ctx.ingest.deliver(item, request).await {
-            Ok(()) => Verdict::Drop,
-            Err(_) => Verdict::Close,
-        }
-    }
-
-    fn check_subscribe(&mut self, subscribe: &Subscribe, raw: Bytes) -> Verdict {
-        let mut refused = false;
-        // Admitted by this SUBSCRIBE, let go again if the packet is refused.
-        let mut taken = Vec::new();
-        for filter in &subscribe.filters {
-            let path = filter.path.as_str();
-            let inner = match path.strip_prefix("$share/") {
-                Some(rest) => rest.split_once('/').map(|(_, f)| f),
-                None => Some(path),
-            };
-            let allowed = inner.is_some_and(|f| !f.is_empty() && !f.starts_with('$'));
-            if !allowed {
-                Metrics::inc(&self.ctx.metrics.acl_denied_total);
-                refused = true;
-            } else if self.hold.holds(path) {
-                // a re-subscription: nothing new to count
-            } else if self.hold.admit(path) {
-                taken.push(path);
-            } else {
-                Metrics::inc(&self.ctx.metrics.filters_refused_total);
-                tracing::debug!(
-                    filter = path,
-                    live_filters = self.ctx.filters.live(),
-                    "subscription refused: broker.max_filters live filters are held"
-                );
-                refused = true;
-            }
-        }
-        if refused {
-            for path in taken {
-                self.hold.release(path);
-            }
-            tracing::debug!(filters = ?subscribe.filters, "subscription refused by the edge");
-            let codes = vec![SubscribeReasonCode::Failure; subscribe.filters.len()];
-            return Verdict::Reply(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
-        }
-        Verdict::Forward(raw)
     }
 }
 

@@ -1,5 +1,5 @@
-//! MQTT topic names and filters, as the pub/sub proxy checks and compares
-//! them.
+//! MQTT topic names and filters: checks, matching, and the relations the
+//! pub/sub proxy (`crate::pubsub`) and the ACL (`crate::auth`) rely on.
 //!
 //! In: a topic or filter string. Out: whether it is valid, whether a filter
 //! matches a topic, and the relations between two filters that the link's

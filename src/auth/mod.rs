@@ -1,0 +1,538 @@
+//! Who may connect, and what each client may publish, subscribe to and
+//! receive.
+//!
+//! In: the `[auth]` configuration (a Mosquitto-compatible password file and
+//! ACL file), each client's CONNECT (client id, user name, password, will),
+//! then every topic it publishes to, subscribes to or is sent. Out: a
+//! [`Principal`] per connection or the CONNACK code that refuses it, and
+//! allow/deny answers. Bound: the two files (each at most 4 MiB, parsed
+//! whole), a cache of at most `auth.verified_cache_entries` successful
+//! logins (32-byte digests; emptied when full and on reload), and at most
+//! `auth.max_concurrent_verifications` password hashes computed at once, on
+//! tokio's blocking pool (a PBKDF2 with 210 000 iterations is ~0.2 s of CPU:
+//! on the runtime it would stall every connection).
+//!
+//! # Modes
+//!
+//! - **Open** (no password file, no ACL file): anyone may do anything but
+//!   write the gateway's own `fleet/…` and `$` topics, which the edge denies
+//!   to everyone. Allowed only on loopback addresses unless
+//!   `auth.allow_anonymous = true` (Mosquitto 2.0's default), checked at
+//!   start by `Config::validate`.
+//! - **Enforced** (either file): a client needs a user name and password from
+//!   the password file, or `allow_anonymous = true` and the ACL's anonymous
+//!   rules. What a user may do comes from its role ([`Role`]) and the ACL:
+//!
+//! | role | publish | subscribe / receive |
+//! |---|---|---|
+//! | `device` | under `v/<its user name>/` only (its will too) | `v/<its user name>/cmd` only |
+//! | `dashboard` | nothing | `fleet/#`, and what the ACL grants |
+//! | `service` | what the ACL grants | what the ACL grants |
+//! | `admin` | everything | everything |
+//!
+//! ACL `deny` rules apply to every role but `admin`. Without an ACL file a
+//! `service` user (every user of a Mosquitto password file) may do
+//! everything, as in Mosquitto.
+//!
+//! # Revocation
+//!
+//! [`Auth::reload`] (SIGHUP) re-reads both files; a bad file keeps the old
+//! tables and says why. Decisions read the current tables every time, so a
+//! reload applies at once to live connections: a `#` subscription stops
+//! receiving what its client may no longer read, and a user removed from the
+//! password file is refused everything ([`Decision::Revoked`]; the edge
+//! closes the connection).
+
+pub mod acl;
+pub mod cli;
+pub mod config;
+pub mod passwd;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rumqttc::mqttbytes::v4::ConnectReturnCode;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::topic_filter;
+pub use acl::{Acl, Asker, Want};
+pub use config::AuthConfig;
+pub use passwd::{PasswordFile, Role};
+
+/// Why the security files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {message}")]
+    Invalid {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+}
+
+/// The loaded files: replaced whole on reload.
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// `None`: open mode (no file configured).
+    passwords: Option<PasswordFile>,
+    acl: Option<Acl>,
+    allow_anonymous: bool,
+}
+
+impl Tables {
+    /// Reads and checks the files `config` names; an empty, unreadable or
+    /// invalid file is an error naming the line (fail closed).
+    pub fn load(config: &AuthConfig) -> Result<Tables, AuthError> {
+        let passwords = match &config.password_file {
+            Some(path) => {
+                let text = read_limited("password file", path, passwd::MAX_FILE_BYTES)?;
+                let file = PasswordFile::parse(&text).map_err(|message| AuthError::Invalid {
+                    what: "password file",
+                    path: path.display().to_string(),
+                    message,
+                })?;
+                if file.is_empty() {
+                    return Err(AuthError::Invalid {
+                        what: "password file",
+                        path: path.display().to_string(),
+                        message: "has no user: nobody could log in (fail closed); add one with `fleetgate passwd add`".into(),
+                    });
+                }
+                Some(file)
+            }
+            None => None,
+        };
+        let acl = match &config.acl_file {
+            Some(path) => {
+                let text = read_limited("ACL file", path, acl::MAX_FILE_BYTES)?;
+                Some(Acl::parse(&text).map_err(|message| AuthError::Invalid {
+                    what: "ACL file",
+                    path: path.display().to_string(),
+                    message,
+                })?)
+            }
+            None => None,
+        };
+        Ok(Tables {
+            allow_anonymous: config.anonymous_allowed(),
+            passwords,
+            acl,
+        })
+    }
+
+    /// Is anything checked?
+    pub fn enforced(&self) -> bool {
+        self.passwords.is_some() || self.acl.is_some()
+    }
+
+    /// The role `who` has now; `None` when its user is gone (revoked).
+    fn standing(&self, who: &Principal) -> Option<Standing> {
+        if !self.enforced() {
+            return Some(Standing::Open);
+        }
+        match &who.username {
+            None => Some(Standing::Anonymous),
+            // With an ACL file but no password file, user names are unchecked
+            // and the ACL's user sections apply (as Mosquitto does).
+            Some(name) => match &self.passwords {
+                Some(file) => file.get(name).map(|e| Standing::User(e.role)),
+                None => Some(Standing::User(Role::Service)),
+            },
+        }
+    }
+
+    fn acl_denies(&self, who: &Principal, topic: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_some_and(|acl| acl.denies(&who.asker(), topic))
+    }
+
+    fn acl_allows(&self, who: &Principal, topic: &str, want: Want) -> bool {
+        match &self.acl {
+            Some(acl) => acl.allows(&who.asker(), topic, want),
+            None => true,
+        }
+    }
+
+    /// May `who` publish to `topic` (its will included)?
+    pub fn may_publish(&self, who: &Principal, topic: &str) -> Decision {
+        let allowed = match self.standing(who) {
+            None => return Decision::Revoked,
+            Some(Standing::Open) | Some(Standing::User(Role::Admin)) => true,
+            Some(Standing::User(Role::Device)) => {
+                device_topic(who, topic) && !self.acl_denies(who, topic)
+            }
+            Some(Standing::User(Role::Dashboard)) => false,
+            Some(Standing::User(Role::Service)) | Some(Standing::Anonymous) => {
+                self.acl_allows(who, topic, Want::Write)
+            }
+        };
+        Decision::from(allowed)
+    }
+
+    /// May `who` be sent a message published to `topic`? Checked per
+    /// delivered message.
+    pub fn may_read(&self, who: &Principal, topic: &str) -> Decision {
+        let allowed = match self.standing(who) {
+            None => return Decision::Revoked,
+            Some(Standing::Open) | Some(Standing::User(Role::Admin)) => true,
+            Some(Standing::User(Role::Device)) => {
+                own_command_topic(who).is_some_and(|t| t == topic) && !self.acl_denies(who, topic)
+            }
+            Some(Standing::User(Role::Dashboard)) => {
+                !self.acl_denies(who, topic)
+                    && (topic_filter::matches("fleet/#", topic)
+                        || self
+                            .acl
+                            .as_ref()
+                            .is_some_and(|acl| acl.allows(&who.asker(), topic, Want::Read)))
+            }
+            Some(Standing::User(Role::Service)) | Some(Standing::Anonymous) => {
+                self.acl_allows(who, topic, Want::Read)
+            }
+        };
+        Decision::from(allowed)
+    }
+
+    /// May `who` subscribe to `filter`? Granted when it may receive some
+    /// of what the filter matches; what it receives is then checked by
+    /// [`may_read`](Self::may_read).
+    pub fn may_subscribe(&self, who: &Principal, filter: &str) -> Decision {
+        let allowed = match self.standing(who) {
+            None => return Decision::Revoked,
+            Some(Standing::Open) | Some(Standing::User(Role::Admin)) => true,
+            Some(Standing::User(Role::Device)) => {
+                own_command_topic(who).is_some_and(|t| t == filter) && !self.acl_denies(who, filter)
+            }
+            Some(Standing::User(Role::Dashboard)) => match &self.acl {
+                Some(acl) => {
+                    !acl.denies_all(&who.asker(), filter)
+                        && (topic_filter::overlaps("fleet/#", filter)
+                            || acl.allows_subscribe(&who.asker(), filter))
+                }
+                None => topic_filter::overlaps("fleet/#", filter),
+            },
+            Some(Standing::User(Role::Service)) | Some(Standing::Anonymous) => match &self.acl {
+                Some(acl) => acl.allows_subscribe(&who.asker(), filter),
+                None => true,
+            },
+        };
+        Decision::from(allowed)
+    }
+}
+
+/// What a client is now, for one decision.
+#[derive(Debug, Clone, Copy)]
+enum Standing {
+    Open,
+    Anonymous,
+    User(Role),
+}
+
+/// An allow/deny answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// The client's user is no longer in the password file.
+    Revoked,
+}
+
+impl Decision {
+    pub fn allowed(self) -> bool {
+        self == Decision::Allow
+    }
+}
+
+impl From<bool> for Decision {
+    fn from(allowed: bool) -> Self {
+        if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        }
+    }
+}
+
+/// Who a connection is: fixed at its CONNECT. What it may do is looked up
+/// in the current [`Tables`] at each decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub client_id: Box<str>,
+    /// The user name it logged in with (checked against the password file
+    /// when there is one).
+    pub username: Option<Box<str>>,
+}
+
+impl Principal {
+    fn asker(&self) -> Asker<'_> {
+        Asker {
+            username: self.username.as_deref(),
+            client_id: &self.client_id,
+        }
+    }
+}
+
+/// A device's topics are under `v/<its user name>/`.
+fn device_topic(who: &Principal, topic: &str) -> bool {
+    who.username.as_deref().is_some_and(|vid| {
+        topic
+            .strip_prefix("v/")
+            .and_then(|t| t.strip_prefix(vid))
+            .is_some_and(|t| t.starts_with('/') && t.len() > 1)
+    })
+}
+
+fn own_command_topic(who: &Principal) -> Option<String> {
+    who.username.as_deref().map(crate::topics::command_topic)
+}
+
+fn read_limited(what: &'static str, path: &Path, max: u64) -> Result<String, AuthError> {
+    let read_error = |source| AuthError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > max {
+        return Err(AuthError::Invalid {
+            what,
+            path: path.display().to_string(),
+            message: format!("is {len} bytes; at most {max} are read"),
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
+}
+
+/// What a CONNECT carries that the gateway checks.
+pub struct Credentials<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    /// The will's topic, checked as a publish.
+    pub will_topic: Option<&'a str>,
+}
+
+/// The gateway's authority: the current tables, reloadable, and the
+/// machinery that verifies passwords without stalling the runtime.
+pub struct Auth {
+    config: AuthConfig,
+    /// The tables' [`Tables::enforced`], readable without the lock: in open
+    /// mode every decision is "allow" and costs one load.
+    enforced: AtomicBool,
+    tables: RwLock<Arc<Tables>>,
+    verifications: Arc<Semaphore>,
+    verified: Mutex<HashMap<Box<str>, [u8; 32]>>,
+    /// Keys the cache's digests, so they are useless outside this process.
+    cache_key: [u8; 32],
+    metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    /// Loads the files; refuses to start on any problem with them.
+    pub fn new(config: &AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, AuthError> {
+        let tables = Tables::load(config)?;
+        let mut cache_key = [0u8; 32];
+        // Without randomness the cache still works; its digests are then
+        // as guessable as unsalted SHA-256s, so say so.
+        if let Err(e) = getrandom::fill(&mut cache_key) {
+            tracing::warn!(error = %e, "no randomness for the login cache's key");
+        }
+        Ok(Auth {
+            enforced: AtomicBool::new(tables.enforced()),
+            config: config.clone(),
+            tables: RwLock::new(Arc::new(tables)),
+            verifications: Arc::new(Semaphore::new(config.max_concurrent_verifications.get())),
+            verified: Mutex::new(HashMap::new()),
+            cache_key,
+            metrics,
+        })
+    }
+
+    /// Open mode, for tests and tools.
+    pub fn open(metrics: Arc<Metrics>) -> Auth {
+        let config = AuthConfig::default();
+        Auth {
+            enforced: AtomicBool::new(false),
+            tables: RwLock::new(Arc::new(Tables::default())),
+            verifications: Arc::new(Semaphore::new(1)),
+            verified: Mutex::new(HashMap::new()),
+            cache_key: [0; 32],
+            config,
+            metrics,
+        }
+    }
+
+    /// The tables in force now.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.read().clone()
+    }
+
+    pub fn enforced(&self) -> bool {
+        self.enforced.load(Ordering::Relaxed)
+    }
+
+    /// Is a password file in force (so HTTP needs tokens)?
+    pub fn checks_passwords(&self) -> bool {
+        self.enforced() && self.tables.read().passwords.is_some()
+    }
+
+    /// [`Tables::may_publish`] with the tables in force.
+    pub fn may_publish(&self, who: &Principal, topic: &str) -> Decision {
+        if !self.enforced() {
+            return Decision::Allow;
+        }
+        self.tables().may_publish(who, topic)
+    }
+
+    /// [`Tables::may_read`] with the tables in force.
+    pub fn may_read(&self, who: &Principal, topic: &str) -> Decision {
+        if !self.enforced() {
+            return Decision::Allow;
+        }
+        self.tables().may_read(who, topic)
+    }
+
+    /// [`Tables::may_subscribe`] with the tables in force.
+    pub fn may_subscribe(&self, who: &Principal, filter: &str) -> Decision {
+        if !self.enforced() {
+            return Decision::Allow;
+        }
+        self.tables().may_subscribe(who, filter)
+    }
+
+    /// Re-reads the files. On error the tables in force stay.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let tables = Tables::load(&self.config)?;
+        self.enforced.store(tables.enforced(), Ordering::Relaxed);
+        *self.tables.write() = Arc::new(tables);
+        self.verified.lock().clear();
+        Metrics::inc(&self.metrics.auth_reloads_total);
+        Ok(())
+    }
+
+    /// Checks a CONNECT: `Ok` with who it is, or the CONNACK code that
+    /// refuses it (counted by reason).
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials<'_>,
+    ) -> Result<Principal, ConnectReturnCode> {
+        let m = &self.metrics;
+        if passwd::check_literal_id(credentials.client_id).is_err() {
+            Metrics::inc(&m.connections_refused_total_bad_client_id);
+            return Err(ConnectReturnCode::BadClientId);
+        }
+        let tables = self.tables();
+        let principal = Principal {
+            client_id: credentials.client_id.into(),
+            username: credentials.username.map(Into::into),
+        };
+        if tables.enforced() {
+            match (credentials.username, &tables.passwords) {
+                (None, _) if !tables.allow_anonymous => {
+                    Metrics::inc(&m.connections_refused_total_not_authorized);
+                    return Err(ConnectReturnCode::NotAuthorized);
+                }
+                (None, _) | (Some(_), None) => {}
+                (Some(name), Some(file)) => {
+                    let entry = match (passwd::check_literal_id(name), file.get(name)) {
+                        (Ok(()), Some(entry)) => entry.clone(),
+                        _ => {
+                            Metrics::inc(&m.connections_refused_total_bad_credentials);
+                            return Err(ConnectReturnCode::BadUserNamePassword);
+                        }
+                    };
+                    let password = credentials.password.unwrap_or_default();
+                    if !self.verify(name, password, entry.hash).await? {
+                        Metrics::inc(&m.connections_refused_total_bad_credentials);
+                        return Err(ConnectReturnCode::BadUserNamePassword);
+                    }
+                }
+            }
+        }
+        if let Some(topic) = credentials.will_topic {
+            if !tables.may_publish(&principal, topic).allowed() {
+                Metrics::inc(&m.connections_refused_total_will_denied);
+                return Err(ConnectReturnCode::NotAuthorized);
+            }
+        }
+        Ok(principal)
+    }
+
+    /// Verifies a password: from the cache of recent successes, else on the
+    /// blocking pool behind the semaphore. `Err` when no verification slot
+    /// came free in time (the client gets "server unavailable").
+    async fn verify(
+        &self,
+        name: &str,
+        password: &[u8],
+        hash: passwd::PasswordHash,
+    ) -> Result<bool, ConnectReturnCode> {
+        let digest = self.digest(name, password);
+        if self.verified.lock().get(name) == Some(&digest) {
+            Metrics::inc(&self.metrics.auth_cache_hits_total);
+            return Ok(true);
+        }
+        let timeout = Duration::from_millis(self.config.verify_timeout_ms);
+        let permit =
+            match tokio::time::timeout(timeout, self.verifications.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    Metrics::inc(&self.metrics.connections_refused_total_auth_busy);
+                    return Err(ConnectReturnCode::ServiceUnavailable);
+                }
+            };
+        let password = password.to_vec();
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash.verify(&password)
+        })
+        .await
+        .unwrap_or(false);
+        Metrics::inc(&self.metrics.auth_verifications_total);
+        if ok {
+            let mut verified = self.verified.lock();
+            if verified.len() >= self.config.verified_cache_entries {
+                // Full: start again rather than track ages (logins are
+                // re-verified, never refused, after this).
+                verified.clear();
+            }
+            if self.config.verified_cache_entries > 0 {
+                verified.insert(name.into(), digest);
+            }
+        }
+        Ok(ok)
+    }
+
+    fn digest(&self, name: &str, password: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.cache_key);
+        h.update((name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(password);
+        h.finalize().into()
+    }
+
+    /// Checks a user name and password for HTTP (a bearer token is
+    /// `<user>:<password>`): the user's role, or `None`.
+    pub async fn authenticate_token(&self, name: &str, password: &str) -> Option<Role> {
+        let tables = self.tables();
+        let entry = tables.passwords.as_ref()?.get(name)?.clone();
+        match self.verify(name, password.as_bytes(), entry.hash).await {
+            Ok(true) => Some(entry.role),
+            _ => None,
+        }
+    }
+}
