@@ -167,6 +167,16 @@ impl EventsConfig {
     }
 }
 
+impl super::Config {
+    /// The fleet services' sections (`[geofence]`, `[dispatch]`,
+    /// `[events]`), checked together: the first bad value, by key.
+    pub(super) fn check_fleet_services(&self) -> Result<(), String> {
+        self.geofence.check()?;
+        self.dispatch.check()?;
+        self.events.check()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,6 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub geofence: geofence::GeofenceConfig,
     pub dispatch: dispatch::DispatchConfig,
-    /// Overspeed, motion and ignition events, and the recent-events ring.
     pub events: events::EventsConfig,
     pub fanout: FanoutConfig,
     pub bridge: BridgeConfig,
@@ -562,9 +561,7 @@ impl Config {
                 self.http.max_body_bytes
             )));
         }
-        self.geofence.check().map_err(ConfigError::Invalid)?;
-        self.dispatch.check().map_err(ConfigError::Invalid)?;
-        self.events.check().map_err(ConfigError::Invalid)?;
+        self.check_fleet_services().map_err(ConfigError::Invalid)?;
         self.smq.validate()?;
         let mut listeners = vec![
             ("mqtt.listen", self.mqtt.listen),
