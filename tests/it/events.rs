@@ -5,7 +5,8 @@
 //! each with the same `event_id` on MQTT `fleet/events/<kind>`, the
 //! WebSocket feed, `GET /events` and upstream (AMQP `message_id`
 //! `<gateway_id>-event-<event_id>`, on real RabbitMQ). Dispatch
-//! transitions are numbered the same way.
+//! transitions are numbered the same way, on MQTT, the live feed and
+//! `GET /events`.
 
 use crate::common::*;
 use fleetgate::config::geofence::FenceConfig;
@@ -202,6 +203,8 @@ async fn a_drive_through_a_speed_zone_makes_each_event_once_with_one_id_everywhe
 async fn dispatch_transitions_are_numbered_events_too() {
     let gw = gateway().await;
     let mut dashboard = subscribed(&gw, "fleet/events/dispatch").await;
+    let mut ws = ws_connect(gw.http_addr, "/ws").await;
+    assert_eq!(next_json(&mut ws).await["snapshot"], true);
     drive(gw.mqtt_addr, "cab-1", 1..=1).await;
     let (lat, lng) = (f64::from(HOME_E6.0) / 1e6, f64::from(HOME_E6.1) / 1e6);
     let body = format!(r#"{{"lat":{lat},"lng":{lng}}}"#);
@@ -213,6 +216,14 @@ async fn dispatch_transitions_are_numbered_events_too() {
     assert_eq!(assigned["state"], "assigned");
     let id = assigned["event_id"].as_u64().unwrap();
     assert!(on_mqtt[0].1["event_id"].as_u64().unwrap() < id);
+    // the live feed: the same transitions, with the same ids
+    let mut on_ws = Vec::new();
+    while on_ws.len() < 2 {
+        let frame = next_json(&mut ws).await;
+        on_ws.extend(frame["dispatch"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(on_ws[1]["event_id"].as_u64(), Some(id), "{on_ws:?}");
+    assert_eq!(on_ws[1]["type"], "dispatch");
     // the cab's events: its status change, then the transition assigning it
     let page = get_events(&gw, "vehicle=cab-1").await;
     let events = page["events"].as_array().unwrap();
