@@ -31,33 +31,13 @@ use fleetgate::metrics::Metrics;
 use fleetgate::topics::VehicleId;
 use fleetgate_wire::{flags, Position};
 
-const AMSTERDAM: (f64, f64) = (52.3731, 4.8922);
+mod common;
 
-/// A small deterministic generator: the benches need no rand crate.
-struct Lcg(u64);
-
-impl Lcg {
-    fn unit(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use common::Lcg;
 
 /// `n` points spread evenly over a square of `side_km` around Amsterdam.
 fn spread(n: usize, side_km: f64, rng: &mut Lcg) -> Vec<(f64, f64)> {
-    let dlat = side_km / 111.195;
-    let dlon = dlat / AMSTERDAM.0.to_radians().cos();
-    (0..n)
-        .map(|_| {
-            (
-                AMSTERDAM.0 + (rng.unit() - 0.5) * dlat,
-                AMSTERDAM.1 + (rng.unit() - 0.5) * dlon,
-            )
-        })
-        .collect()
+    (0..n).map(|_| rng.point(side_km)).collect()
 }
 
 fn grid_of(points: &[(f64, f64)]) -> Grid {

@@ -81,28 +81,18 @@ const DEMO_PACKAGES: [(&str, &str, &str); 3] = [
     ("demo-3", "Dam Square", "52.3465,4.9160"),
 ];
 
-/// The demo's fences, parsed. A fence whose `speed_limit_kmh` this build
-/// does not know is kept without the limit.
-///
-/// TODO(events12): `speed_limit_kmh` on `FenceConfig` comes with the
-/// overspeed events (branch `events12`); once it is on main, drop the
-/// fallback below so a bad fence fails loudly. A limit for every vehicle
-/// would be `[events.overspeed] default_limit_kmh` (not set here: the
-/// fences' limits and the speeders are enough to show the events).
+/// The demo's fences, parsed; a fence that does not parse is left out,
+/// and the demo's test fails on it (every fence is driven through). A
+/// limit for every vehicle would be `[events.overspeed]
+/// default_limit_kmh` (not set here: the fences' limits and the speeders
+/// are enough to show the events).
 pub fn demo_fences() -> Vec<FenceConfig> {
     DEMO_FENCES
         .iter()
         .filter_map(|(name, shape)| {
             let mut fence: Value = serde_json::from_str(shape).ok()?;
             fence["name"] = json!(name);
-            serde_json::from_value(fence.clone())
-                .or_else(|_| {
-                    if let Some(fields) = fence.as_object_mut() {
-                        fields.remove("speed_limit_kmh");
-                    }
-                    serde_json::from_value(fence)
-                })
-                .ok()
+            serde_json::from_value(fence).ok()
         })
         .collect()
 }

@@ -189,6 +189,9 @@ metrics! {
     /// A vehicle inside more than `fleet::geofence::MAX_MEMBERSHIPS` fences
     /// at once: the one more is ignored.
     geofence_memberships_refused_total: counter;
+    /// Events aged out of the `GET /events` ring (`events.ring`) to make
+    /// room for newer ones (each went out through the fan-out first).
+    events_ring_evicted_total: counter;
     /// Positions dropped as duplicates (same or older sequence number, seen before).
     positions_duplicate_total: counter;
     /// Positions that arrived after a newer one (forwarded, not the latest).

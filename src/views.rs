@@ -7,8 +7,10 @@
 use fleetgate_wire::{Position, Status};
 use serde::Serialize;
 
+use crate::fleet::dispatch::{DispatchUpdate, RequestView};
+use crate::fleet::events::Recent;
 use crate::fleet::{EventKind, FleetEvent, PositionUpdate, Presence, StatusUpdate, VehicleState};
-use crate::topics::VehicleId;
+use crate::topics::{VehicleId, DISPATCH_EVENT_KIND};
 
 /// `fleet/<vid>/position`, and each entry of a WebSocket frame's `positions`.
 #[derive(Debug, Serialize)]
@@ -98,9 +100,14 @@ impl<'a> StatusView<'a> {
     }
 }
 
-/// `fleet/events/<kind>`, and each entry of a WebSocket frame's `events`.
+/// `fleet/events/<kind>`, each entry of a WebSocket frame's `events`, of
+/// `GET /events`, and upstream: `{"event_id", "vehicle_id", "time_ms",
+/// "type", …}` (the kind's own fields after `type`).
 #[derive(Debug, Serialize)]
 pub struct EventView<'a> {
+    /// Unique per gateway, increasing (`crate::fleet::events`): what a
+    /// consumer dedupes by.
+    pub event_id: u64,
     pub vehicle_id: &'a str,
     pub time_ms: u64,
     #[serde(flatten)]
@@ -110,9 +117,52 @@ pub struct EventView<'a> {
 impl<'a> EventView<'a> {
     pub fn of(event: &'a FleetEvent) -> Self {
         EventView {
+            event_id: event.id,
             vehicle_id: event.vehicle.as_str(),
             time_ms: event.time_ms,
             kind: event.kind,
+        }
+    }
+}
+
+/// A dispatch transition as an event: `fleet/events/dispatch`, `GET
+/// /events` and upstream: `{"event_id", "time_ms", "type": "dispatch"}`
+/// and the request's fields (`GET /v2/requests/{id}`'s shape).
+#[derive(Debug, Serialize)]
+pub struct DispatchEventView<'a> {
+    pub event_id: u64,
+    pub time_ms: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub request: &'a RequestView,
+}
+
+impl<'a> DispatchEventView<'a> {
+    pub fn of(update: &'a DispatchUpdate) -> Self {
+        DispatchEventView {
+            event_id: update.event_id,
+            time_ms: update.time_ms,
+            kind: DISPATCH_EVENT_KIND,
+            request: &update.request,
+        }
+    }
+}
+
+/// One entry of `GET /events`: a vehicle's event or a dispatch transition,
+/// each in its own shape.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RecentView<'a> {
+    Vehicle(EventView<'a>),
+    Dispatch(DispatchEventView<'a>),
+}
+
+impl<'a> RecentView<'a> {
+    pub fn of(recent: &'a Recent) -> Self {
+        match recent {
+            Recent::Vehicle(e) => RecentView::Vehicle(EventView::of(e)),
+            Recent::Dispatch(d) => RecentView::Dispatch(DispatchEventView::of(d)),
         }
     }
 }

@@ -6,9 +6,16 @@
 //! do not interfere. The test warms up (the first round adds the vehicles:
 //! their table rows, mirror topics and index entries are allocated once),
 //! then counts over 100 000 positions pushed through the same loop the
-//! ingest task runs: `Pipeline::handle` for a batch of 256, one
+//! ingest task runs: `Pipeline::handle` for a batch of 256, the event log
+//! numbering and keeping the batch's events (`EventLog::record`), one
 //! `Publisher::publish`, the subscribers drained with `try_recv` into
 //! reused `Vec`s, and the broker mirror queue drained.
+//!
+//! The vehicles drive through 200 geofences (some with a dwell, some with
+//! a speed limit) over a 45 km/h limit of their own, some switch the
+//! ignition on and off and some stop and start again, so every event kind
+//! is evaluated and made while the allocations are counted (the test
+//! checks each kind was).
 //!
 //! Postcard payloads only: the JSON form goes through `serde_json`, which
 //! may allocate while parsing (e.g. for escaped strings), so it is not part
@@ -39,6 +46,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use fleetgate::broker::{BrokerPublisher, DetachedBroker};
+use fleetgate::config::geofence::{Circle, FenceConfig};
 use fleetgate::fanout::{Fanout, Filter, Publisher, SubscribeOptions, Subscription, WhenFull};
 use fleetgate::fleet::Update;
 use fleetgate::ingest::{Pipeline, VehiclePublish, BATCH};
@@ -165,25 +173,62 @@ const COUNTED_ROUNDS: usize = 100; // × 1000 vehicles = 100 000 positions
 const FLAPPING: usize = 10;
 /// 2026-11-22T00:00:00Z.
 const T0_MS: u64 = 1_795_341_600_000;
+/// Fences along the vehicles' diagonal, one per this many vehicles.
+const FENCE_EVERY: usize = 5;
 
 fn vehicle_id(v: usize) -> VehicleId {
     VehicleId::parse(&format!("truck-{v:04}")).unwrap()
 }
 
 fn position(v: usize, round: usize) -> Position {
-    let (v, r) = (v as i32, round as i32);
+    // Every tenth vehicle, from the fourth: parked for 20 rounds of 40
+    // (motion_stop after 10 s, motion_start when it drives off).
+    let parked = v % 10 == 3 && (round / 20) % 2 == 1;
+    let moved = if v % 10 == 3 {
+        round.min(round / 40 * 40 + 20)
+    } else {
+        round
+    };
+    let (v, r) = (v as i32, moved as i32);
+    // 50 km/h for 10 rounds, then 30: an overspeed episode over 45 every 20.
+    let speed_cm_s = match (parked, (round / 10) % 2) {
+        (true, _) => 0,
+        (false, 0) => 1389,
+        (false, _) => 833,
+    };
+    // Every tenth, from the third: the ignition flips every 5 rounds.
+    let ignition = v % 10 != 2 || (round / 5).is_multiple_of(2);
     Position {
         seq: round as u32 + 1,
         time_ms: T0_MS + round as u64 * 1000,
         // Around Amsterdam, moving north-east ~14 m per fix.
         lat_e6: 52_300_000 + v * 200 + r * 100,
         lon_e6: 4_850_000 + v * 150 + r * 100,
-        speed_cm_s: 1389,
+        speed_cm_s,
         heading: (v % 256) as u8,
-        flags: flags::FIX_VALID | flags::IGNITION,
+        flags: flags::FIX_VALID | if ignition { flags::IGNITION } else { 0 },
         odometer_m: round
             .is_multiple_of(10)
             .then_some(100_000 + round as u32 * 14),
+    }
+}
+
+/// A 30 m circle on vehicle `5k`'s path, where it passes in round 10, 30,
+/// 50, 70 or 90 (so fences are crossed while counting); every other one
+/// with a 3 s dwell, every third with a 30 km/h limit.
+fn fence(k: usize) -> FenceConfig {
+    let v = (k * FENCE_EVERY) as f64;
+    let round = (10 + 20 * (k % 5)) as f64;
+    FenceConfig {
+        name: format!("f{k}"),
+        circle: Some(Circle {
+            lat: 52.3 + v * 0.000_2 + round * 0.000_1,
+            lon: 4.85 + v * 0.000_15 + round * 0.000_1,
+            radius_m: 30.0,
+        }),
+        dwell_s: k.is_multiple_of(2).then_some(3),
+        speed_limit_kmh: k.is_multiple_of(3).then_some(30.0),
+        ..Default::default()
     }
 }
 
@@ -247,6 +292,8 @@ struct Rig {
     updates: Vec<Update>,
     received: Vec<Update>,
     metrics: Arc<Metrics>,
+    /// Events of each kind the first subscriber received, by topic name.
+    kinds: [(&'static str, u64); 8],
 }
 
 impl Rig {
@@ -254,6 +301,13 @@ impl Rig {
         let metrics = Arc::new(Metrics::default());
         let mut config = Config::default();
         config.fleet.max_vehicles = NonZeroUsize::new(VEHICLES).unwrap();
+        config.geofence.max_fences = NonZeroUsize::new(VEHICLES / FENCE_EVERY).unwrap();
+        config.geofence.fences = (0..VEHICLES / FENCE_EVERY).map(fence).collect();
+        config.events.overspeed.default_limit_kmh = Some(45.0);
+        config.events.overspeed.minimal_duration_s = 2;
+        config.events.motion.distance_m = 50.0;
+        config.events.motion.stop_after_s = 10;
+        config.validate().unwrap();
         let (mirror_tx, mirror) = BrokerPublisher::detached(4096, metrics.clone());
         let pipeline = Pipeline::new(&config, metrics.clone(), mirror_tx);
         let fanout = Fanout::new(16, VEHICLES, 64, metrics.clone());
@@ -304,6 +358,17 @@ impl Rig {
             updates: Vec::with_capacity(BATCH * 4),
             received: Vec::with_capacity(VEHICLES * 2 + 64),
             metrics,
+            kinds: [
+                "status_changed",
+                "geofence_enter",
+                "geofence_exit",
+                "overspeed",
+                "motion_start",
+                "motion_stop",
+                "ignition_on",
+                "ignition_off",
+            ]
+            .map(|k| (k, 0)),
         }
     }
 
@@ -316,18 +381,34 @@ impl Rig {
             for publish in publishes.by_ref().take(BATCH) {
                 self.pipeline.handle(publish, now, &mut self.updates);
             }
+            self.pipeline.fleet.events.record(&mut self.updates);
             ready(self.publisher.publish(&self.updates));
             self.updates.clear();
-            for (sub, drain_every) in &mut self.subscribers {
+            for (i, (sub, drain_every)) in self.subscribers.iter_mut().enumerate() {
                 if self.batches.is_multiple_of(*drain_every) {
                     sub.try_recv(&mut self.received);
                     received += self.received.len();
+                    if i == 0 {
+                        tally(&mut self.kinds, &self.received);
+                    }
                     self.received.clear();
                 }
             }
             self.mirror.drain();
         }
         received
+    }
+}
+
+fn tally(kinds: &mut [(&'static str, u64)], updates: &[Update]) {
+    for update in updates {
+        if let Update::Event(e) = update {
+            let name = e.kind.topic_name();
+            if let Some((_, n)) = kinds.iter_mut().find(|(k, _)| *k == name) {
+                *n += 1;
+            }
+            assert!(e.id > 0, "every event numbered before the fan-out");
+        }
     }
 }
 
@@ -349,6 +430,7 @@ fn hot_path_allocates_nothing_per_message() {
     assert_eq!(rig.pipeline.fleet.len(), VEHICLES);
 
     let decoded_before = Metrics::get(&rig.metrics.messages_decoded_total_position);
+    rig.kinds.iter_mut().for_each(|(_, n)| *n = 0);
     let mut received = 0;
     let allocations = allocations_during(|| {
         for publishes in rounds.drain(..) {
@@ -366,6 +448,10 @@ fn hot_path_allocates_nothing_per_message() {
     assert!(Metrics::get(&rig.metrics.fanout_dropped_total) > 0);
     assert!(Metrics::get(&rig.metrics.fanout_conflated_total) > 0);
     assert_eq!(Metrics::get(&rig.metrics.broker_publish_dropped_total), 0);
+    // and every kind of event was evaluated and made while counting
+    for (kind, n) in &rig.kinds {
+        assert!(*n > 0, "no {kind} event while counting: {:?}", rig.kinds);
+    }
 
     let sites = SITES.lock().unwrap_or_else(|p| p.into_inner());
     let sites: String = sites

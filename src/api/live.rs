@@ -37,7 +37,7 @@ use crate::fleet::packages::Package;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
 use crate::topics::VehicleId;
-use crate::views::{EventView, PositionView, StatusView, VehicleView};
+use crate::views::{DispatchEventView, EventView, PositionView, StatusView, VehicleView};
 
 #[derive(Debug, Deserialize)]
 pub struct FeedParams {
@@ -148,9 +148,10 @@ struct Frame<'a> {
     events: Vec<EventView<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     packages: Vec<&'a Package>,
-    /// Dispatch requests' transitions.
+    /// Dispatch requests' transitions, as events (`event_id`, `time_ms`,
+    /// `type` and the request).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    dispatch: Vec<&'a RequestView>,
+    dispatch: Vec<DispatchEventView<'a>>,
     #[serde(skip_serializing_if = "is_zero")]
     lagged: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -180,7 +181,7 @@ fn render(updates: &[Update], lagged: u64) -> Option<String> {
             Update::Status(s) => frame.statuses.push(StatusView::of(s)),
             Update::Event(e) => frame.events.push(EventView::of(e)),
             Update::Package(p) => frame.packages.push(&p.package),
-            Update::Dispatch(d) => frame.dispatch.push(&d.request),
+            Update::Dispatch(d) => frame.dispatch.push(DispatchEventView::of(d)),
             // Never given to a WebSocket's queue (not `block`).
             Update::Checkpoint(_) => {}
         }

@@ -3,7 +3,7 @@
 //! In: HTTP requests. Out: `GET /` the live map page; `GET /ws` the live
 //! WebSocket feed ([`live`]); `GET /notification?userId=` a user's
 //! notifications ([`notifications`], the notification service's contract); `GET /vehicles`, `GET /vehicles/{id}` the fleet's
-//! current state; `/geofences` ([`geofences`]); `GET /vehicles/nearest`, `POST /tracking`, `POST /search`
+//! current state; `/geofences` ([`geofences`]); `GET /events` the recent events ([`events`]); `GET /vehicles/nearest`, `POST /tracking`, `POST /search`
 //! nearest-vehicle search ([`nearest`], with the nearest-driver service's
 //! contract); `/packages` and the `/packages/track/{vehicleId}` socket
 //! ([`packages`], the package-tracking service's contract); `GET /healthz`; `GET /metrics` (Prometheus text). Bound:
@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod geofences;
 pub mod live;
 pub mod nearest;
@@ -75,6 +76,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(page))
         .routes(routes!(live::upgrade))
         .routes(routes!(notifications::notifications))
+        .routes(routes!(events::events))
         .routes(routes!(vehicles))
         // a static segment wins over `{id}`: no vehicle named "nearest"
         // is reachable at /vehicles/nearest (it is at /vehicles?… lists)

@@ -172,6 +172,12 @@ pub struct Geofence {
     /// A vehicle exits this far outside (25 m when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_buffer_m: Option<f64>,
+    /// Seconds inside before the enter counts (`geofence.dwell_s` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dwell_s: Option<u64>,
+    /// The speed limit inside, km/h, for `overspeed` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_limit_kmh: Option<f64>,
 }
 
 /// A stored geofence: its id and the fence.
@@ -227,6 +233,68 @@ pub struct DispatchRequest {
     pub created_ms: u64,
     pub assigned_ms: Option<u64>,
     pub ended_ms: Option<u64>,
+}
+
+/// A vehicle's event: `fleet/events/<kind>`, the live feed's `events`,
+/// `GET /events`. The fields after `type` are the kind's.
+#[derive(Serialize, ToSchema)]
+pub struct VehicleEvent {
+    /// Increasing, unique per gateway: what a consumer dedupes by.
+    pub event_id: u64,
+    pub vehicle_id: String,
+    /// The fix time for events a position made; the gateway's clock for
+    /// status changes.
+    pub time_ms: u64,
+    /// `status_changed`, `geofence_enter`, `geofence_exit`, `overspeed`,
+    /// `motion_start`, `motion_stop`, `ignition_on`, `ignition_off`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `status_changed`: the presence before and after.
+    pub from: Option<Presence>,
+    pub to: Option<Presence>,
+    /// `geofence_*`: the fence; `overspeed`: the fence that set the limit
+    /// (null when the vehicle's own limit did).
+    pub fence: Option<u32>,
+    /// `overspeed`: the speed, the limit, and where the limit came from
+    /// (`vehicle`, `default`, `fence`).
+    pub speed_kmh: Option<f64>,
+    pub limit_kmh: Option<f64>,
+    pub limit_from: Option<String>,
+}
+
+/// A dispatch request's transition as an event (`fleet/events/dispatch`,
+/// `GET /events`): the request's fields after `type`.
+#[derive(Serialize, ToSchema)]
+pub struct DispatchEvent {
+    pub event_id: u64,
+    pub time_ms: u64,
+    /// `dispatch`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub request: DispatchRequest,
+}
+
+/// One event of `GET /events`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Event {
+    Vehicle(VehicleEvent),
+    Dispatch(DispatchEvent),
+}
+
+/// `GET /events`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct EventsPage {
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// The `since` to read on from: the last event's id (or the newest
+    /// kept, when none matched).
+    pub next_since: u64,
+    /// The limit cut the answer short.
+    pub more: bool,
+    /// Events after `since` already left the ring (`events.ring`).
+    pub missed: bool,
 }
 
 /// `GET /healthz`.

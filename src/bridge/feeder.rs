@@ -5,8 +5,11 @@
 //! the uplink. Positions are downsampled to at most one per vehicle per
 //! `bridge.position_interval_ms` (the dropped ones are counted in
 //! `bridge_positions_downsampled_total`); statuses, events and package
-//! changes always go. Bound: one batch of records, and one timestamp per
-//! vehicle slot (`fleet.max_vehicles`).
+//! changes always go. An event's record carries the AMQP `message_id`
+//! `<gateway_id>-event-<event_id>` (`crate::fleet::events`), the same for
+//! every resend, so a consumer dedupes by it; other records get theirs from
+//! the uplink. Bound: one batch of records, and one timestamp per vehicle
+//! slot (`fleet.max_vehicles`).
 //!
 //! Acknowledgements: after each append it advances the durable watermark
 //! to the last [`Update::Checkpoint`] appended (`crate::acks`), so the edge
@@ -30,12 +33,13 @@ use crate::fanout::Subscription;
 use crate::fleet::Update;
 use crate::metrics::Metrics;
 use crate::topics::{upstream_event_key, upstream_key, DeviceTopicKind, DISPATCH_EVENT_KIND};
-use crate::views::{EventView, PositionView, StatusView};
+use crate::views::{DispatchEventView, EventView, PositionView, StatusView};
 
 pub async fn run(
     mut subscription: Subscription,
     spool: SharedSpool,
     config: BridgeConfig,
+    gateway_id: String,
     max_vehicles: usize,
     metrics: Arc<Metrics>,
     durable: Arc<Durable>,
@@ -73,7 +77,9 @@ pub async fn run(
         for update in batch.drain(..) {
             if let Update::Checkpoint(ticket) = update {
                 checkpoint = Some(ticket);
-            } else if let Some(record) = to_record(&update, &config, &mut last_sent_ms, &metrics) {
+            } else if let Some(record) =
+                to_record(&update, &config, &gateway_id, &mut last_sent_ms, &metrics)
+            {
                 records.push(record);
             }
         }
@@ -132,6 +138,7 @@ pub async fn run(
 fn to_record(
     update: &Update,
     config: &BridgeConfig,
+    gateway_id: &str,
     last_sent_ms: &mut [Option<u64>],
     metrics: &Metrics,
 ) -> Option<(RecordClass, Vec<u8>)> {
@@ -167,7 +174,7 @@ fn to_record(
             RecordClass::Event,
             Target::TopicExchange,
             upstream_event_key(e.kind.topic_name()),
-            None,
+            event_message_id(gateway_id, e.id),
             e.time_ms,
             json(&EventView::of(e))?,
         ),
@@ -176,14 +183,9 @@ fn to_record(
             RecordClass::Event,
             Target::TopicExchange,
             upstream_event_key(DISPATCH_EVENT_KIND),
-            // one per transition: a consumer dedupes by it
-            Some(format!(
-                "dispatch-{}-{}",
-                d.request.request_id,
-                serde_json::to_value(d.request.state).ok()?.as_str()?
-            )),
+            event_message_id(gateway_id, d.event_id),
             d.time_ms,
-            json(&d.request)?,
+            json(&DispatchEventView::of(d))?,
         ),
         Update::Package(p) => (
             RecordClass::Package,
@@ -209,6 +211,12 @@ fn to_record(
             None
         }
     }
+}
+
+/// `<gateway_id>-event-<event_id>`; `None` (the uplink's spool-id form) for
+/// an event that never went through the event log.
+fn event_message_id(gateway_id: &str, event_id: u64) -> Option<String> {
+    (event_id != 0).then(|| format!("{gateway_id}-event-{event_id}"))
 }
 
 fn json(value: &impl Serialize) -> Option<Vec<u8>> {

@@ -146,6 +146,7 @@ pub fn start(
         subscription,
         shared.clone(),
         bridge.clone(),
+        config.gateway_id.0.clone(),
         config.fleet.max_vehicles.get(),
         metrics.clone(),
         durable,

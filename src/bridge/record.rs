@@ -20,8 +20,9 @@ pub struct UplinkRecord {
     pub target: Target,
     /// `fleet.<vid>.position`, … (ignored for [`Target::PackageQueue`]).
     pub routing_key: String,
-    /// Set for package records (the vehicle id, by contract); otherwise the
-    /// bridge derives `<gateway_id>-<spool id>`, stable across retries.
+    /// Set for package records (the vehicle id, by contract) and events
+    /// (`<gateway_id>-event-<event_id>`); otherwise the bridge derives
+    /// `<gateway_id>-<spool id>`, stable across retries.
     pub message_id: Option<String>,
     pub timestamp_ms: u64,
     pub body: Vec<u8>,

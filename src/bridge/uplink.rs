@@ -2,8 +2,8 @@
 //!
 //! In: unconfirmed spool records, oldest first. Out: AMQP publishes —
 //! persistent, `mandatory`, `message_id` stable across retries
-//! (`<gateway_id>-<spool id>`, or the vehicle id for package records, by
-//! contract), `timestamp`, `content_type`, `app_id` = the gateway's id — and
+//! (`<gateway_id>-<spool id>`; `<gateway_id>-event-<event_id>` for events;
+//! the vehicle id for package records, by contract), `timestamp`, `content_type`, `app_id` = the gateway's id — and
 //! confirms back into the spool. Bound: `bridge.confirm_window` records in
 //! flight; lapin's buffers of 2 × 32 frames of at most 8 KiB (unless
 //! `bridge.url` sets `frame_max`).

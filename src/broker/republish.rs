@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::topics::{
     dashboard_topic, event_topic, DeviceTopicKind, DISPATCH_EVENT_KIND, PACKAGE_EVENTS_TOPIC,
 };
-use crate::views::{EventView, PositionView, StatusView};
+use crate::views::{DispatchEventView, EventView, PositionView, StatusView};
 
 pub fn spawn(
     fanout: &Fanout,
@@ -69,7 +69,7 @@ pub fn spawn(
                     Update::Status(s) => write_json(&mut json, &StatusView::of(s)),
                     Update::Event(e) => write_json(&mut json, &EventView::of(e)),
                     Update::Package(p) => write_json(&mut json, &p.package),
-                    Update::Dispatch(d) => write_json(&mut json, &d.request),
+                    Update::Dispatch(d) => write_json(&mut json, &DispatchEventView::of(d)),
                     Update::Checkpoint(_) => false,
                 };
                 if rendered && broker.publish(topic, Bytes::copy_from_slice(&json)) {

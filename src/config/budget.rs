@@ -21,7 +21,10 @@ use crate::edge::frame_pool::SMALL_FRAME_BYTES;
 use crate::edge::handoff::BROKER_PIPE_BYTES as HANDOFF_PIPE_BYTES;
 use crate::edge::handoff::READ_CHUNK as HANDOFF_READ_CHUNK;
 use crate::fanout::WhenFull;
-use crate::fleet::geofence::{FenceId, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
+use crate::fleet::driving::Track;
+use crate::fleet::events::Recent;
+use crate::fleet::geofence::{Memberships, MAX_INDEX_CELLS_PER_FENCE, MAX_MEMBERSHIPS};
+use crate::fleet::nearest::Grid;
 use crate::fleet::packages::{Package, MAX_PLACE_LEN};
 use crate::fleet::{Update, VehicleState};
 use crate::ingest::{VehiclePublish, MAX_DEVICE_PAYLOAD};
@@ -79,9 +82,10 @@ impl Config {
         let ws_clients = (self.fanout.max_subscribers.get() as u64).saturating_sub(1);
         let mut items = vec![
             Item {
-                name: "fleet table",
-                bytes: max_vehicles as u64 * (size_of::<VehicleState>() as u64 + mirror_topics + index),
-                why: format!("fleet.max_vehicles = {max_vehicles}"),
+                name: "fleet table and spatial index",
+                bytes: max_vehicles as u64 * (size_of::<VehicleState>() as u64 + mirror_topics + index)
+                    + Grid::bytes_for(max_vehicles) as u64,
+                why: format!("fleet.max_vehicles = {max_vehicles}, a 64-byte index block each at worst"),
             },
             Item {
                 name: "ingest queue",
@@ -134,11 +138,25 @@ impl Config {
                 bytes: self.geofence.max_fences.get() as u64
                     * (self.geofence.max_vertices.get() as u64 * 16
                         + 256
-                        + MAX_INDEX_CELLS_PER_FENCE as u64 * 48)
-                    + max_vehicles as u64 * size_of::<Option<heapless::Vec<FenceId, MAX_MEMBERSHIPS>>>() as u64,
+                        // a 20-byte entry, and the cell's key and Vec if alone in it
+                        + MAX_INDEX_CELLS_PER_FENCE as u64 * 64)
+                    + max_vehicles as u64 * size_of::<Option<Memberships>>() as u64,
                 why: format!(
                     "geofence.max_fences = {} × (max_vertices = {} × 16 bytes + {MAX_INDEX_CELLS_PER_FENCE} index cells), and {MAX_MEMBERSHIPS} memberships per vehicle",
                     self.geofence.max_fences, self.geofence.max_vertices
+                ),
+            },
+            Item {
+                name: "recent events and driving state",
+                bytes: self.events.ring.get() as u64 * size_of::<Recent>() as u64
+                    + max_vehicles as u64 * size_of::<Track>() as u64
+                    + self.events.overspeed.vehicles.len() as u64 * (size_of::<VehicleId>() as u64 + 8) * 8 / 7,
+                why: format!(
+                    "events.ring = {} events of {} bytes, a {}-byte track per vehicle, {} listed speed limits",
+                    self.events.ring,
+                    size_of::<Recent>(),
+                    size_of::<Track>(),
+                    self.events.overspeed.vehicles.len()
                 ),
             },
             Item {

@@ -3,6 +3,7 @@
 //! ```toml
 //! [geofence]
 //! exit_buffer_m = 25          # default for fences that do not set one
+//! dwell_s = 0                 # default: an enter counts at once
 //!
 //! [[geofence.fences]]
 //! name = "depot"
@@ -12,6 +13,8 @@
 //! name = "city centre"
 //! polygon = [[4.88, 52.37], [4.90, 52.37], [4.90, 52.38], [4.88, 52.38]]  # [lon, lat], GeoJSON order
 //! exit_buffer_m = 40
+//! dwell_s = 30                # enter reported once inside for 30 s
+//! speed_limit_kmh = 30        # overspeed limit while inside (`[events.overspeed]`)
 //! ```
 //!
 //! [`GeofenceConfig::check`] refuses a bad fence at start with its name and
@@ -31,6 +34,9 @@ pub struct GeofenceConfig {
     /// Metres outside a fence a vehicle must be before it exits (GPS noise
     /// at the boundary then makes no flaps), for fences that set none.
     pub exit_buffer_m: f64,
+    /// Seconds (by fix time) a vehicle must count as inside before its
+    /// enter is reported, for fences that set none; 0: at once.
+    pub dwell_s: u64,
     pub fences: Vec<FenceConfig>,
 }
 
@@ -40,13 +46,15 @@ impl Default for GeofenceConfig {
             max_fences: NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN),
             max_vertices: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             exit_buffer_m: 25.0,
+            dwell_s: 0,
             fences: Vec::new(),
         }
     }
 }
 
-/// One fence: a name, and a circle or a polygon.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// One fence: a name, and a circle or a polygon. `Default` is an empty
+/// name and no shape (refused by the check): for `..Default::default()`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FenceConfig {
     pub name: String,
@@ -57,6 +65,12 @@ pub struct FenceConfig {
     pub polygon: Option<Vec<[f64; 2]>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_buffer_m: Option<f64>,
+    /// Seconds inside before the enter counts (`geofence.dwell_s` if none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dwell_s: Option<u64>,
+    /// The speed limit inside, in km/h, for `overspeed` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_limit_kmh: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
@@ -76,6 +90,9 @@ pub fn polygon_vertices(ring: &[[f64; 2]]) -> Vec<(f64, f64)> {
     }
     vertices
 }
+
+/// The longest dwell a fence may ask for: a day.
+pub const MAX_DWELL_S: u64 = 86_400;
 
 fn latitude_ok(lat: f64) -> bool {
     lat.is_finite() && lat.abs() <= 90.0
@@ -99,6 +116,11 @@ impl GeofenceConfig {
         if !(self.exit_buffer_m.is_finite() && self.exit_buffer_m >= 0.0) {
             return Err("geofence.exit_buffer_m must be 0 or more".into());
         }
+        if self.dwell_s > MAX_DWELL_S {
+            return Err(format!(
+                "geofence.dwell_s must be at most {MAX_DWELL_S} (a day)"
+            ));
+        }
         for fence in &self.fences {
             self.check_fence(fence)
                 .map_err(|why| format!("geofence {:?}: {why}", fence.name))?;
@@ -112,6 +134,14 @@ impl GeofenceConfig {
             if !(b.is_finite() && b >= 0.0) {
                 return Err(format!("exit_buffer_m {b} must be 0 or more"));
             }
+        }
+        if let Some(limit) = fence.speed_limit_kmh {
+            if !(limit.is_finite() && limit > 0.0) {
+                return Err(format!("speed_limit_kmh {limit} must be above 0"));
+            }
+        }
+        if fence.dwell_s.is_some_and(|d| d > MAX_DWELL_S) {
+            return Err(format!("dwell_s must be at most {MAX_DWELL_S} (a day)"));
         }
         match (&fence.circle, &fence.polygon) {
             (Some(c), None) => {

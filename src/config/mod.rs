@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod dispatch;
+pub mod events;
 pub mod geofence;
 
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub geofence: geofence::GeofenceConfig,
     pub dispatch: dispatch::DispatchConfig,
+    pub events: events::EventsConfig,
     pub fanout: FanoutConfig,
     pub bridge: BridgeConfig,
     pub http: HttpConfig,
@@ -559,8 +561,7 @@ impl Config {
                 self.http.max_body_bytes
             )));
         }
-        self.geofence.check().map_err(ConfigError::Invalid)?;
-        self.dispatch.check().map_err(ConfigError::Invalid)?;
+        self.check_fleet_services().map_err(ConfigError::Invalid)?;
         self.smq.validate()?;
         let mut listeners = vec![
             ("mqtt.listen", self.mqtt.listen),

@@ -48,6 +48,7 @@ fn pos(slot: u32, seq: u32) -> Update {
 
 fn event(slot: u32) -> Update {
     Update::Event(FleetEvent {
+        id: 0,
         slot,
         vehicle: VehicleId::parse(&format!("v{slot}")).unwrap(),
         time_ms: 0,

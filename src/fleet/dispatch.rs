@@ -77,6 +77,8 @@ pub struct RequestView {
 /// One transition of a request, for the fan-out.
 #[derive(Debug, Clone)]
 pub struct DispatchUpdate {
+    /// Set by the event log (`super::events`) as it goes out; 0 before.
+    pub event_id: u64,
     pub time_ms: u64,
     pub request: RequestView,
 }
@@ -205,6 +207,7 @@ impl Dispatch {
             ended_ms: Some(now_ms),
         });
         DispatchUpdate {
+            event_id: 0,
             time_ms: now_ms,
             request,
         }
@@ -277,6 +280,7 @@ impl Dispatch {
             self.ended.pop_front();
         }
         out.push(DispatchUpdate {
+            event_id: 0,
             time_ms: now_ms,
             request: request.view.clone(),
         });

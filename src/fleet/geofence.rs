@@ -1,60 +1,87 @@
 //! Geofences: circles and polygons, and which vehicles are in them.
 //!
-//! In: fence definitions (the config file's `[[geofences]]`), and each
-//! vehicle's newest valid fix, by slot ([`Geofences::evaluate`], called by
-//! the fleet table). Out: [`EventKind::GeofenceEnter`] / [`EventKind::GeofenceExit`]
-//! events, one per transition, appended for the fan-out (so they reach
-//! `fleet/events/geofence_enter|exit`, the live feed and upstream).
+//! In: fence definitions (the config file's `[[geofences]]`, and edits over
+//! REST), and each vehicle's newest valid fix, by slot
+//! ([`Geofences::evaluate`], called by the fleet table). Out:
+//! [`EventKind::GeofenceEnter`] / [`EventKind::GeofenceExit`] events, one
+//! per transition, appended for the fan-out (so they reach
+//! `fleet/events/geofence_enter|exit`, the live feed and upstream); and the
+//! lowest `speed_limit_kmh` of the fences the vehicle is in, for overspeed
+//! (`super::driving`).
 //!
-//! Hysteresis: a vehicle enters at the boundary, and exits only once it is
-//! more than the fence's `exit_buffer_m` outside it, so GPS noise at a
-//! boundary does not flap. Restart: membership lives in memory; after a
-//! start, each vehicle's first fix sets its membership silently (a vehicle
-//! already inside does not enter twice; a transition while the gateway was
-//! down is not reported).
+//! Hysteresis: a vehicle counts as inside from the fix that crosses the
+//! boundary until one more than the fence's `exit_buffer_m` outside it, so
+//! GPS noise at a boundary does not flap. Dwell: with `dwell_s`, the enter
+//! is reported only once the vehicle has counted as inside for that long
+//! (by fix time, judged at its fixes); leaving before then is silent, and
+//! so is the exit of an enter never reported. Restart: membership lives in
+//! memory; after a start, each vehicle's first fix sets its membership
+//! silently, dwell counted as done (a vehicle already inside does not
+//! enter twice; a transition while the gateway was down is not reported).
 //!
 //! Bound: at most `geofence.max_fences` fences of at most
 //! `geofence.max_vertices` vertices (a config past either does not start,
-//! `crate::config::geofence`); per
-//! vehicle at most [`MAX_MEMBERSHIPS`] fences at once, in a fixed array
-//! (one more is counted, `geofence_memberships_refused_total`, and
-//! ignored); the index holds each fence once per coarse cell its box
-//! (with the buffer) covers, at most [`MAX_INDEX_CELLS_PER_FENCE`], built
-//! once (a larger fence is looked at for every fix instead). Evaluation allocates nothing and
-//! looks only at the fences indexed in the fix's coarse cell.
+//! `crate::config::geofence`); per vehicle at most [`MAX_MEMBERSHIPS`]
+//! fences at once, waiting dwells included, in a fixed array (one more is
+//! counted, `geofence_memberships_refused_total`, and ignored); the index
+//! holds each fence once per coarse cell its box covers, at most
+//! [`MAX_INDEX_CELLS_PER_FENCE`], rebuilt on each edit (a larger fence is
+//! looked at for every fix instead). Evaluation allocates nothing and looks
+//! only at the fences indexed in the fix's coarse cell, each first by its
+//! box (four comparisons) and only then by its shape.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use heapless::Vec as FixedVec;
 
-use super::{haversine_m, EventKind, FleetEvent, Slot, Update};
-use crate::config::geofence::{polygon_vertices, FenceConfig, GeofenceConfig};
+mod shape;
+
+use super::{EventKind, FleetEvent, Slot, Update};
+use crate::config::geofence::{FenceConfig, GeofenceConfig};
 use crate::metrics::Metrics;
 use crate::topics::VehicleId;
+use shape::{Candidate, Shape};
 
 /// Fences one vehicle can be in at once.
 pub const MAX_MEMBERSHIPS: usize = 8;
+/// One vehicle's fences, in a fixed array with a one-byte length (72
+/// bytes with the `Option` that says whether it is known yet).
+pub type Memberships = FixedVec<Member, MAX_MEMBERSHIPS, u8>;
 /// Index cells, in degrees (about 5.5 km north–south).
 const INDEX_DEG: f64 = 0.05;
-/// A fence whose box covers more index cells (about 60 × 60 km) is kept
-/// out of the index and looked at for every fix: the index stays at most
-/// this many entries per fence.
-pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 128;
+/// A fence whose box covers more index cells (about 20 × 15 km) is kept
+/// out of the index and looked at for every fix (its box first, so that
+/// costs four comparisons): the index stays at most this many entries per
+/// fence.
+pub const MAX_INDEX_CELLS_PER_FENCE: i64 = 16;
 const M_PER_DEG: f64 = 111_195.0;
 
 /// A fence's id: its position in the config, from 1.
 pub type FenceId = u32;
 
-#[derive(Debug, Clone)]
-enum Shape {
-    Circle {
-        lat: f64,
-        lon: f64,
-        radius_m: f64,
-    },
-    /// (lat, lon) vertices; the ring closes itself.
-    Polygon(Vec<(f64, f64)>),
+/// One fence a vehicle is in (or waiting out its dwell in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub fence: FenceId,
+    /// 0 once the enter counted; else the fix time, in whole seconds since
+    /// the epoch, from which it counts (the dwell still running).
+    dwell_until_s: u32,
+}
+
+impl Member {
+    /// Whether its enter was reported (no dwell left).
+    pub fn entered(&self) -> bool {
+        self.dwell_until_s == 0
+    }
+}
+
+/// The speed limit a fence sets, and which fence set it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FenceLimit {
+    pub kmh: f64,
+    pub fence: FenceId,
 }
 
 #[derive(Debug, Clone)]
@@ -65,116 +92,49 @@ struct Fence {
     config: FenceConfig,
     shape: Shape,
     exit_buffer_m: f64,
+    dwell_ms: u64,
+    speed_limit_kmh: Option<f64>,
 }
 
 impl Fence {
     /// A fence from its config, which `GeofenceConfig::check` validated at
     /// start; `None` for one it would have refused.
     fn from_config(id: FenceId, c: &FenceConfig, limits: &GeofenceConfig) -> Option<Fence> {
-        let shape = match (&c.circle, &c.polygon) {
-            (Some(circle), None) => Shape::Circle {
-                lat: circle.lat,
-                lon: circle.lon,
-                radius_m: circle.radius_m,
-            },
-            (None, Some(ring)) => {
-                let vertices = polygon_vertices(ring);
-                if vertices.len() < 3 {
-                    return None;
-                }
-                Shape::Polygon(vertices)
-            }
-            _ => return None,
-        };
+        let shape = Shape::of(c)?;
         Some(Fence {
             id,
             name: c.name.clone(),
             config: c.clone(),
             shape,
             exit_buffer_m: c.exit_buffer_m.unwrap_or(limits.exit_buffer_m).max(0.0),
+            dwell_ms: c.dwell_s.unwrap_or(limits.dwell_s).saturating_mul(1000),
+            speed_limit_kmh: c.speed_limit_kmh,
         })
     }
 
-    /// (south, west, north, east) in degrees, widened by the exit buffer.
-    fn bounds(&self) -> (f64, f64, f64, f64) {
-        let (s, w, n, e, lat) = match &self.shape {
-            Shape::Circle { lat, lon, radius_m } => {
-                let dlat = radius_m / M_PER_DEG;
-                let dlon = dlat / lat.to_radians().cos().max(0.01);
-                (lat - dlat, lon - dlon, lat + dlat, lon + dlon, *lat)
-            }
-            Shape::Polygon(v) => {
-                let fold = |f: fn(f64, f64) -> f64, pick: fn(&(f64, f64)) -> f64, init| {
-                    v.iter().map(pick).fold(init, f)
-                };
-                let s = fold(f64::min, |p| p.0, f64::INFINITY);
-                let n = fold(f64::max, |p| p.0, f64::NEG_INFINITY);
-                let w = fold(f64::min, |p| p.1, f64::INFINITY);
-                let e = fold(f64::max, |p| p.1, f64::NEG_INFINITY);
-                (s, w, n, e, (s + n) / 2.0)
-            }
-        };
-        let pad_lat = self.exit_buffer_m / M_PER_DEG;
-        let pad_lon = pad_lat / lat.to_radians().cos().max(0.01);
-        (s - pad_lat, w - pad_lon, n + pad_lat, e + pad_lon)
+    fn bounds(&self, pad_m: f64) -> (f64, f64, f64, f64) {
+        self.shape.bounds(pad_m)
     }
 
-    /// Metres outside the fence (≤ 0 inside).
     fn outside_m(&self, lat: f64, lon: f64) -> f64 {
-        match &self.shape {
-            Shape::Circle {
-                lat: clat,
-                lon: clon,
-                radius_m,
-            } => haversine_m(lat, lon, *clat, *clon) - radius_m,
-            Shape::Polygon(v) => {
-                if contains(v, lat, lon) {
-                    0.0
-                } else {
-                    edge_distance_m(v, lat, lon)
-                }
-            }
-        }
+        self.shape.outside_m(lat, lon)
     }
-}
 
-/// Even-odd ray casting on (lat, lon) vertices.
-fn contains(v: &[(f64, f64)], lat: f64, lon: f64) -> bool {
-    let mut inside = false;
-    let mut j = v.len() - 1;
-    for i in 0..v.len() {
-        let (yi, xi) = v[i];
-        let (yj, xj) = v[j];
-        if (yi > lat) != (yj > lat) && lon < (xj - xi) * (lat - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
-}
-
-/// Distance to the nearest edge, on a flat projection around the point
-/// (fences are small next to the Earth).
-fn edge_distance_m(v: &[(f64, f64)], lat: f64, lon: f64) -> f64 {
-    let kx = M_PER_DEG * lat.to_radians().cos();
-    let to_xy = |(a, o): (f64, f64)| ((o - lon) * kx, (a - lat) * M_PER_DEG);
-    let mut best = f64::INFINITY;
-    let mut j = v.len() - 1;
-    for i in 0..v.len() {
-        let (ax, ay) = to_xy(v[j]);
-        let (bx, by) = to_xy(v[i]);
-        let (dx, dy) = (bx - ax, by - ay);
-        let len2 = dx * dx + dy * dy;
-        let t = if len2 > 0.0 {
-            (-(ax * dx + ay * dy) / len2).clamp(0.0, 1.0)
+    /// A new member at a fix of `time_ms`: entered at once without a dwell
+    /// (or when `silent`, the first fix after a start), else waiting.
+    fn member(&self, time_ms: u64, silent: bool) -> Member {
+        let dwell_until_s = if self.dwell_ms == 0 || silent {
+            0
         } else {
-            0.0
+            u32::try_from(time_ms.saturating_add(self.dwell_ms).div_ceil(1000))
+                .unwrap_or(u32::MAX)
+                .max(1)
         };
-        let (px, py) = (ax + t * dx, ay + t * dy);
-        best = best.min((px * px + py * py).sqrt());
-        j = i;
+        Member {
+            fence: self.id,
+            dwell_until_s,
+        }
     }
-    best
 }
 
 fn index_cell(lat: f64, lon: f64) -> (i32, i32) {
@@ -184,6 +144,29 @@ fn index_cell(lat: f64, lon: f64) -> (i32, i32) {
     )
 }
 
+/// Hashes an index cell with one multiply: the keys are the fences' cells,
+/// set by the operator, so a position cannot make the table degrade; the
+/// default SipHash costs more than the rest of a lookup.
+#[derive(Default, Clone, Copy)]
+struct CellHasher(u64);
+
+impl Hasher for CellHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(u32::from(b));
+        }
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.write_u32(i as u32);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (self.0.rotate_left(32) ^ u64::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Which fences may hold a vehicle at (lat, lon), and which vehicle is in
 /// which fence.
 pub struct Geofences {
@@ -191,12 +174,12 @@ pub struct Geofences {
     fences: BTreeMap<FenceId, Fence>,
     next_id: FenceId,
     limits: GeofenceConfig,
-    /// Coarse cell → the fences whose widened box meets it.
-    index: HashMap<(i32, i32), Vec<FenceId>>,
+    /// Coarse cell → the fences whose box meets it.
+    index: HashMap<(i32, i32), Vec<Candidate>, BuildHasherDefault<CellHasher>>,
     /// Fences too big to index cell by cell: looked at for every fix.
-    large: Vec<FenceId>,
+    large: Vec<Candidate>,
     /// Per slot: the fences it is in; `None` until its first fix after start.
-    members: Vec<Option<FixedVec<FenceId, MAX_MEMBERSHIPS>>>,
+    members: Vec<Option<Memberships>>,
     metrics: Arc<Metrics>,
 }
 
@@ -219,6 +202,10 @@ pub enum FenceEditError {
     NotFound(FenceId),
 }
 
+fn event(slot: Slot, vehicle: &VehicleId, time_ms: u64, kind: EventKind) -> Update {
+    Update::Event(FleetEvent::new(slot, vehicle, time_ms, kind))
+}
+
 impl Geofences {
     /// The fences of a checked config (ids from 1, in file order), for
     /// `capacity` vehicles.
@@ -230,7 +217,7 @@ impl Geofences {
                 fences: Vec::new(),
                 ..config.clone()
             },
-            index: HashMap::new(),
+            index: HashMap::default(),
             large: Vec::new(),
             members: vec![None; capacity],
             metrics,
@@ -252,19 +239,24 @@ impl Geofences {
         self.index.clear();
         self.large.clear();
         for (&id, fence) in &self.fences {
-            let (s, w, n, e) = fence.bounds();
+            let bounds = fence.bounds(0.0);
+            let candidate = Candidate::new(bounds, id);
+            let (s, w, n, e) = bounds;
             let ((r0, c0), (r1, c1)) = (index_cell(s, w), index_cell(n, e));
             let cells = (i64::from(r1) - i64::from(r0) + 1) * (i64::from(c1) - i64::from(c0) + 1);
             if cells > MAX_INDEX_CELLS_PER_FENCE {
-                self.large.push(id);
+                self.large.push(candidate);
                 continue;
             }
             for r in r0..=r1 {
                 for c in c0..=c1 {
-                    self.index.entry((r, c)).or_default().push(id);
+                    self.index.entry((r, c)).or_default().push(candidate);
                 }
             }
         }
+        // what the memory budget counts: no spare capacity left behind
+        self.index.values_mut().for_each(Vec::shrink_to_fit);
+        self.index.shrink_to_fit();
     }
 
     pub fn len(&self) -> usize {
@@ -337,61 +329,65 @@ impl Geofences {
     }
 
     /// After an edit of fence `id`: the transition it implies for a vehicle
-    /// at (lat, lon) whose membership is known — enter if now inside, exit
-    /// if it was a member and is now past the buffer (or the fence is
-    /// gone) — as one event.
+    /// whose membership is known, with its newest fix at (lat, lon) taken
+    /// at `fix_ms` — enter (or start the dwell) if now inside, exit if it
+    /// was a member and is now past the buffer (or the fence is gone) — as
+    /// at most one event, stamped `now_ms`.
     #[allow(clippy::too_many_arguments)]
     pub fn settle(
         &mut self,
         id: FenceId,
         slot: Slot,
         vehicle: &VehicleId,
-        lat: f64,
-        lon: f64,
-        time_ms: u64,
+        (lat, lon): (f64, f64),
+        fix_ms: u64,
+        now_ms: u64,
         out: &mut Vec<Update>,
     ) {
         let Some(Some(members)) = self.members.get_mut(slot as usize) else {
             return;
         };
-        let was = members.iter().position(|&m| m == id);
-        let event = |kind| {
-            Update::Event(FleetEvent {
-                slot,
-                vehicle: vehicle.clone(),
-                time_ms,
-                kind,
-            })
-        };
-        match (self.fences.get(&id), was) {
-            (None, Some(i)) => {
-                members.swap_remove(i);
-                out.push(event(EventKind::GeofenceExit { fence: id }));
-            }
-            (Some(f), Some(i)) if f.outside_m(lat, lon) > f.exit_buffer_m => {
-                members.swap_remove(i);
-                out.push(event(EventKind::GeofenceExit { fence: id }));
-            }
+        let was = members.iter().position(|m| m.fence == id);
+        let fence = self.fences.get(&id);
+        let kind = match (fence, was) {
+            (None, Some(i)) => members
+                .swap_remove(i)
+                .entered()
+                .then_some(EventKind::GeofenceExit { fence: id }),
+            (Some(f), Some(i)) if f.outside_m(lat, lon) > f.exit_buffer_m => members
+                .swap_remove(i)
+                .entered()
+                .then_some(EventKind::GeofenceExit { fence: id }),
             (Some(f), None) if f.outside_m(lat, lon) <= 0.0 => {
-                if members.push(id).is_err() {
-                    Metrics::inc(&self.metrics.geofence_memberships_refused_total);
-                } else {
-                    out.push(event(EventKind::GeofenceEnter { fence: id }));
+                let member = f.member(fix_ms, false);
+                match members.push(member) {
+                    Ok(()) => member
+                        .entered()
+                        .then_some(EventKind::GeofenceEnter { fence: id }),
+                    Err(_) => {
+                        Metrics::inc(&self.metrics.geofence_memberships_refused_total);
+                        None
+                    }
                 }
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            out.push(event(slot, vehicle, now_ms, kind));
         }
     }
 
-    /// The fences slot is in (empty before its first fix).
-    pub fn memberships(&self, slot: Slot) -> &[FenceId] {
+    /// The fences slot is in, waiting dwells included (empty before its
+    /// first fix).
+    pub fn memberships(&self, slot: Slot) -> &[Member] {
         self.members
             .get(slot as usize)
             .and_then(|m| m.as_ref())
             .map_or(&[], |m| m.as_slice())
     }
 
-    /// A vehicle's newest valid fix: the transitions it makes, into `out`.
+    /// A vehicle's newest valid fix: the transitions it makes, into `out`;
+    /// returns the lowest speed limit of the fences it is now in.
     pub fn evaluate(
         &mut self,
         slot: Slot,
@@ -400,60 +396,87 @@ impl Geofences {
         lon: f64,
         time_ms: u64,
         out: &mut Vec<Update>,
-    ) {
-        let Some(members) = self.members.get_mut(slot as usize) else {
-            return;
-        };
+    ) -> Option<FenceLimit> {
+        let members = self.members.get_mut(slot as usize)?;
         // known from now on, even with no fences yet: a fence created
         // later settles this vehicle at once
         let first_fix = members.is_none();
         let members = members.get_or_insert_with(FixedVec::new);
         if self.fences.is_empty() {
-            return;
+            return None;
         }
-        let candidates: &[FenceId] = self
+        let mut limit = None::<FenceLimit>;
+        let mut lower = |f: &Fence| {
+            if let Some(kmh) = f.speed_limit_kmh {
+                if limit.is_none_or(|l| kmh < l.kmh) {
+                    limit = Some(FenceLimit { kmh, fence: f.id });
+                }
+            }
+        };
+        let now_s = time_ms / 1000;
+        // exits and dwells: every fence it is in, candidate or not (one
+        // not indexed here is farther than its buffer)
+        let mut i = 0;
+        while i < members.len() {
+            let member = &mut members[i];
+            let fence = self.fences.get(&member.fence);
+            match fence {
+                Some(f) if f.outside_m(lat, lon) <= f.exit_buffer_m => {
+                    if !member.entered() && now_s >= u64::from(member.dwell_until_s) {
+                        member.dwell_until_s = 0;
+                        out.push(event(
+                            slot,
+                            vehicle,
+                            time_ms,
+                            EventKind::GeofenceEnter { fence: f.id },
+                        ));
+                    }
+                    lower(f);
+                    i += 1;
+                }
+                _ => {
+                    let gone = members.swap_remove(i);
+                    if gone.entered() {
+                        out.push(event(
+                            slot,
+                            vehicle,
+                            time_ms,
+                            EventKind::GeofenceExit { fence: gone.fence },
+                        ));
+                    }
+                }
+            }
+        }
+        let candidates: &[Candidate] = self
             .index
             .get(&index_cell(lat, lon))
             .map_or(&[], |v| v.as_slice());
-        let event = |kind| {
-            Update::Event(FleetEvent {
-                slot,
-                vehicle: vehicle.clone(),
-                time_ms,
-                kind,
-            })
-        };
-        // exits: every fence it is in, candidate or not (a fence not
-        // indexed here is farther than its buffer)
-        let mut i = 0;
-        while i < members.len() {
-            let id = members[i];
-            let outside = match self.fences.get(&id) {
-                Some(f) => f.outside_m(lat, lon) > f.exit_buffer_m,
-                None => true,
-            };
-            if outside {
-                members.swap_remove(i);
-                out.push(event(EventKind::GeofenceExit { fence: id }));
-            } else {
-                i += 1;
-            }
-        }
-        for id in candidates.iter().chain(&self.large) {
-            let Some(fence) = self.fences.get(id) else {
-                continue;
-            };
-            if members.contains(&fence.id) || fence.outside_m(lat, lon) > 0.0 {
+        for candidate in candidates.iter().chain(&self.large) {
+            if !candidate.holds(lat, lon) || members.iter().any(|m| m.fence == candidate.id) {
                 continue;
             }
-            if members.push(fence.id).is_err() {
+            let Some(fence) = self.fences.get(&candidate.id) else {
+                continue;
+            };
+            if fence.outside_m(lat, lon) > 0.0 {
+                continue;
+            }
+            let member = fence.member(time_ms, first_fix);
+            if members.push(member).is_err() {
                 Metrics::inc(&self.metrics.geofence_memberships_refused_total);
                 continue;
             }
-            if !first_fix {
-                out.push(event(EventKind::GeofenceEnter { fence: fence.id }));
+            lower(fence);
+            if member.entered() && !first_fix {
+                out.push(event(
+                    slot,
+                    vehicle,
+                    time_ms,
+                    EventKind::GeofenceEnter { fence: fence.id },
+                ));
             }
         }
+        limit
     }
 }
 
@@ -472,8 +495,7 @@ mod tests {
                 lon: DEPOT.1,
                 radius_m,
             }),
-            polygon: None,
-            exit_buffer_m: None,
+            ..Default::default()
         }
     }
 
@@ -504,9 +526,20 @@ mod tests {
             .collect()
     }
 
-    fn step(g: &mut Geofences, (lat, lon): (f64, f64)) -> Vec<EventKind> {
+    fn step(g: &mut Geofences, at: (f64, f64)) -> Vec<EventKind> {
+        step_at(g, at, 0)
+    }
+
+    fn step_at(g: &mut Geofences, (lat, lon): (f64, f64), time_ms: u64) -> Vec<EventKind> {
         let mut out = Vec::new();
-        g.evaluate(0, &VehicleId::parse("v1").unwrap(), lat, lon, 0, &mut out);
+        g.evaluate(
+            0,
+            &VehicleId::parse("v1").unwrap(),
+            lat,
+            lon,
+            time_ms,
+            &mut out,
+        );
         kinds(&out)
     }
 
@@ -533,7 +566,7 @@ mod tests {
             vec![EventKind::GeofenceExit { fence: 1 }]
         );
         assert_eq!(step(&mut g, at(3_000.0, 0.0)), vec![]);
-        assert_eq!(g.memberships(0), &[] as &[FenceId]);
+        assert_eq!(g.memberships(0), &[]);
     }
 
     /// Parked on the boundary for an hour at 1 Hz with ±15 m of GPS noise:
@@ -557,6 +590,115 @@ mod tests {
         assert_eq!(events, vec![EventKind::GeofenceEnter { fence: 1 }]);
     }
 
+    fn noise(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 30.0
+    }
+
+    /// With a dwell: the enter comes once the vehicle has been inside for
+    /// `dwell_s`; a vehicle that drives through quicker enters nothing and
+    /// exits nothing; one parked on the boundary with ±15 m of noise for
+    /// an hour enters once, after the dwell, and never flaps.
+    #[test]
+    fn a_dwell_delays_the_enter_and_a_quick_pass_makes_no_events() {
+        let (mut g, _) = fences(vec![FenceConfig {
+            dwell_s: Some(30),
+            ..circle("depot", 100.0)
+        }]);
+        const T: u64 = 1_795_341_600_000;
+        let s = |t: u64| T + t * 1000;
+        step_at(&mut g, at(500.0, 0.0), s(0));
+        // south at 25 m/s: in at t = 16, out past the buffer at t = 26
+        let mut events = Vec::new();
+        for t in 1..=40 {
+            let north = 500.0 - t as f64 * 25.0;
+            events.extend(step_at(&mut g, at(north, 0.0), s(t)));
+        }
+        assert_eq!(events, vec![], "a pass quicker than the dwell");
+        assert_eq!(g.memberships(0), &[]);
+
+        // parked on the boundary for an hour
+        let mut seed = 5u64;
+        let mut at_s = Vec::new();
+        for t in 100..3700 {
+            let p = at(100.0 + noise(&mut seed), noise(&mut seed));
+            for e in step_at(&mut g, p, s(t)) {
+                at_s.push((t, e));
+            }
+        }
+        assert_eq!(at_s.len(), 1, "{at_s:?}");
+        let (t, e) = at_s[0];
+        assert_eq!(e, EventKind::GeofenceEnter { fence: 1 });
+        assert!(t >= 130, "entered at {t}, before the 30 s dwell");
+    }
+
+    #[test]
+    fn a_dwell_counts_only_while_inside_and_the_exit_follows_the_enter() {
+        let (mut g, _) = fences(vec![FenceConfig {
+            dwell_s: Some(10),
+            ..circle("depot", 100.0)
+        }]);
+        const T: u64 = 1_795_341_600_000;
+        let s = |t: u64| T + t * 1000;
+        step_at(&mut g, at(500.0, 0.0), s(0));
+        assert_eq!(step_at(&mut g, at(0.0, 0.0), s(1)), vec![]);
+        assert_eq!(step_at(&mut g, at(0.0, 0.0), s(10)), vec![]);
+        assert_eq!(
+            step_at(&mut g, at(0.0, 0.0), s(11)),
+            vec![EventKind::GeofenceEnter { fence: 1 }]
+        );
+        assert_eq!(step_at(&mut g, at(0.0, 0.0), s(12)), vec![]);
+        assert_eq!(
+            step_at(&mut g, at(500.0, 0.0), s(13)),
+            vec![EventKind::GeofenceExit { fence: 1 }]
+        );
+        // leaving past the buffer restarts the dwell
+        step_at(&mut g, at(0.0, 0.0), s(20));
+        step_at(&mut g, at(500.0, 0.0), s(25));
+        assert_eq!(step_at(&mut g, at(0.0, 0.0), s(29)), vec![]);
+        assert_eq!(step_at(&mut g, at(0.0, 0.0), s(38)), vec![]);
+        assert_eq!(
+            step_at(&mut g, at(0.0, 0.0), s(39)),
+            vec![EventKind::GeofenceEnter { fence: 1 }]
+        );
+    }
+
+    #[test]
+    fn the_lowest_limit_of_the_fences_it_is_in_is_returned() {
+        let (mut g, _) = fences(vec![
+            FenceConfig {
+                speed_limit_kmh: Some(50.0),
+                ..circle("zone", 1_000.0)
+            },
+            FenceConfig {
+                speed_limit_kmh: Some(30.0),
+                ..circle("school", 100.0)
+            },
+            circle("no limit", 2_000.0),
+        ]);
+        let vehicle = VehicleId::parse("v1").unwrap();
+        let mut limit_at =
+            |(lat, lon): (f64, f64)| g.evaluate(0, &vehicle, lat, lon, 0, &mut Vec::new());
+        assert_eq!(limit_at(at(5_000.0, 0.0)), None);
+        assert_eq!(limit_at(at(1_500.0, 0.0)), None);
+        assert_eq!(
+            limit_at(at(500.0, 0.0)),
+            Some(FenceLimit {
+                kmh: 50.0,
+                fence: 1
+            })
+        );
+        assert_eq!(
+            limit_at(at(0.0, 0.0)),
+            Some(FenceLimit {
+                kmh: 30.0,
+                fence: 2
+            })
+        );
+    }
+
     #[test]
     fn polygons_in_geojson_order_with_an_exit_buffer() {
         let ring = vec![
@@ -571,6 +713,7 @@ mod tests {
             circle: None,
             polygon: Some(ring),
             exit_buffer_m: Some(40.0),
+            ..Default::default()
         }]);
         assert_eq!(step(&mut g, (52.365, 4.890)), vec![]);
         assert_eq!(
@@ -594,7 +737,13 @@ mod tests {
             vec![],
             "already inside: no second enter"
         );
-        assert_eq!(g.memberships(0), &[1]);
+        assert_eq!(
+            g.memberships(0),
+            &[Member {
+                fence: 1,
+                dwell_until_s: 0
+            }]
+        );
         assert_eq!(
             step(&mut g, at(400.0, 0.0)),
             vec![EventKind::GeofenceExit { fence: 1 }]

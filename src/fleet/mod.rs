@@ -20,6 +20,8 @@
 //! the [`Update`]s it appends.
 
 pub mod dispatch;
+pub mod driving;
+pub mod events;
 pub mod geofence;
 pub mod nearest;
 pub mod packages;
@@ -36,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::topics::VehicleId;
+pub use events::{EventKind, FleetEvent};
 pub use seq::{SeqVerdict, SeqWindow};
 
 /// Index of a vehicle in the table; stable for the gateway's lifetime.
@@ -112,38 +115,6 @@ pub struct StatusUpdate {
     pub received_ms: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct FleetEvent {
-    pub slot: Slot,
-    pub vehicle: VehicleId,
-    pub time_ms: u64,
-    pub kind: EventKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventKind {
-    /// `from` → `to`; one event per transition.
-    StatusChanged { from: Presence, to: Presence },
-    /// Into a geofence (`fence` is its id, `GET /geofences` names it).
-    GeofenceEnter { fence: geofence::FenceId },
-    /// Out of it, past its exit buffer.
-    GeofenceExit { fence: geofence::FenceId },
-}
-
-impl EventKind {
-    /// The last level of `fleet/events/<kind>`. Never `position` or
-    /// `status`, so `fleet/+/position` and `fleet/+/status` match vehicles
-    /// only.
-    pub fn topic_name(&self) -> &'static str {
-        match self {
-            EventKind::StatusChanged { .. } => "status_changed",
-            EventKind::GeofenceEnter { .. } => "geofence_enter",
-            EventKind::GeofenceExit { .. } => "geofence_exit",
-        }
-    }
-}
-
 /// One vehicle's state.
 #[derive(Debug, Clone)]
 pub struct VehicleState {
@@ -181,6 +152,10 @@ pub struct Fleet {
     pub geofences: geofence::Geofences,
     /// Dispatch requests and the vehicles they reserve.
     pub dispatch: dispatch::Dispatch,
+    /// Overspeed, motion and ignition, per vehicle.
+    pub driving: driving::Driving,
+    /// Event ids, and the recent events `GET /events` reads.
+    pub events: events::EventLog,
     index: HashMap<VehicleId, Slot>,
     capacity: usize,
     unknown_after: Duration,
@@ -200,6 +175,12 @@ impl Fleet {
             grid: nearest::Grid::new(capacity),
             geofences: geofence::Geofences::new(&Default::default(), capacity, metrics.clone()),
             dispatch: dispatch::Dispatch::new(&Default::default(), capacity),
+            driving: driving::Driving::new(&Default::default(), capacity),
+            events: events::EventLog::new(
+                crate::config::events::EventsConfig::default().ring.get(),
+                events::first_event_id(crate::clock::now_ms()),
+                metrics.clone(),
+            ),
             index: HashMap::with_capacity(capacity),
             capacity,
             unknown_after,
@@ -257,6 +238,7 @@ impl Fleet {
             mirror_topic_status: Bytes::from(format!("v/{id}/status")),
         });
         self.index.insert(id.clone(), slot);
+        self.driving.add_vehicle(slot, id);
         Metrics::inc(&self.metrics.fleet_vehicles);
         Some(slot)
     }
@@ -304,6 +286,7 @@ impl Fleet {
             && vehicle
                 .position
                 .is_none_or(|p| p.time_ms <= position.time_ms);
+        let prev = vehicle.position;
         if newest {
             if let (Some(prev), true) = (vehicle.position, position.fix_valid()) {
                 if prev.fix_valid() {
@@ -328,10 +311,16 @@ impl Fleet {
             odometer_m,
             late: !newest,
         }));
-        if fenced {
+        let fence_limit = if fenced {
             let (lat, lon) = (position.lat_deg(), position.lon_deg());
             self.geofences
-                .evaluate(slot, id, lat, lon, position.time_ms, out);
+                .evaluate(slot, id, lat, lon, position.time_ms, out)
+        } else {
+            None
+        };
+        if newest {
+            self.driving
+                .observe(slot, id, prev.as_ref(), position, fence_limit, out);
         }
         Outcome::Accepted
     }
@@ -418,8 +407,8 @@ impl Fleet {
                     id,
                     slot as Slot,
                     &vehicle.id,
-                    p.lat_deg(),
-                    p.lon_deg(),
+                    (p.lat_deg(), p.lon_deg()),
+                    p.time_ms,
                     now_ms,
                     out,
                 );
@@ -513,12 +502,12 @@ fn set_presence(
     }
     let from = vehicle.presence;
     vehicle.presence = to;
-    out.push(Update::Event(FleetEvent {
+    out.push(Update::Event(FleetEvent::new(
         slot,
-        vehicle: vehicle.id.clone(),
-        time_ms: now_ms,
-        kind: EventKind::StatusChanged { from, to },
-    }));
+        &vehicle.id,
+        now_ms,
+        EventKind::StatusChanged { from, to },
+    )));
 }
 
 /// Great-circle distance in metres (haversine; plenty for odometry).
@@ -563,6 +552,16 @@ mod tests {
 
     fn id(s: &str) -> VehicleId {
         VehicleId::parse(s).unwrap()
+    }
+
+    /// Every fan-out queue's entry is an `Update`: an event must not make
+    /// it bigger than a position (the memory budget counts it).
+    #[test]
+    fn an_event_is_no_bigger_than_a_position() {
+        use std::mem::size_of;
+        assert!(size_of::<FleetEvent>() <= size_of::<PositionUpdate>());
+        assert_eq!(size_of::<Update>(), size_of::<PositionUpdate>());
+        assert_eq!(size_of::<driving::Track>(), 32);
     }
 
     #[tokio::test(start_paused = true)]

@@ -307,6 +307,8 @@ pub fn spawn(
             if checkpoint && feeder_keeps {
                 updates.push(Update::Checkpoint(ticket));
             }
+            // every event numbered and kept for GET /events before anyone sees it
+            pipeline.fleet.events.record(&mut updates);
             publisher.publish(&updates).await;
             updates.clear();
             if checkpoint {

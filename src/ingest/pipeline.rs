@@ -49,6 +49,13 @@ impl Pipeline {
             &config.dispatch,
             config.fleet.max_vehicles.get(),
         );
+        fleet.driving =
+            crate::fleet::driving::Driving::new(&config.events, config.fleet.max_vehicles.get());
+        fleet.events = crate::fleet::events::EventLog::new(
+            config.events.ring.get(),
+            crate::fleet::events::first_event_id(crate::clock::now_ms()),
+            metrics.clone(),
+        );
         Pipeline {
             fleet,
             metrics,

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Pipeline;
 use crate::config::geofence::FenceConfig;
 use crate::fleet::dispatch::{DispatchError, RequestId, RequestView};
+use crate::fleet::events::{EventPage, EventQuery};
 use crate::fleet::geofence::{FenceEditError, FenceId, FenceView};
 use crate::fleet::nearest::TopK;
 use crate::fleet::packages::{Package, PackageError, PackageId};
@@ -45,6 +46,7 @@ pub(super) enum Query {
         oneshot::Sender<Result<Package, PackageError>>,
     ),
     Packages(PackageLookup, oneshot::Sender<Vec<Package>>),
+    Events(EventQuery, oneshot::Sender<EventPage>),
 }
 
 /// Which packages to copy: one by id, or those a vehicle carries (in
@@ -195,6 +197,15 @@ impl FleetQueries {
         rx.await.map_err(|_| FleetUnavailable)
     }
 
+    /// Copies of the recent events `query` asks for (`crate::fleet::events`).
+    pub async fn events(&self, query: EventQuery) -> Result<EventPage, FleetUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .try_send(Query::Events(query, tx))
+            .map_err(|_| FleetUnavailable)?;
+        rx.await.map_err(|_| FleetUnavailable)
+    }
+
     /// Copies of the packages `lookup` names (at most one for an id).
     pub async fn packages(&self, lookup: PackageLookup) -> Result<Vec<Package>, FleetUnavailable> {
         let (tx, rx) = oneshot::channel();
@@ -292,6 +303,9 @@ impl Query {
             }
             Query::Package(change, reply) => {
                 let _ = reply.send(pipeline.change_package(change, now_ms, updates));
+            }
+            Query::Events(query, reply) => {
+                let _ = reply.send(pipeline.fleet.events.query(&query));
             }
             Query::Packages(lookup, reply) => {
                 let packages = &pipeline.fleet.packages;

@@ -3,6 +3,7 @@
 //! fixture, numbered the same way.
 
 use bytes::Bytes;
+use fleetgate::config::geofence::{Circle, FenceConfig};
 use fleetgate_wire::{encode, flags, FirmwareVersion, Position, Status, MAX_ENCODED_LEN};
 
 /// Where a fixture vehicle is unless a test places it: Amsterdam, by the
@@ -24,6 +25,19 @@ pub fn fix(seq: u32, (lat_e6, lon_e6): (i32, i32)) -> Position {
         heading: 64,
         flags: flags::FIX_VALID | flags::IGNITION,
         odometer_m: None,
+    }
+}
+
+/// A circular geofence of `radius_m` centred on [`HOME_E6`].
+pub fn fence_at_home(name: &str, radius_m: f64) -> FenceConfig {
+    FenceConfig {
+        name: name.into(),
+        circle: Some(Circle {
+            lat: f64::from(HOME_E6.0) / 1e6,
+            lon: f64::from(HOME_E6.1) / 1e6,
+            radius_m,
+        }),
+        ..Default::default()
     }
 }
 

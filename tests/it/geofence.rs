@@ -4,7 +4,6 @@
 //! gateway restarts does not enter twice.
 
 use crate::common::*;
-use fleetgate::config::geofence::{Circle, FenceConfig};
 use fleetgate::config::Config;
 use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
@@ -13,16 +12,7 @@ use serde_json::Value;
 /// A 150 m circle around the fixtures' home (the Dam).
 fn config_with_depot() -> Config {
     let mut config = test_config();
-    config.geofence.fences.push(FenceConfig {
-        name: "depot".into(),
-        circle: Some(Circle {
-            lat: f64::from(HOME_E6.0) / 1e6,
-            lon: f64::from(HOME_E6.1) / 1e6,
-            radius_m: 150.0,
-        }),
-        polygon: None,
-        exit_buffer_m: None,
-    });
+    config.geofence.fences.push(fence_at_home("depot", 150.0));
     config
 }
 

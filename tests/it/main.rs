@@ -29,6 +29,7 @@ mod broker_lifecycle;
 mod conformance;
 mod dispatch;
 mod edge;
+mod events;
 mod fleet;
 mod fuzz;
 mod geofence;

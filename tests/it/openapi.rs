@@ -212,7 +212,7 @@ async fn live_answers_have_the_documented_shapes() {
     let (_, found) = http_get(gw.http_addr, &nearest).await;
     assert!(found.contains("van-9"), "{found}");
 
-    let cases: [(&str, &str, &str, Option<&str>); 14] = [
+    let cases: [(&str, &str, &str, Option<&str>); 15] = [
         ("get", "/vehicles", "/vehicles", None),
         ("get", "/vehicles/{id}", "/vehicles/van-9", None),
         ("get", "/vehicles/{id}", "/vehicles/nobody", None),
@@ -247,6 +247,9 @@ async fn live_answers_have_the_documented_shapes() {
         ("get", "/v2/requests/{id}", "/v2/requests/1", None),
         ("post", "/search", "/search", Some(&search)),
         ("get", "/healthz", "/healthz", None),
+        // after the geofence and the dispatch request: status, geofence
+        // and dispatch events
+        ("get", "/events", "/events", None),
     ];
     for (method, path, real, body) in cases {
         assert_fits(&gw, &doc, method, path, real, body).await;
