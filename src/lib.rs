@@ -52,6 +52,7 @@
 //!   from the bridge feeder (spool appended) to the edge (PUBACK sent).
 //! - [`clock`]: wall-clock milliseconds.
 //! - [`log_limit`]: the log-line rate limiter.
+//! - [`accept`]: the accept step (with its back-off) every listener shares.
 //!
 //! Entry points: [`start`] and [`run`] here, `main.rs`, and `demo` (the
 //! gateway plus a simulated fleet, for `fleetgate demo`; feature `demo`,
@@ -68,6 +69,7 @@ pub mod ingest;
 pub mod pubsub;
 pub mod smq;
 
+pub mod accept;
 pub mod acks;
 pub mod clock;
 pub mod config;

@@ -51,14 +51,8 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                let Some((stream, _)) = crate::accept::or_back_off(accepted, "http").await else {
+                    continue;
                 };
                 if open.fetch_add(1, Ordering::AcqRel) >= max {
                     open.fetch_sub(1, Ordering::AcqRel);

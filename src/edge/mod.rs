@@ -245,14 +245,8 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                let Some((stream, peer)) = crate::accept::or_back_off(accepted, "mqtt").await else {
+                    continue;
                 };
                 match ctx.sources.admit(peer.ip(), ctx.clock_ms()) {
                     sources::Admission::Admit => {}

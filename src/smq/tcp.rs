@@ -59,13 +59,8 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "smq: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                let Some((stream, _)) = crate::accept::or_back_off(accepted, "smq").await else {
+                    continue;
                 };
                 match hub.admit_consumer() {
                     Some(slot) => {
