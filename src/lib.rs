@@ -52,7 +52,9 @@
 //!   from the bridge feeder (spool appended) to the edge (PUBACK sent).
 //! - [`clock`]: wall-clock milliseconds.
 //! - [`log_limit`]: the log-line rate limiter.
-//! - [`accept`]: the accept step (with its back-off) every listener shares.
+//! - [`accept`]: the accept step (with its back-off) every listener shares;
+//!   [`tls`]: the TLS handshake (under a timeout) for the MQTT TLS port and
+//!   HTTPS, and client certificates as identity.
 //!
 //! Entry points: [`start`] and [`run`] here, `main.rs`, and `demo` (the
 //! gateway plus a simulated fleet, for `fleetgate demo`; feature `demo`,
@@ -75,6 +77,7 @@ pub mod clock;
 pub mod config;
 pub mod log_limit;
 pub mod metrics;
+pub mod tls;
 pub mod topic_filter;
 pub mod topics;
 pub mod views;
@@ -111,6 +114,8 @@ pub enum StartError {
     Bridge(#[from] bridge::BridgeError),
     #[error("refusing to start: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error("refusing to start: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The sockets the gateway serves on, bound before it starts so that a
@@ -120,6 +125,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The SMQ consumer port; `None` when `smq.enabled` is off.
     pub smq: Option<TcpListener>,
+    /// The MQTT TLS port; used when `tls.mqtt_listen` is set.
+    pub mqtt_tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -137,6 +144,10 @@ impl Listeners {
                 true => Some(bind(config.smq.listen).await?),
                 false => None,
             },
+            mqtt_tls: match config.tls.mqtt_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
         })
     }
 
@@ -152,6 +163,7 @@ impl Listeners {
             mqtt: bind().await?,
             http: bind().await?,
             smq: Some(bind().await?),
+            mqtt_tls: Some(bind().await?),
         })
     }
 }
@@ -163,13 +175,18 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     /// The SMQ consumer port, when `smq.enabled`.
     pub smq_addr: Option<SocketAddr>,
+    /// The MQTT TLS port, when `tls.mqtt_listen` is set.
+    pub mqtt_tls_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     /// Who may connect and do what; [`auth::Auth::reload`] re-reads its
     /// files (SIGHUP in [`run`]).
     pub auth: Arc<auth::Auth>,
-    stop_edge: Option<oneshot::Sender<()>>,
-    stop_http: Option<oneshot::Sender<()>>,
-    /// Stop when told: the edge and the HTTP server.
+    /// The TLS certificates in force, when TLS is on; [`tls::Tls::reload`]
+    /// re-reads them (SIGHUP in [`run`]).
+    pub tls: Option<Arc<tls::Tls>>,
+    /// Tell the servers to stop: the edge (each port) and the HTTP server.
+    stop_servers: Vec<oneshot::Sender<()>>,
+    /// Stop when told: the edge (each port) and the HTTP server.
     servers: Vec<JoinHandle<()>>,
     /// Drain when told, in this order: ingest (its queue), then the bridge
     /// feeder (the fan-out, into the spool).
@@ -196,10 +213,7 @@ impl Gateway {
     /// The spool keeps what the uplink had not had confirmed; it is resent
     /// after a restart.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop_edge.take() {
-            let _ = stop.send(());
-        }
-        if let Some(stop) = self.stop_http.take() {
+        for stop in self.stop_servers.drain(..) {
             let _ = stop.send(());
         }
         for task in self.servers.drain(..) {
@@ -257,6 +271,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
             "authentication and ACLs on"
         );
     }
+    let tls = tls::Tls::new(&config.tls, metrics.clone())?;
     let mqtt_addr = listeners.mqtt.local_addr().map_err(StartError::LocalAddr)?;
     let http_addr = listeners.http.local_addr().map_err(StartError::LocalAddr)?;
 
@@ -345,12 +360,30 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         )?),
         false => None,
     };
-    let (stop_edge, edge_stopped) = oneshot::channel::<()>();
-    let edge_task = tokio::spawn(edge::serve(listeners.mqtt, ctx, async {
-        let _ = edge_stopped.await;
-    }));
+    let mut stop_servers = Vec::new();
+    let mut servers = Vec::new();
+    let mut serve_edge = |listener, tls| {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stop_servers.push(stop);
+        servers.push(tokio::spawn(edge::serve(
+            listener,
+            ctx.clone(),
+            tls,
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    };
+    serve_edge(listeners.mqtt, None);
+    let mut mqtt_tls_addr = None;
+    if let (Some(listener), Some(tls), Some(_)) = (listeners.mqtt_tls, &tls, config.tls.mqtt_listen)
+    {
+        mqtt_tls_addr = Some(listener.local_addr().map_err(StartError::LocalAddr)?);
+        serve_edge(listener, Some(tls.clone()));
+    }
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
+    stop_servers.push(stop_http);
     let mut table = api::routes().with_state(api::AppState {
         metrics: metrics.clone(),
         fanout,
@@ -380,23 +413,33 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
     background.extend(smq.map(|s| s.task));
     let http_config = config.http.clone();
     let http_metrics = metrics.clone();
-    let http_task = tokio::spawn(async move {
-        api::serve::serve(listeners.http, app, &http_config, http_metrics, async {
+    let https = tls.clone().filter(|_| config.tls.https);
+    servers.push(tokio::spawn(async move {
+        let stopped = async {
             let _ = http_stopped.await;
-        })
+        };
+        api::serve::serve(
+            listeners.http,
+            app,
+            &http_config,
+            https,
+            http_metrics,
+            stopped,
+        )
         .await;
-    });
+    }));
 
     tracing::info!(%mqtt_addr, %http_addr, gateway_id = %config.gateway_id.0, "fleetgate serving");
     Ok(Gateway {
         mqtt_addr,
         http_addr,
         smq_addr,
+        mqtt_tls_addr,
         metrics,
         auth,
-        stop_edge: Some(stop_edge),
-        stop_http: Some(stop_http),
-        servers: vec![edge_task, http_task],
+        tls,
+        stop_servers,
+        servers,
         stop_ingest: Some(ingest.stop),
         draining,
         background,
@@ -412,7 +455,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let gateway = start(config, listeners).await?;
-    let reloads = tokio::spawn(reload_on_sighup(gateway.auth.clone()));
+    let reloads = tokio::spawn(reload_on_sighup(gateway.auth.clone(), gateway.tls.clone()));
     shutdown.await;
     reloads.abort();
     tracing::info!("shutting down");
@@ -420,9 +463,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Re-reads the password and ACL files on every SIGHUP (`systemctl
-/// reload`). A bad file keeps the tables in force and says why.
-pub async fn reload_on_sighup(auth: Arc<auth::Auth>) {
+/// Re-reads the password and ACL files, and the TLS certificates, on every
+/// SIGHUP (`systemctl reload`). A bad file keeps what is in force and says
+/// why.
+pub async fn reload_on_sighup(auth: Arc<auth::Auth>, tls: Option<Arc<tls::Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -440,8 +484,16 @@ pub async fn reload_on_sighup(auth: Arc<auth::Auth>) {
                     tracing::error!(error = %e, "SIGHUP: reload refused; the files in force stay")
                 }
             }
+            match tls.as_deref().map(tls::Tls::reload) {
+                None => {}
+                Some(Ok(())) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Some(Err(e)) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS reload refused; the certificates in force stay"
+                ),
+            }
         }
     }
     #[cfg(not(unix))]
-    drop(auth);
+    drop((auth, tls));
 }

@@ -116,6 +116,16 @@ metrics! {
     http_refused_total_limit: counter in "http_refused_total" {"reason=\"limit\""};
     /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
     http_refused_total_header_timeout: counter in "http_refused_total" {"reason=\"header_timeout\""};
+    /// TLS handshakes that finished (MQTT TLS port and HTTPS).
+    tls_handshakes_total: counter;
+    /// Successful reloads of the TLS certificate files (SIGHUP).
+    tls_reloads_total: counter;
+    /// TLS connections refused or failed before their first byte of MQTT or HTTP: over tls.max_connections, a handshake not finished in time, a failed handshake (bad certificate, not TLS).
+    tls_refused_total_limit: counter in "tls_refused_total" {"reason=\"limit\""};
+    /// TLS connections refused or failed before their first byte of MQTT or HTTP: over tls.max_connections, a handshake not finished in time, a failed handshake (bad certificate, not TLS).
+    tls_refused_total_handshake_timeout: counter in "tls_refused_total" {"reason=\"handshake_timeout\""};
+    /// TLS connections refused or failed before their first byte of MQTT or HTTP: over tls.max_connections, a handshake not finished in time, a failed handshake (bad certificate, not TLS).
+    tls_refused_total_handshake_failed: counter in "tls_refused_total" {"reason=\"handshake_failed\""};
     /// Connections closed by the edge for a protocol violation or a malformed packet.
     connections_closed_malformed_total: counter;
     /// Connections closed for breaking an MQTT 3.1.1 rule that says the server MUST close, by rule (`edge::conformance`).

@@ -1,8 +1,10 @@
 //! The HTTP server: axum's router on hyper, with the limits `axum::serve`
 //! does not set.
 //!
-//! In: TCP connections to `http.listen`. Out: each served by the router
-//! (WebSocket upgrades included) until it closes or the gateway stops.
+//! In: TCP connections to `http.listen` (over TLS with `tls.https`, each
+//! handshake under `tls.handshake_timeout_ms`: `crate::tls`). Out: each
+//! served by the router (WebSocket upgrades included) until it closes or
+//! the gateway stops.
 //! Bound: at most `http.max_connections` connections (one more is closed
 //! at accept and counted in `http_refused_total{reason="limit"}`), each with
 //! a read buffer of at most [`MAX_BUF_BYTES`] (a larger request head gets
@@ -22,11 +24,14 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
+use crate::tls::{Listener, Tls};
 
 /// Largest buffered request head, bytes (hyper's minimum is 8 KiB).
 pub const MAX_BUF_BYTES: usize = 8 * 1024;
@@ -37,6 +42,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: &HttpConfig,
+    tls: Option<Arc<Tls>>,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -60,31 +66,21 @@ pub async fn serve(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                let mut stopping = stopping.clone();
+                let app = app.clone();
+                let stopping = stopping.clone();
                 let open = open.clone();
                 let metrics = metrics.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let mut http = hyper::server::conn::http1::Builder::new();
-                    http.timer(TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .max_buf_size(MAX_BUF_BYTES);
-                    let conn = http
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    let result = tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = async { drop(stopping.wait_for(|s| *s).await) } => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.as_mut().await
+                    match tls {
+                        None => serve_connection(stream, app, header_timeout, stopping, &metrics).await,
+                        Some(tls) => {
+                            // Boxed: rustls' handshake state is large and short-lived.
+                            if let Some(accepted) = Box::pin(tls.accept(stream, Listener::Https)).await {
+                                let _slot = accepted.slot;
+                                serve_connection(accepted.stream, app, header_timeout, stopping, &metrics).await;
+                            }
                         }
-                    };
-                    if let Err(e) = result {
-                        if e.is_timeout() {
-                            Metrics::inc(&metrics.http_refused_total_header_timeout);
-                        }
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
                     }
                     open.fetch_sub(1, Ordering::AcqRel);
                 });
@@ -102,5 +98,40 @@ pub async fn serve(
             "HTTP connections still open at shutdown: dropped"
         );
         connections.shutdown().await;
+    }
+}
+
+/// Serves one connection, plain or TLS, until it closes or the gateway
+/// stops (then it finishes its request first).
+async fn serve_connection<S>(
+    stream: S,
+    app: Router,
+    header_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+    metrics: &Metrics,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_BUF_BYTES);
+    let conn = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { drop(stopping.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            Metrics::inc(&metrics.http_refused_total_header_timeout);
+        }
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }

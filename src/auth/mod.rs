@@ -147,7 +147,11 @@ impl Tables {
             // With an ACL file but no password file, user names are unchecked
             // and the ACL's user sections apply (as Mosquitto does).
             Some(name) => match &self.passwords {
-                Some(file) => file.get(name).map(|e| Standing::User(e.role)),
+                Some(file) => match file.get(name) {
+                    Some(entry) => Some(Standing::User(entry.role)),
+                    None if who.certified => Some(Standing::User(Role::Device)),
+                    None => None,
+                },
                 None => Some(Standing::User(Role::Service)),
             },
         }
@@ -272,8 +276,12 @@ impl From<bool> for Decision {
 pub struct Principal {
     pub client_id: Box<str>,
     /// The user name it logged in with (checked against the password file
-    /// when there is one).
+    /// when there is one), or the subject of its TLS client certificate.
     pub username: Option<Box<str>>,
+    /// Its user name is a verified certificate's subject
+    /// (`tls.use_identity_as_username`): no password was asked for, and a
+    /// name the password file does not list has the role `device`.
+    pub certified: bool,
 }
 
 impl Principal {
@@ -323,6 +331,10 @@ pub struct Credentials<'a> {
     pub password: Option<&'a [u8]>,
     /// The will's topic, checked as a publish.
     pub will_topic: Option<&'a str>,
+    /// The subject of the client's verified TLS certificate, when
+    /// `tls.use_identity_as_username`: it replaces the CONNECT's user name,
+    /// and no password is needed.
+    pub certificate: Option<&'a str>,
 }
 
 /// The gateway's authority: the current tables, reloadable, and the
@@ -435,9 +447,13 @@ impl Auth {
             return Err(ConnectReturnCode::BadClientId);
         }
         let tables = self.tables();
+        if let Some(identity) = credentials.certificate {
+            return self.authenticate_certified(&tables, credentials, identity);
+        }
         let principal = Principal {
             client_id: credentials.client_id.into(),
             username: credentials.username.map(Into::into),
+            certified: false,
         };
         if tables.enforced() {
             match (credentials.username, &tables.passwords) {
@@ -462,13 +478,45 @@ impl Auth {
                 }
             }
         }
-        if let Some(topic) = credentials.will_topic {
-            if !tables.may_publish(&principal, topic).allowed() {
-                Metrics::inc(&m.connections_refused_total_will_denied);
-                return Err(ConnectReturnCode::NotAuthorized);
+        self.check_will(&tables, principal, credentials.will_topic)
+    }
+
+    /// A will is checked as a publish at CONNECT (and again when it fires).
+    fn check_will(
+        &self,
+        tables: &Tables,
+        principal: Principal,
+        will_topic: Option<&str>,
+    ) -> Result<Principal, ConnectReturnCode> {
+        match will_topic {
+            Some(topic) if !tables.may_publish(&principal, topic).allowed() => {
+                Metrics::inc(&self.metrics.connections_refused_total_will_denied);
+                Err(ConnectReturnCode::NotAuthorized)
             }
+            _ => Ok(principal),
         }
-        Ok(principal)
+    }
+
+    /// A client whose certificate the TLS handshake verified: its subject is
+    /// its user name (refused if it is not a literal id); only its will is
+    /// left to check.
+    fn authenticate_certified(
+        &self,
+        tables: &Tables,
+        credentials: &Credentials<'_>,
+        identity: &str,
+    ) -> Result<Principal, ConnectReturnCode> {
+        let m = &self.metrics;
+        if passwd::check_literal_id(identity).is_err() {
+            Metrics::inc(&m.connections_refused_total_bad_credentials);
+            return Err(ConnectReturnCode::BadUserNamePassword);
+        }
+        let principal = Principal {
+            client_id: credentials.client_id.into(),
+            username: Some(identity.into()),
+            certified: true,
+        };
+        self.check_will(tables, principal, credentials.will_topic)
     }
 
     /// Verifies a password: from the cache of recent successes, else on the

@@ -252,6 +252,10 @@ impl Config {
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
         items.extend(self.auth.budget_items());
+        items.extend(self.tls.budget_items(
+            self.http.max_connections.get(),
+            self.mqtt.max_connections.get(),
+        ));
         items.push(Item {
             name: "HTTP connections",
             bytes: self.http.max_connections.get() as u64 * (crate::api::serve::MAX_BUF_BYTES as u64 + 4096),

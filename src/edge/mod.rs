@@ -1,6 +1,9 @@
 //! The edge: fleetgate's one MQTT 3.1.1 port, for vehicles and everyone else.
 //!
-//! In: TCP connections. Out: vehicle publishes to ingest; every other client
+//! In: TCP connections on `mqtt.listen`, and TLS connections on
+//! `tls.mqtt_listen` once their handshake is done (`crate::tls`; both served
+//! alike through [`stream::ClientStream`]). Out: vehicle publishes to
+//! ingest; every other client
 //! spliced to the embedded rumqttd. Bound: at most `mqtt.max_connections`
 //! connections (one more is closed at accept, counted). An idle vehicle
 //! connection holds its task (512 bytes: a future of about 410 bytes,
@@ -54,6 +57,7 @@ mod hello;
 pub mod rate;
 pub mod registry;
 pub mod sources;
+pub mod stream;
 mod vehicle;
 mod write;
 
@@ -78,6 +82,7 @@ use crate::ingest::IngestSender;
 use crate::metrics::Metrics;
 use filters::FilterBudget;
 use registry::VehicleRegistry;
+use stream::{ClientStream, TlsClient};
 
 /// Largest CONNECT the edge reads before it knows who is talking.
 const MAX_CONNECT_BYTES: usize = 8 * 1024;
@@ -233,9 +238,12 @@ impl Budget {
 }
 
 /// Accepts connections until `shutdown` resolves; then closes them all.
+/// With `tls`, each connection's TLS handshake comes first (the MQTT TLS
+/// port); the same edge serves both ports.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<EdgeContext>,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut connections = JoinSet::new();
@@ -248,6 +256,7 @@ pub async fn serve(
                 let Some((stream, peer)) = crate::accept::or_back_off(accepted, "mqtt").await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 match ctx.sources.admit(peer.ip(), ctx.clock_ms()) {
                     sources::Admission::Admit => {}
                     sources::Admission::Untracked => Metrics::inc(&ctx.metrics.sources_untracked_total),
@@ -263,13 +272,21 @@ pub async fn serve(
                 }
                 let Some(slot) = Slot::take(&ctx) else {
                     Metrics::inc(&ctx.metrics.connections_refused_total_limit);
-                    if let Some(refusal) = Refusal::take(&ctx) {
+                    // Over TLS, CONNACK 3 would cost a handshake: closed.
+                    if let (None, Some(refusal)) = (&tls, Refusal::take(&ctx)) {
                         connections.spawn(refuse_over_limit(stream, refusal));
                     }
                     continue;
                 };
                 Metrics::inc(&ctx.metrics.connections_accepted_total);
-                connections.spawn(connection(stream, slot));
+                match &tls {
+                    None => {
+                        connections.spawn(connection(stream, slot));
+                    }
+                    Some(tls) => {
+                        connections.spawn(tls_connection(stream, slot, tls.clone()));
+                    }
+                }
             }
         }
     }
@@ -368,8 +385,8 @@ impl Drop for Gauge<'_> {
 /// the CONNECT, the hand-off) and only the idle vehicle session stays
 /// inline (size tested below). Not an `async fn`, which would keep a second
 /// copy of each argument in its state.
-fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Send {
-    let _ = stream.set_nodelay(true);
+#[allow(clippy::manual_async_fn)]
+fn connection<S: ClientStream>(mut stream: S, ctx: Slot) -> impl Future<Output = ()> + Send {
     async move {
         let mut buf = BytesMut::new();
         let Some(hello) = Box::pin(read_connect(&mut stream, &mut buf, &ctx)).await else {
@@ -396,10 +413,20 @@ fn connection(mut stream: TcpStream, ctx: Slot) -> impl Future<Output = ()> + Se
     }
 }
 
+/// A connection on the MQTT TLS port: its handshake (boxed: rustls' state
+/// is large and short-lived), then the same session as on the plain port.
+async fn tls_connection(stream: TcpStream, ctx: Slot, tls: Arc<crate::tls::Tls>) {
+    let listener = crate::tls::Listener::Mqtt;
+    let Some(accepted) = Box::pin(tls.accept(stream, listener)).await else {
+        return;
+    };
+    connection(TlsClient::new(accepted, tls.identity_is_username()), ctx).await;
+}
+
 /// The hand-off to rumqttd, boxed: its state (two sockets, two buffers, the
 /// decoded CONNECT) is for the few clients that are not vehicles.
-fn hand_off<'a>(
-    stream: TcpStream,
+fn hand_off<'a, S: ClientStream>(
+    stream: S,
     buf: BytesMut,
     hello: &'a vehicle::Hello,
     handoff: Box<vehicle::HandOff>,
@@ -416,8 +443,8 @@ fn hand_off<'a>(
 /// Reads and checks the CONNECT under `mqtt.connect_timeout_ms`; `None`
 /// when the connection is refused or gone (counted, answered where 3.1.1
 /// says so). Bytes after the CONNECT stay in `buf`.
-async fn read_connect(
-    stream: &mut TcpStream,
+async fn read_connect<S: ClientStream>(
+    stream: &mut S,
     buf: &mut BytesMut,
     ctx: &EdgeContext,
 ) -> Option<vehicle::Hello> {
@@ -429,12 +456,12 @@ async fn read_connect(
         Ok(Err(codec::FrameError::Closed)) => return None,
         Ok(Err(e)) => {
             Metrics::inc(&ctx.metrics.connections_refused_total_bad_connect);
-            tracing::debug!(peer = ?stream.peer_addr().ok(), error = %e, "bad first packet");
+            tracing::debug!(peer = ?stream.peer_addr(), error = %e, "bad first packet");
             return None;
         }
         Err(_) => {
             Metrics::inc(&ctx.metrics.connections_refused_total_connect_timeout);
-            tracing::debug!(peer = ?stream.peer_addr().ok(), "no CONNECT in time");
+            tracing::debug!(peer = ?stream.peer_addr(), "no CONNECT in time");
             return None;
         }
     };
@@ -449,14 +476,14 @@ async fn read_connect(
         }
         _ => {
             Metrics::inc(&ctx.metrics.connections_refused_total_bad_connect);
-            tracing::debug!(peer = ?stream.peer_addr().ok(), "first packet is not an MQTT 3.1.1 CONNECT");
+            tracing::debug!(peer = ?stream.peer_addr(), "first packet is not an MQTT 3.1.1 CONNECT");
             return None;
         }
     }
     if let Err(violation) = conformance::check_connect(&raw.raw) {
         ctx.metrics.violation(violation);
         Metrics::inc(&ctx.metrics.connections_refused_total_bad_connect);
-        tracing::debug!(peer = ?stream.peer_addr().ok(), %violation, "CONNECT breaks MQTT 3.1.1; closing");
+        tracing::debug!(peer = ?stream.peer_addr(), %violation, "CONNECT breaks MQTT 3.1.1; closing");
         return None;
     }
     let (connect, raw) = match raw.decode() {
@@ -466,7 +493,7 @@ async fn read_connect(
         }) => (c, raw),
         _ => {
             Metrics::inc(&ctx.metrics.connections_refused_total_bad_connect);
-            tracing::debug!(peer = ?stream.peer_addr().ok(), "malformed CONNECT");
+            tracing::debug!(peer = ?stream.peer_addr(), "malformed CONNECT");
             return None;
         }
     };
@@ -487,11 +514,12 @@ async fn read_connect(
         username: connect.login.as_ref().map(|l| l.username.as_str()),
         password: connect.login.as_ref().map(|l| l.password.as_bytes()),
         will_topic: connect.last_will.as_ref().map(|w| w.topic.as_str()),
+        certificate: stream.certificate_identity(),
     };
     let principal = match ctx.auth.authenticate(&credentials).await {
         Ok(principal) => principal,
         Err(code) => {
-            tracing::debug!(peer = ?stream.peer_addr().ok(), client_id, ?code, "CONNECT refused");
+            tracing::debug!(peer = ?stream.peer_addr(), client_id, ?code, "CONNECT refused");
             let _ = refuse(stream, code).await;
             return None;
         }
@@ -499,10 +527,10 @@ async fn read_connect(
     Some(vehicle::Hello::new(&raw, &connect, principal))
 }
 
-async fn refuse(stream: &mut TcpStream, code: ConnectReturnCode) -> std::io::Result<()> {
+async fn refuse<S: ClientStream>(stream: &mut S, code: ConnectReturnCode) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     if codec::encode(&Packet::ConnAck(ConnAck::new(code, false)), &mut out).is_ok() {
-        stream.write_all(&out).await?;
+        write::write_all_timed(stream, &out).await?;
     }
     stream.shutdown().await
 }

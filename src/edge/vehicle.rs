@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::codec::{self, Frame, Reply};
@@ -33,7 +32,8 @@ use super::conformance::Violation;
 use super::frame_pool::SMALL_FRAME_BYTES;
 pub use super::hello::{fire_will, Hello};
 use super::registry::Registration;
-pub use super::write::{send, WRITE_TIMEOUT};
+use super::stream::ClientStream;
+pub use super::write::send;
 use super::write::{write_all_timed, write_now, WriteRest};
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
@@ -84,7 +84,8 @@ enum Step<'a> {
 
 /// What ended an idle wait.
 enum Wake {
-    Readable(std::io::Result<()>),
+    /// Bytes read into the buffer (0: closed by the peer).
+    Read(std::io::Result<usize>),
     Command(Bytes),
     /// Acknowledgements came due: the publishes they answer are kept.
     Acks,
@@ -103,8 +104,8 @@ const ACKS_PER_WRITE: usize = 16;
 /// each argument in its state: an `async move` block uses its captures in
 /// place.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<'a>(
-    stream: &'a mut TcpStream,
+pub fn serve<'a, S: ClientStream>(
+    stream: &'a mut S,
     buf: &'a mut BytesMut,
     hello: &'a Hello,
     ctx: &'a EdgeContext,
@@ -186,8 +187,8 @@ pub fn serve<'a>(
                     if session_now.acks_full() {
                         return Poll::Pending;
                     }
-                    if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
-                        return Poll::Ready(Wake::Readable(ready));
+                    if let Poll::Ready(read) = stream.poll_read_some(cx, buf, READ_CHUNK) {
+                        return Poll::Ready(Wake::Read(read));
                     }
                     match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
                         Some(Poll::Ready(())) => Poll::Ready(Wake::Silent),
@@ -196,17 +197,9 @@ pub fn serve<'a>(
                 })
                 .await
                 {
-                    Wake::Readable(Ok(())) => {
-                        buf.reserve(READ_CHUNK);
-                        match stream.try_read_buf(buf) {
-                            Ok(0) => break End::Lost("closed by peer"),
-                            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                                break End::Lost("socket error")
-                            }
-                            _ => continue,
-                        }
-                    }
-                    Wake::Readable(Err(_)) => break End::Lost("socket error"),
+                    Wake::Read(Ok(0)) => break End::Lost("closed by peer"),
+                    Wake::Read(Ok(_)) => continue,
+                    Wake::Read(Err(_)) => break End::Lost("socket error"),
                     Wake::Acks => match session.write_due_acks(stream) {
                         Ok(None) => continue,
                         // Rare: the socket is full; the rest is boxed.
@@ -475,9 +468,9 @@ impl<'a> Session<'a> {
     /// the stack. Not async, so the connection's task holds none of it: if
     /// the socket cannot take them all, the rest is returned as a boxed
     /// write that owns its bytes (rare).
-    fn write_due_acks<'s>(
+    fn write_due_acks<'s, S: ClientStream>(
         &self,
-        stream: &'s mut TcpStream,
+        stream: &'s mut S,
     ) -> std::io::Result<Option<WriteRest<'s>>> {
         let Some(acks) = &self.acks else {
             return Ok(None);
@@ -498,12 +491,8 @@ impl<'a> Session<'a> {
                 bytes[len..len + encoded.len()].copy_from_slice(encoded);
                 len += encoded.len();
             }
-            let written = match stream.try_write(&bytes[..len]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
-            if written < len {
+            let written = stream.try_write_now(&bytes[..len])?;
+            if written < len || stream.needs_flush() {
                 let rest = bytes[written..len].to_vec();
                 return Ok(Some(Box::pin(write_all_timed(stream, rest))));
             }

@@ -9,12 +9,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use super::codec;
+use super::stream::ClientStream;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::Packet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use super::codec;
 
 /// A write to a client that takes longer than this closes the connection:
 /// a client that stops reading must not hold its task forever.
@@ -27,26 +26,29 @@ pub type WriteRest<'b> = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send
 /// rest, if any, is written by the returned future under
 /// [`WRITE_TIMEOUT`], boxed so that waiting for room does not enlarge every
 /// connection's task.
-pub fn write_now<'b>(
-    stream: &'b mut TcpStream,
+pub fn write_now<'b, S: ClientStream>(
+    stream: &'b mut S,
     bytes: &'b [u8],
 ) -> std::io::Result<Option<WriteRest<'b>>> {
-    let written = match stream.try_write(bytes) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    Ok(match bytes.get(written..) {
-        Some(rest) if !rest.is_empty() => Some(Box::pin(write_all_timed(stream, rest))),
-        _ => None,
+    let written = stream.try_write_now(bytes)?;
+    let rest = bytes.get(written..).unwrap_or_default();
+    Ok(match rest.is_empty() && !stream.needs_flush() {
+        true => None,
+        false => Some(Box::pin(write_all_timed(stream, rest))),
     })
 }
 
+/// Writes all of `bytes` and flushes (a TLS stream holds records until
+/// then; for TCP a flush is nothing), under [`WRITE_TIMEOUT`].
 pub async fn write_all_timed<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
     writer: &mut W,
     bytes: B,
 ) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes.as_ref())).await {
+    let write = async {
+        writer.write_all(bytes.as_ref()).await?;
+        writer.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(result) => result,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

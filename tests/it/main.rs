@@ -43,3 +43,4 @@ mod openapi;
 mod packages;
 mod pubsub;
 mod smq;
+mod tls;

@@ -47,11 +47,11 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, PubRec, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpStream;
 
 use super::codec::{self, Frame, FrameError};
 use super::conformance::OwedAcks;
-use super::vehicle::{fire_will, send, HandOff, WRITE_TIMEOUT};
+use super::stream::ClientStream;
+use super::vehicle::{fire_will, send, HandOff};
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
 use crate::auth::{Decision, Principal};
@@ -74,8 +74,8 @@ const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// for data it could not forward anyway.
 pub const BROKER_PIPE_BYTES: usize = READ_CHUNK;
 
-pub async fn splice(
-    mut client: TcpStream,
+pub async fn splice<S: ClientStream>(
+    mut client: S,
     client_buf: BytesMut,
     mut connect: Connect,
     who: &Principal,
@@ -258,9 +258,9 @@ enum Verdict {
 }
 
 impl Proxy<'_> {
-    async fn run(
+    async fn run<S: ClientStream>(
         &mut self,
-        mut client: TcpStream,
+        mut client: S,
         mut client_buf: BytesMut,
         mut broker: DuplexStream,
         mut broker_buf: BytesMut,
@@ -374,11 +374,10 @@ impl Proxy<'_> {
             // Over its rate: rumqttd's side is still served, the client's
             // is not read until it is back within its rate.
             let over_rate = self.ctx.over_rate(self.rate_tat_us);
-            let (mut client_rd, _) = client.split();
             let mut ping_due = false;
             tokio::select! {
                 _ = tokio::time::sleep_until(over_rate.unwrap_or_else(tokio::time::Instant::now)), if over_rate.is_some() => {}
-                r = fill_chunk(&mut client_rd, &mut client_buf), if over_rate.is_none() => if let Err(e) = r {
+                r = fill_chunk(&mut client, &mut client_buf), if over_rate.is_none() => if let Err(e) = r {
                     // Without a DISCONNECT first, dropping the broker side
                     // makes rumqttd fire the client's will, as it should.
                     if !matches!(e, FrameError::Closed) { tracing::debug!(error = %e, "handed-off client read failed"); }
@@ -419,8 +418,5 @@ async fn fill_chunk<R: tokio::io::AsyncRead + Unpin>(
 }
 
 async fn write_raw<W: AsyncWrite + Unpin>(stream: &mut W, raw: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(raw)).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
+    super::write::write_all_timed(stream, raw).await
 }
