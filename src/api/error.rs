@@ -3,11 +3,11 @@
 //!
 //! In: an endpoint's refusal ([`ApiError`]), or any response on its way
 //! out. Out: a JSON body `{"error": "…"}` with the status the rule names:
-//! 400 with `"field"` naming the bad field, 404, 405 (a method the path
-//! does not take), 403 (a topic the caller's ACL forbids), 409 (a change
-//! the state forbids), 413 (a body over
-//! `http.max_body_bytes`, or a message over its own bound) and 429 (a
-//! configured bound reached) with `"bound"` naming it, 503 when the fleet
+//! 400 with `"field"` naming the bad field, 403 (a topic the caller's ACL
+//! forbids), 404, 405 (a method the path does not take), 409 (a change the
+//! state forbids), 413 (a body over `http.max_body_bytes`, or a message
+//! over its own bound) and 429 (a configured bound reached) with `"bound"`
+//! naming it, 503 when the fleet
 //! state did not answer (busy or stopping). [`json_errors`] turns what
 //! axum's extractors refuse with (plain text: a bad query string, a
 //! missing WebSocket header) into the same JSON, so no endpoint answers an

@@ -51,18 +51,6 @@ impl Secured {
     }
 }
 
-/// Reads until the gateway closes; answers to what came before the bad
-/// packet are skipped, anything else fails.
-async fn expect_closed(client: &mut RawClient, what: &str) {
-    loop {
-        match client.recv().await {
-            None => return,
-            Some(Packet::PubAck(_) | Packet::PubRec(_) | Packet::Publish(_)) => continue,
-            Some(other) => panic!("{what}: answered {other:?} instead of closing"),
-        }
-    }
-}
-
 /// A client far over `mqtt.max_messages_per_s_per_client` is slowed down
 /// to it (not read), not cut: every publish is acknowledged in order, it
 /// still answers a ping, the throttle shows in `/metrics`, and another
@@ -113,7 +101,8 @@ async fn every_malformed_packet_from_an_authenticated_client_closes_it_and_is_co
             let (code, mut c) = connect_as(&s.gw, &format!("{path}-{i}"), Some(login), None).await;
             assert_eq!(code, ConnectReturnCode::Success, "{path}");
             c.send_raw(&bytes).await;
-            expect_closed(&mut c, &format!("{path}, {reason} {bytes:02x?}")).await;
+            c.expect_closed(&format!("{path}, {reason} {bytes:02x?}"))
+                .await;
             s.await_metric(&[&series], before + 1).await;
         }
         // A topic length past the packet's end; a remaining length of five
@@ -127,7 +116,8 @@ async fn every_malformed_packet_from_an_authenticated_client_closes_it_and_is_co
             let before = s.sum(&counted).await;
             let (_, mut c) = connect_as(&s.gw, &format!("{path}-len"), Some(login), None).await;
             c.send_raw(bytes).await;
-            expect_closed(&mut c, &format!("{path}, length {bytes:02x?}")).await;
+            c.expect_closed(&format!("{path}, length {bytes:02x?}"))
+                .await;
             s.await_metric(&counted, before + 1).await;
         }
     }

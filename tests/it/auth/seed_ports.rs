@@ -84,22 +84,15 @@ async fn smq_sub_and_put_are_checked_as_mqtt_reads_and_writes_of_their_topic() {
     // /put: the ACL as an MQTT publish; a dashboard publishes nothing, by
     // POST (its role) or by GET (the ACL).
     let acl_before = s.metric("fleetgate_acl_denied_total").await;
-    assert_eq!(
-        put_as(&s, "POST", "alice:secret", "private/x", "no").await,
-        403
-    );
-    assert_eq!(
-        put_as(&s, "POST", "alice:secret", "sensors/secret/x", "no").await,
-        403
-    );
-    assert_eq!(
-        put_as(&s, "GET", "dash:dashpw", "sensors/a", "no").await,
-        403
-    );
-    assert_eq!(
-        put_as(&s, "POST", "dash:dashpw", "sensors/a", "no").await,
-        403
-    );
+    for (method, token, topic) in [
+        ("POST", "alice:secret", "private/x"),
+        ("POST", "alice:secret", "sensors/secret/x"),
+        ("GET", "dash:dashpw", "sensors/a"),
+        ("POST", "dash:dashpw", "sensors/a"),
+    ] {
+        let status = put_as(&s, method, token, topic, "no").await;
+        assert_eq!(status, 403, "{method} /put?topic={topic} as {token}");
+    }
     assert_eq!(
         s.metric("fleetgate_acl_denied_total").await,
         acl_before + 3,
