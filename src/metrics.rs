@@ -168,7 +168,7 @@ metrics! {
     handoffs_total: counter;
     /// Last wills fired by the edge after a vehicle vanished.
     wills_published_total: counter;
-    /// Client packets refused by the edge's ACL (subscriptions and publishes).
+    /// Requests refused by the ACL: MQTT subscriptions and publishes at the edge, SMQ `SUB`s, `/put` and `/message` publishes and subscriptions.
     acl_denied_total: counter;
     /// Subscriptions refused because `broker.max_filters` filters are held in the broker now.
     filters_refused_total: counter;
@@ -304,6 +304,12 @@ metrics! {
     smq_refused_total_max_consumers: counter in "smq_refused_total" {"reason=\"max_consumers\""};
     /// SMQ refusals, by reason.
     smq_refused_total_busy: counter in "smq_refused_total" {"reason=\"busy\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_auth_first: counter in "smq_refused_total" {"reason=\"auth_first\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_bad_credentials: counter in "smq_refused_total" {"reason=\"bad_credentials\""};
+    /// SMQ refusals, by reason.
+    smq_refused_total_not_authorized: counter in "smq_refused_total" {"reason=\"not_authorized\""};
     /// `/put`s queued for the broker.
     smq_put_total: counter;
     /// Messages the broker forwarded to SMQ topics (`/put`s and MQTT publishes).

@@ -18,10 +18,15 @@
 //! | request | roles admitted |
 //! |---|---|
 //! | `GET /healthz`, `GET /` (the map page itself, no data) | anyone |
-//! | other reads (`GET`, `HEAD`), and the read-only WebSockets (`/ws`, `/notification`, `/packages/track/…`) | dashboard, service, admin |
-//! | writes (`POST`, `PUT`, `PATCH`, `DELETE`), and `/message` (it publishes) | service, admin |
+//! | other reads (`GET`, `HEAD`), the read-only WebSockets (`/ws`, `/notification`, `/packages/track/…`), and `/message` | dashboard, service, admin |
+//! | writes (`POST`, `PUT`, `PATCH`, `DELETE`) | service, admin |
 //!
-//! Devices have no HTTP access: they speak MQTT.
+//! Devices have no HTTP access: they speak MQTT. A request let through
+//! carries its caller as a [`Principal`] extension (the token's user), so
+//! the endpoints that publish or subscribe to topics check the ACL as MQTT
+//! does for that user: `/put` and `/message`'s publishes as a write of
+//! their topic, `/message`'s subscriptions as an MQTT SUBSCRIBE and each
+//! message it delivers as a read (`smq::http`, `pubsub::ws`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +39,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-use crate::auth::{Auth, Role};
+use crate::auth::{Auth, Principal, Role};
 use crate::metrics::Metrics;
 
 /// What a request needs.
@@ -48,7 +53,8 @@ enum Needs {
 fn needs(method: &Method, path: &str) -> Needs {
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/" | "/healthz") => Needs::Nothing,
-        (_, "/message") => Needs::Write,
+        // Its publishes and subscriptions are checked per topic.
+        (&Method::GET, "/message") => Needs::Read,
         (&Method::GET | &Method::HEAD | &Method::OPTIONS, _) => Needs::Read,
         _ => Needs::Write,
     }
@@ -72,7 +78,7 @@ pub struct HttpAuth {
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn require_token(
     State(state): State<HttpAuth>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if !state.auth.checks_passwords() {
@@ -96,7 +102,10 @@ pub async fn require_token(
             Metrics::inc(&state.metrics.http_refused_total_bad_token);
             unauthorized("the token's user name or password is wrong")
         }
-        Some(role) if admits(needs, role) => next.run(request).await,
+        Some(role) if admits(needs, role) => {
+            request.extensions_mut().insert(Principal::user(&user));
+            next.run(request).await
+        }
         Some(role) => {
             Metrics::inc(&state.metrics.http_refused_total_forbidden);
             let what = if needs == Needs::Write {
@@ -152,7 +161,7 @@ mod tests {
         assert_eq!(needs(&Method::GET, "/"), Needs::Nothing);
         assert_eq!(needs(&Method::GET, "/vehicles"), Needs::Read);
         assert_eq!(needs(&Method::GET, "/ws"), Needs::Read);
-        assert_eq!(needs(&Method::GET, "/message"), Needs::Write);
+        assert_eq!(needs(&Method::GET, "/message"), Needs::Read);
         assert_eq!(needs(&Method::POST, "/packages"), Needs::Write);
         assert_eq!(needs(&Method::DELETE, "/geofences/1"), Needs::Write);
         assert!(!admits(Needs::Read, Role::Device));

@@ -3,10 +3,11 @@
 //!
 //! In: an endpoint's refusal ([`ApiError`]), or any response on its way
 //! out. Out: a JSON body `{"error": "…"}` with the status the rule names:
-//! 400 with `"field"` naming the bad field, 404, 405 (a method the path
-//! does not take), 409 (a change the state forbids), 413 (a body over
-//! `http.max_body_bytes`, or a message over its own bound) and 429 (a
-//! configured bound reached) with `"bound"` naming it, 503 when the fleet
+//! 400 with `"field"` naming the bad field, 403 (a topic the caller's ACL
+//! forbids), 404, 405 (a method the path does not take), 409 (a change the
+//! state forbids), 413 (a body over `http.max_body_bytes`, or a message
+//! over its own bound) and 429 (a configured bound reached) with `"bound"`
+//! naming it, 503 when the fleet
 //! state did not answer (busy or stopping). [`json_errors`] turns what
 //! axum's extractors refuse with (plain text: a bad query string, a
 //! missing WebSocket header) into the same JSON, so no endpoint answers an
@@ -44,6 +45,10 @@ pub enum ApiError {
     /// 409: the request is valid, the state forbids it.
     #[error("{0}")]
     Conflict(String),
+    /// 403: the caller's token is good, the ACL does not let its user do
+    /// this (a topic it may not publish to).
+    #[error("{0}")]
+    Forbidden(String),
     /// 413: a body or message over `bound` (`limit` bytes).
     #[error("the request body is over {bound} = {limit} bytes")]
     TooLarge { bound: &'static str, limit: usize },
@@ -73,6 +78,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadField { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

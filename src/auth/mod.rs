@@ -6,11 +6,10 @@
 //! then every topic it publishes to, subscribes to or is sent. Out: a
 //! [`Principal`] per connection or the CONNACK code that refuses it, and
 //! allow/deny answers. Bound: the two files (each at most 4 MiB, parsed
-//! whole), a cache of at most `auth.verified_cache_entries` successful
-//! logins (32-byte digests; emptied when full and on reload), and at most
-//! `auth.max_concurrent_verifications` password hashes computed at once, on
-//! tokio's blocking pool (a PBKDF2 with 210 000 iterations is ~0.2 s of CPU:
-//! on the runtime it would stall every connection).
+//! whole), and [`verify`]'s: a cache of at most `auth.verified_cache_entries`
+//! successful logins, at most `auth.max_concurrent_verifications` password
+//! hashes computed at once, on tokio's blocking pool. An unknown user costs
+//! the same hash as a known one ([`verify`]: no timing oracle for names).
 //!
 //! # Modes
 //!
@@ -47,23 +46,21 @@ pub mod acl;
 pub mod cli;
 pub mod config;
 pub mod passwd;
+pub mod verify;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
-use sha2::{Digest as _, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::topic_filter;
 pub use acl::{Acl, Asker, Want};
 pub use config::AuthConfig;
 pub use passwd::{PasswordFile, Role};
+use verify::Verifier;
 
 /// Why the security files could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +84,9 @@ pub enum AuthError {
 pub struct Tables {
     /// `None`: open mode (no file configured).
     passwords: Option<PasswordFile>,
+    /// What an unknown user's password is verified against
+    /// ([`PasswordFile::decoy`]); with the password file.
+    decoy: Option<passwd::PasswordHash>,
     acl: Option<Acl>,
     allow_anonymous: bool,
 }
@@ -127,6 +127,7 @@ impl Tables {
         };
         Ok(Tables {
             allow_anonymous: config.anonymous_allowed(),
+            decoy: passwords.as_ref().map(PasswordFile::decoy),
             passwords,
             acl,
         })
@@ -285,6 +286,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A user of the password file logged in by name alone (an HTTP token,
+    /// an SMQ `AUTH`): its client id, for the ACL's `%c`, is its name.
+    pub fn user(name: &str) -> Principal {
+        Principal {
+            client_id: name.into(),
+            username: Some(name.into()),
+            certified: false,
+        }
+    }
+
     fn asker(&self) -> Asker<'_> {
         Asker {
             username: self.username.as_deref(),
@@ -345,10 +356,7 @@ pub struct Auth {
     /// mode every decision is "allow" and costs one load.
     enforced: AtomicBool,
     tables: RwLock<Arc<Tables>>,
-    verifications: Arc<Semaphore>,
-    verified: Mutex<HashMap<Box<str>, [u8; 32]>>,
-    /// Keys the cache's digests, so they are useless outside this process.
-    cache_key: [u8; 32],
+    verifier: Verifier,
     metrics: Arc<Metrics>,
 }
 
@@ -356,19 +364,11 @@ impl Auth {
     /// Loads the files; refuses to start on any problem with them.
     pub fn new(config: &AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, AuthError> {
         let tables = Tables::load(config)?;
-        let mut cache_key = [0u8; 32];
-        // Without randomness the cache still works; its digests are then
-        // as guessable as unsalted SHA-256s, so say so.
-        if let Err(e) = getrandom::fill(&mut cache_key) {
-            tracing::warn!(error = %e, "no randomness for the login cache's key");
-        }
         Ok(Auth {
             enforced: AtomicBool::new(tables.enforced()),
             config: config.clone(),
             tables: RwLock::new(Arc::new(tables)),
-            verifications: Arc::new(Semaphore::new(config.max_concurrent_verifications.get())),
-            verified: Mutex::new(HashMap::new()),
-            cache_key,
+            verifier: Verifier::new(config, metrics.clone()),
             metrics,
         })
     }
@@ -379,9 +379,7 @@ impl Auth {
         Auth {
             enforced: AtomicBool::new(false),
             tables: RwLock::new(Arc::new(Tables::default())),
-            verifications: Arc::new(Semaphore::new(1)),
-            verified: Mutex::new(HashMap::new()),
-            cache_key: [0; 32],
+            verifier: Verifier::new(&config, metrics.clone()),
             config,
             metrics,
         }
@@ -430,7 +428,7 @@ impl Auth {
         let tables = Tables::load(&self.config)?;
         self.enforced.store(tables.enforced(), Ordering::Relaxed);
         *self.tables.write() = Arc::new(tables);
-        self.verified.lock().clear();
+        self.verifier.forget_all();
         Metrics::inc(&self.metrics.auth_reloads_total);
         Ok(())
     }
@@ -462,16 +460,13 @@ impl Auth {
                     return Err(ConnectReturnCode::NotAuthorized);
                 }
                 (None, _) | (Some(_), None) => {}
-                (Some(name), Some(file)) => {
-                    let entry = match (passwd::check_literal_id(name), file.get(name)) {
-                        (Ok(()), Some(entry)) => entry.clone(),
-                        _ => {
-                            Metrics::inc(&m.connections_refused_total_bad_credentials);
-                            return Err(ConnectReturnCode::BadUserNamePassword);
-                        }
-                    };
+                (Some(name), Some(_)) => {
                     let password = credentials.password.unwrap_or_default();
-                    if !self.verify(name, password, entry.hash).await? {
+                    let matched = match self.check_login(&tables, name, password).await {
+                        Ok(role) => role.is_some(),
+                        Err(verify::Busy) => return Err(ConnectReturnCode::ServiceUnavailable),
+                    };
+                    if !matched {
                         Metrics::inc(&m.connections_refused_total_bad_credentials);
                         return Err(ConnectReturnCode::BadUserNamePassword);
                     }
@@ -519,68 +514,197 @@ impl Auth {
         self.check_will(tables, principal, credentials.will_topic)
     }
 
-    /// Verifies a password: from the cache of recent successes, else on the
-    /// blocking pool behind the semaphore. `Err` when no verification slot
-    /// came free in time (the client gets "server unavailable").
-    async fn verify(
+    /// The role of user `name` if `password` is its password, `None` if
+    /// not or if there is no such user: an unknown user is verified against
+    /// the file's decoy, so it takes as long as a wrong password (no timing
+    /// oracle for names). A name that is not literal is in no file and
+    /// could never be, so it is refused at once.
+    async fn check_login(
         &self,
+        tables: &Tables,
         name: &str,
         password: &[u8],
-        hash: passwd::PasswordHash,
-    ) -> Result<bool, ConnectReturnCode> {
-        let digest = self.digest(name, password);
-        if self.verified.lock().get(name) == Some(&digest) {
-            Metrics::inc(&self.metrics.auth_cache_hits_total);
-            return Ok(true);
+    ) -> Result<Option<Role>, verify::Busy> {
+        let (Some(file), Some(decoy)) = (&tables.passwords, &tables.decoy) else {
+            return Ok(None);
+        };
+        if passwd::check_literal_id(name).is_err() {
+            return Ok(None);
         }
-        let timeout = Duration::from_millis(self.config.verify_timeout_ms);
-        let permit =
-            match tokio::time::timeout(timeout, self.verifications.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                _ => {
-                    Metrics::inc(&self.metrics.connections_refused_total_auth_busy);
-                    return Err(ConnectReturnCode::ServiceUnavailable);
-                }
-            };
-        let password = password.to_vec();
-        let ok = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            hash.verify(&password)
-        })
-        .await
-        .unwrap_or(false);
-        Metrics::inc(&self.metrics.auth_verifications_total);
-        if ok {
-            let mut verified = self.verified.lock();
-            if verified.len() >= self.config.verified_cache_entries {
-                // Full: start again rather than track ages (logins are
-                // re-verified, never refused, after this).
-                verified.clear();
+        match file.get(name) {
+            Some(entry) => {
+                let role = entry.role;
+                let ok = self
+                    .verifier
+                    .verify(name, password, entry.hash.clone())
+                    .await?;
+                Ok(ok.then_some(role))
             }
-            if self.config.verified_cache_entries > 0 {
-                verified.insert(name.into(), digest);
+            None => {
+                self.verifier
+                    .verify_unknown(password, decoy.clone())
+                    .await?;
+                Ok(None)
             }
         }
-        Ok(ok)
-    }
-
-    fn digest(&self, name: &str, password: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.cache_key);
-        h.update((name.len() as u64).to_be_bytes());
-        h.update(name.as_bytes());
-        h.update(password);
-        h.finalize().into()
     }
 
     /// Checks a user name and password for HTTP (a bearer token is
     /// `<user>:<password>`): the user's role, or `None`.
     pub async fn authenticate_token(&self, name: &str, password: &str) -> Option<Role> {
+        self.login(name, password.as_bytes()).await.ok().flatten()
+    }
+
+    /// A user name and password (an SMQ `AUTH`): the user's role, `None`
+    /// when either is wrong, `Err` when no verification slot came free.
+    pub async fn login(&self, name: &str, password: &[u8]) -> Result<Option<Role>, verify::Busy> {
         let tables = self.tables();
-        let entry = tables.passwords.as_ref()?.get(name)?.clone();
-        match self.verify(name, password.as_bytes(), entry.hash).await {
-            Ok(true) => Some(entry.role),
-            _ => None,
+        self.check_login(&tables, name, password).await
+    }
+
+    /// [`may_publish`](Self::may_publish) for a caller that is `None` when
+    /// it gave no login (HTTP and SMQ without a password file): allowed
+    /// then, unless a password file is in force, where a caller without a
+    /// login is a bug upstream and is denied (fail closed).
+    pub fn may_publish_as(&self, who: Option<&Principal>, topic: &str) -> Decision {
+        match who {
+            Some(who) => self.may_publish(who, topic),
+            None => Decision::from(!self.checks_passwords()),
         }
+    }
+
+    /// [`may_read`](Self::may_read) for a caller that may have no login,
+    /// as [`may_publish_as`](Self::may_publish_as).
+    pub fn may_read_as(&self, who: Option<&Principal>, topic: &str) -> Decision {
+        match who {
+            Some(who) => self.may_read(who, topic),
+            None => Decision::from(!self.checks_passwords()),
+        }
+    }
+
+    /// [`may_subscribe`](Self::may_subscribe) for a caller that may have
+    /// no login, as [`may_publish_as`](Self::may_publish_as).
+    pub fn may_subscribe_as(&self, who: Option<&Principal>, filter: &str) -> Decision {
+        match who {
+            Some(who) => self.may_subscribe(who, filter),
+            None => Decision::from(!self.checks_passwords()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passwd::{Entry, PasswordHash};
+
+    /// An `Auth` over a password file of one user, `alice` (password
+    /// `secret`, 1000 iterations), with `config` otherwise.
+    fn with_alice(mut config: AuthConfig) -> (Auth, Arc<Metrics>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = PasswordFile::default();
+        let hash = PasswordHash::new(b"secret", 1000).unwrap();
+        file.insert(
+            "alice".into(),
+            Entry {
+                hash,
+                role: Role::Service,
+            },
+        );
+        let path = dir.path().join("passwd");
+        std::fs::write(&path, file.render()).unwrap();
+        config.password_file = Some(path);
+        let metrics = Arc::new(Metrics::default());
+        let auth = Auth::new(&config, metrics.clone()).unwrap();
+        (auth, metrics, dir)
+    }
+
+    fn login<'a>(user: &'a str, password: &'a str) -> Credentials<'a> {
+        Credentials {
+            client_id: "c1",
+            username: Some(user),
+            password: Some(password.as_bytes()),
+            will_topic: None,
+            certificate: None,
+        }
+    }
+
+    fn verifications(m: &Metrics) -> u64 {
+        m.auth_verifications_total.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_verification_as_a_known_one_does() {
+        let (auth, m, _dir) = with_alice(AuthConfig::default());
+        let refused = auth.authenticate(&login("mallory", "secret")).await;
+        assert_eq!(refused, Err(ConnectReturnCode::BadUserNamePassword));
+        assert_eq!(verifications(&m), 1, "the unknown user was not verified");
+        let refused = auth.authenticate(&login("alice", "wrong")).await;
+        assert_eq!(refused, Err(ConnectReturnCode::BadUserNamePassword));
+        assert_eq!(verifications(&m), 2);
+        // HTTP tokens take the same path.
+        assert_eq!(auth.authenticate_token("mallory", "secret").await, None);
+        assert_eq!(verifications(&m), 3);
+        assert_eq!(
+            auth.authenticate_token("alice", "secret").await,
+            Some(Role::Service)
+        );
+        assert_eq!(verifications(&m), 4);
+        assert_eq!(
+            m.connections_refused_total_bad_credentials
+                .load(Ordering::Relaxed),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_waits_for_a_verification_slot_as_a_known_one_does() {
+        let config = AuthConfig {
+            verify_timeout_ms: 20,
+            ..AuthConfig::default()
+        };
+        let (auth, m, _dir) = with_alice(config);
+        let _held = auth.verifier.hold_all_slots();
+        for user in ["mallory", "alice"] {
+            let refused = auth.authenticate(&login(user, "secret")).await;
+            assert_eq!(
+                refused,
+                Err(ConnectReturnCode::ServiceUnavailable),
+                "{user}"
+            );
+        }
+        assert_eq!(
+            m.connections_refused_total_auth_busy
+                .load(Ordering::Relaxed),
+            2
+        );
+        assert_eq!(verifications(&m), 0);
+    }
+
+    #[test]
+    fn the_decoy_costs_what_most_entries_of_the_file_cost() {
+        let mosquitto_2 = PasswordFile::parse(
+            "alice:$7$101$LtaWSW8aupJ2mxyT$S3AYzWKkcCNPeIc6tJ/g36luWIYh+vwrtwTxgjgW6dOGvFgbgtpUcg1upboy29sdOrHWaKBolyPQxhoJ2A81qg==\n",
+        )
+        .unwrap();
+        let decoy = mosquitto_2.decoy();
+        assert!(
+            matches!(
+                decoy,
+                PasswordHash::Pbkdf2Sha512 {
+                    iterations: 101,
+                    ..
+                }
+            ),
+            "{decoy:?}"
+        );
+        assert!(!decoy.verify(b"secret") && !decoy.verify(b""));
+        let empty = PasswordFile::default().decoy();
+        assert!(matches!(
+            empty,
+            PasswordHash::Pbkdf2Sha512 {
+                iterations: passwd::NEW_ENTRY_ITERATIONS,
+                ..
+            }
+        ));
     }
 }

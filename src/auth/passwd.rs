@@ -289,6 +289,40 @@ impl PasswordFile {
         }
     }
 
+    /// A hash that no password matches, as costly to verify as most of
+    /// this file's entries (a fleetgate file's: [`NEW_ENTRY_ITERATIONS`];
+    /// a Mosquitto 2.0 file's: 101), so that refusing an unknown user
+    /// takes as long as refusing a known one (`auth::verify`). Fixed salt,
+    /// all-zero hash: PBKDF2 and SHA-512 never output 64 zero bytes in
+    /// practice.
+    pub fn decoy(&self) -> PasswordHash {
+        // Cost of an entry: Some(iterations) for PBKDF2, None for SHA-512.
+        let mut costs: HashMap<Option<u32>, usize> = HashMap::new();
+        for entry in self.entries.values() {
+            let cost = match &entry.hash {
+                PasswordHash::Pbkdf2Sha512 { iterations, .. } => Some(*iterations),
+                PasswordHash::Sha512 { .. } => None,
+            };
+            *costs.entry(cost).or_default() += 1;
+        }
+        // The most common cost; on a tie the dearer one (the slower answer
+        // is the one an attacker would otherwise tell apart).
+        let typical = costs
+            .into_iter()
+            .max_by_key(|&(cost, n)| (n, cost))
+            .map_or(Some(NEW_ENTRY_ITERATIONS), |(cost, _)| cost);
+        let salt = b"fleetgate-decoy".to_vec();
+        let hash = vec![0u8; 64];
+        match typical {
+            Some(iterations) => PasswordHash::Pbkdf2Sha512 {
+                iterations,
+                salt,
+                hash,
+            },
+            None => PasswordHash::Sha512 { salt, hash },
+        }
+    }
+
     pub fn remove(&mut self, name: &str) -> bool {
         self.names.retain(|n| n != name);
         self.entries.remove(name).is_some()

@@ -23,6 +23,11 @@
 //! covers, within `broker.max_filters`); each [`Outbox`] at most
 //! `pubsub.queue` frames, `drop_oldest` past it. One lock over the tables,
 //! never held across an `.await`; routing a message walks the connections.
+//!
+//! With a password file, each connection is its token's user: a message
+//! goes only to connections whose user may read its topic (checked per
+//! message, as the edge checks MQTT deliveries, so a reload applies at
+//! once); what is skipped is counted in `acl_read_denied_total`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +41,7 @@ use tokio::sync::Notify;
 
 use super::config::PubSubConfig;
 use super::filter::{contains, join, matches, overlaps};
+use crate::auth::{Auth, Principal};
 use crate::broker::local::{LocalClient, LocalRequest, LocalSink, TopicFilters};
 use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
@@ -116,6 +122,8 @@ impl Outbox {
 struct Conn {
     filters: Vec<String>,
     outbox: Arc<Outbox>,
+    /// The token's user; `None` without a password file.
+    principal: Option<Principal>,
 }
 
 #[derive(Default)]
@@ -137,6 +145,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     link: OnceLock<LocalClient>,
     budget: Arc<dyn TopicFilters>,
+    auth: Arc<Auth>,
     open: AtomicUsize,
     next_id: AtomicU64,
     drop_log: Mutex<RateLimit>,
@@ -147,6 +156,8 @@ pub struct Connection {
     hub: Arc<Hub>,
     id: u64,
     pub outbox: Arc<Outbox>,
+    /// Who it is (the token's user), `None` without a password file.
+    pub principal: Option<Principal>,
 }
 
 impl Drop for Connection {
@@ -166,13 +177,19 @@ impl Connection {
 }
 
 impl Hub {
-    pub fn new(config: PubSubConfig, metrics: Arc<Metrics>, budget: Arc<dyn TopicFilters>) -> Hub {
+    pub fn new(
+        config: PubSubConfig,
+        metrics: Arc<Metrics>,
+        budget: Arc<dyn TopicFilters>,
+        auth: Arc<Auth>,
+    ) -> Hub {
         Hub {
             state: Mutex::new(State::default()),
             config,
             metrics,
             link: OnceLock::new(),
             budget,
+            auth,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             drop_log: Mutex::new(RateLimit::new(1)),
@@ -192,14 +209,20 @@ impl Hub {
         &self.metrics
     }
 
+    /// Who decides what each connection's user may publish and read.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     fn request(&self, request: LocalRequest) -> bool {
         self.link
             .get()
             .is_some_and(|link| link.request(request).is_ok())
     }
 
-    /// A new connection, if one of `pubsub.max_connections` is free.
-    pub fn connect(self: &Arc<Self>) -> Option<Connection> {
+    /// A new connection of `principal`, if one of `pubsub.max_connections`
+    /// is free.
+    pub fn connect(self: &Arc<Self>, principal: Option<Principal>) -> Option<Connection> {
         let max = self.config.max_connections.get();
         let taken = self
             .open
@@ -218,12 +241,14 @@ impl Hub {
             Conn {
                 filters: Vec::new(),
                 outbox: outbox.clone(),
+                principal: principal.clone(),
             },
         );
         Some(Connection {
             hub: self.clone(),
             id,
             outbox,
+            principal,
         })
     }
 
@@ -443,10 +468,18 @@ impl LocalSink for Hub {
             return;
         }
         let frame = Utf8Bytes::from(text);
+        // The tables once per message, not once per connection.
+        let tables = self.auth.enforced().then(|| self.auth.tables());
         let state = self.state.lock();
         for conn in state.conns.values() {
             if !conn.filters.iter().any(|f| matches(f, topic)) {
                 continue;
+            }
+            if let (Some(tables), Some(who)) = (&tables, &conn.principal) {
+                if !tables.may_read(who, topic).allowed() {
+                    Metrics::inc(&self.metrics.acl_read_denied_total);
+                    continue;
+                }
             }
             if conn
                 .outbox

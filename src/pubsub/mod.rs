@@ -77,8 +77,9 @@ pub fn start(
     edge: Arc<EdgeContext>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Hub>, crate::StartError> {
+    let auth = edge.auth.clone();
     let budget = Arc::new(LocalFilters::new(edge));
-    let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), budget));
+    let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), budget, auth));
     let link = broker.local_client(
         "fleetgate-pubsub",
         config.publish_queue.get(),

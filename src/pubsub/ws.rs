@@ -9,6 +9,13 @@
 //! stays open. A subscribe or unsubscribe that works gets no answer (the
 //! seed sent none).
 //!
+//! With a password file (`api::auth`), the socket is its token's user's:
+//! a publish is checked as that user's MQTT publish to its topic, a
+//! subscribe as its MQTT SUBSCRIBE (ACL, role), each refused with an error
+//! frame of status 403 (`acl_denied_total`); each message delivered is
+//! checked as a read ([`super::hub`]). A user removed from the password
+//! file (SIGHUP) gets status 401 at its next request and the socket closes.
+//!
 //! Bound: a text frame of at most `pubsub.max_frame_bytes()` (past it the
 //! socket closes with 1009); a client that does not take a frame, or answer
 //! a ping, within `http.ws_stall_timeout_ms` is cut
@@ -20,6 +27,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,6 +38,7 @@ use super::filter::{valid_filter, valid_topic, MAX_TOPIC_BYTES};
 use super::hub::{Connection, Hub, HubError};
 use crate::api::error::ErrorBody;
 use crate::api::ApiError;
+use crate::auth::{Decision, Principal};
 use crate::metrics::Metrics;
 use crate::topics::is_gateway_namespace;
 
@@ -50,10 +59,20 @@ pub fn routes() -> OpenApiRouter<Ctx> {
     responses(
         (status = 101, description = "WebSocket: `{\"action\":\"subscribe\"|\"unsubscribe\",\"topic\":F}` and `{\"action\":\"publish\",\"topic\":T,\"message\":M}` in; every subscriber of T gets `{\"action\":\"publish\",\"topic\":T,\"message\":M}`; a bad request gets `{\"action\":\"error\",\"error\",\"status\"}` and the socket stays open"),
         (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "With a password file: no token, or a wrong one", body = ErrorBody),
         (status = 429, description = "`pubsub.max_connections` sockets are open", body = ErrorBody),
     ))]
-async fn upgrade(State(ctx): State<Ctx>, ws: WebSocketUpgrade) -> Response {
-    let Some(conn) = ctx.hub.connect() else {
+async fn upgrade(
+    State(ctx): State<Ctx>,
+    principal: Option<Extension<Principal>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let principal = principal.map(|Extension(p)| p);
+    if principal.is_none() && ctx.hub.auth().checks_passwords() {
+        // api::auth lets no request through without its user: fail closed.
+        return ApiError::Forbidden("this socket needs a token".into()).into_response();
+    }
+    let Some(conn) = ctx.hub.connect(principal) else {
         let max = ctx.hub.config().max_connections;
         return ApiError::TooMany {
             bound: "pubsub.max_connections",
@@ -86,7 +105,28 @@ fn bad(error: impl Into<String>) -> Refusal {
     }
 }
 
+/// An ACL's answer as the error frame it earns, if it is not "allow".
+fn acl_refusal(decision: Decision, hub: &Hub, what: String) -> Result<(), Refusal> {
+    let status = match decision {
+        Decision::Allow => return Ok(()),
+        Decision::Deny => 403,
+        Decision::Revoked => 401,
+    };
+    Metrics::inc(&hub.metrics().acl_denied_total);
+    tracing::debug!(?decision, %what, "/message request denied by the ACL");
+    let error = match decision {
+        Decision::Revoked => "the token's user is no longer in the password file".into(),
+        _ => what,
+    };
+    Err(Refusal { status, error })
+}
+
 impl Refusal {
+    /// A user that is gone gets its answer, then the socket closes.
+    fn ends_connection(&self) -> bool {
+        self.status == 401
+    }
+
     fn frame(&self) -> String {
         json!({ "action": "error", "error": self.error, "status": self.status }).to_string()
     }
@@ -134,7 +174,16 @@ fn handle(conn: &Connection, hub: &Hub, text: &str) -> Result<(), Refusal> {
     };
     let action = string_field(&req, "action")?;
     match action {
-        "subscribe" => conn.subscribe(filter_field(&req)?).map_err(hub_refusal),
+        "subscribe" => {
+            let filter = filter_field(&req)?;
+            let decision = hub.auth().may_subscribe_as(conn.principal.as_ref(), filter);
+            acl_refusal(
+                decision,
+                hub,
+                format!("the token's user may not subscribe to {filter:?}"),
+            )?;
+            conn.subscribe(filter).map_err(hub_refusal)
+        }
         "unsubscribe" => {
             conn.unsubscribe(filter_field(&req)?);
             Ok(())
@@ -151,6 +200,12 @@ fn handle(conn: &Connection, hub: &Hub, text: &str) -> Result<(), Refusal> {
                     "`topic` {topic:?} is not an MQTT topic name: 1 to {MAX_TOPIC_BYTES} bytes, no `+`, `#` or NUL"
                 )));
             }
+            let decision = hub.auth().may_publish_as(conn.principal.as_ref(), topic);
+            acl_refusal(
+                decision,
+                hub,
+                format!("the token's user may not publish to {topic:?}"),
+            )?;
             let message = string_field(&req, "message")?;
             let max = hub.config().max_message_bytes;
             if message.len() > max.get() {
@@ -196,7 +251,9 @@ async fn serve(mut socket: WebSocket, conn: Connection, ctx: Ctx) {
                 last_heard = Instant::now();
                 if let Err(refusal) = handle(&conn, hub, &text) {
                     Metrics::inc(&metrics.pubsub_errors_total);
-                    if !send(&mut socket, Message::Text(refusal.frame().into()), stall, metrics).await {
+                    if !send(&mut socket, Message::Text(refusal.frame().into()), stall, metrics).await
+                        || refusal.ends_connection()
+                    {
                         break;
                     }
                 }

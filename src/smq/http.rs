@@ -7,7 +7,10 @@
 //! channels, depths, in flight, drops). Bound: a body of at most
 //! `http.max_body_bytes`, as on every route, and a message of at most
 //! `smq.max_message_bytes` (413 past either); a `/put` that would pass a
-//! bound is answered 429 naming it, and counted. Errors are the API's
+//! bound is answered 429 naming it, and counted. With a password file a
+//! `/put` is its token's user's MQTT publish to the topic (an SMQ topic is
+//! the broker's topic of that name): one its role or the ACL refuses is
+//! answered 403 (`acl_denied_total`). Errors are the API's
 //! ([`crate::api::error`]): JSON `{"error": …}` naming the field.
 
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +29,8 @@ use super::hub::{Hub, PutError};
 use super::protocol::{check_topic, SmqError};
 use crate::api::error::{body_refused, ErrorBody};
 use crate::api::ApiError;
+use crate::auth::Principal;
+use crate::metrics::Metrics;
 use crate::topics::is_gateway_namespace;
 
 /// `/ping`, `/put`, `/stats`, each with its OpenAPI entry; the hub is
@@ -65,11 +70,13 @@ struct PutQuery {
     responses(
         (status = 200, description = "`OK`: queued for the broker and the topic's channels", body = String, content_type = "text/plain"),
         (status = 400, description = "No or a bad `topic` (`field`: `topic`)", body = ErrorBody),
+        (status = 403, description = "With a password file: the token's user may not publish to `topic` (its role, the ACL)", body = ErrorBody),
         (status = 413, description = "Over `http.max_body_bytes` or `smq.max_message_bytes`", body = ErrorBody),
         (status = 429, description = "`smq.max_topics` topics, or the queue into the broker (`smq.publish_queue`) is full", body = ErrorBody),
     ))]
 async fn put(
     State(hub): State<Arc<Hub>>,
+    principal: Option<Extension<Principal>>,
     query: Result<Query<PutQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -105,6 +112,14 @@ async fn put(
             format!("{topic:?}: only the gateway publishes under fleet/"),
         ));
     }
+    let who = principal.as_ref().map(|Extension(p)| p);
+    if !hub.auth().may_publish_as(who, &topic).allowed() {
+        Metrics::inc(&hub.metrics().acl_denied_total);
+        tracing::debug!(user = ?who.map(|p| &p.client_id), %topic, "/put denied by the ACL");
+        return Err(ApiError::Forbidden(format!(
+            "the token's user may not publish to {topic:?}"
+        )));
+    }
     match hub.publish(&topic, body) {
         Ok(()) => Ok(text("OK".into())),
         Err(PutError::Refused(SmqError::TooManyTopics)) => Err(ApiError::TooMany {
@@ -126,14 +141,15 @@ async fn put(
     params(("topic" = String, Query, description = "The topic, as for POST")),
     responses(
         (status = 200, description = "`OK`, as for POST", body = String, content_type = "text/plain"),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
     ))]
 async fn put_by_get(
     hub: State<Arc<Hub>>,
+    principal: Option<Extension<Principal>>,
     query: Result<Query<PutQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    put(hub, query, body).await
+    put(hub, principal, query, body).await
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use super::config::SmqConfig;
 use super::protocol::SmqError;
 use super::queue::{Entry, MsgQueue, Pool, Pushed};
+use crate::auth::Auth;
 use crate::broker::local::{LocalClient, LocalRequest, LocalSink};
 use crate::log_limit::RateLimit;
 use crate::metrics::Metrics;
@@ -52,6 +53,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     link: OnceLock<LocalClient>,
     filters: Arc<dyn TopicFilters>,
+    auth: Arc<Auth>,
     consumers: AtomicUsize,
     id_salt: u64,
     next_id: AtomicU64,
@@ -102,6 +104,13 @@ pub struct Subscription {
     notify: Arc<Notify>,
 }
 
+impl Subscription {
+    /// The topic it reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
 /// One of `smq.max_consumers` connection places, given back on drop.
 pub struct ConsumerSlot(Arc<Hub>);
 
@@ -124,7 +133,12 @@ pub enum Requeue {
 }
 
 impl Hub {
-    pub fn new(config: SmqConfig, metrics: Arc<Metrics>, filters: Arc<dyn TopicFilters>) -> Hub {
+    pub fn new(
+        config: SmqConfig,
+        metrics: Arc<Metrics>,
+        filters: Arc<dyn TopicFilters>,
+        auth: Arc<Auth>,
+    ) -> Hub {
         let id_salt = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
@@ -139,10 +153,16 @@ impl Hub {
             metrics,
             link: OnceLock::new(),
             filters,
+            auth,
             consumers: AtomicUsize::new(0),
             id_salt,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Who may consume and `/put` which topic (`smq::tcp`, `smq::http`).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Connects the hub to its broker link (once, at start).

@@ -85,8 +85,9 @@ pub fn start(
     metrics: Arc<Metrics>,
     listener: TcpListener,
 ) -> Result<Smq, crate::StartError> {
+    let auth = edge.auth.clone();
     let filters = Arc::new(LocalFilters::new(edge));
-    let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), filters));
+    let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), filters, auth));
     let link = broker.local_client(
         "fleetgate-smq",
         config.publish_queue.get(),

@@ -11,6 +11,11 @@
 //! case-insensitive, extra words are ignored, a missing word is
 //! `E_INVALID`, an empty topic or channel is `E_BAD_TOPIC` /
 //! `E_BAD_CHANNEL`.
+//!
+//! `AUTH <user> <password>` is fleetgate's (the seed had no login; NSQ has
+//! an `AUTH` command, and its error names): the password is the rest of
+//! the line after the user name and one space, so it may hold spaces. It
+//! is the one command answered on success, with the frame `OK`.
 
 use std::fmt::Write as _;
 
@@ -42,10 +47,21 @@ pub enum SmqError {
     /// again.
     #[error("E_BUSY")]
     Busy,
+    /// A password file is in force and the first line was not `AUTH`.
+    #[error("E_AUTH_FIRST")]
+    AuthFirst,
+    /// `AUTH` with a wrong user name or password.
+    #[error("E_AUTH_FAILED")]
+    AuthFailed,
+    /// The ACL does not let the user read this topic (`SUB`, and each
+    /// `GET`, after a reload).
+    #[error("E_UNAUTHORIZED")]
+    Unauthorized,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
+    Auth { user: &'a str, password: &'a str },
     Sub { topic: &'a str, channel: &'a str },
     Get,
     Fin(&'a str),
@@ -62,6 +78,12 @@ pub fn parse(line: &str) -> Result<Command<'_>, SmqError> {
         check_topic(topic)?;
         check_channel(channel)?;
         Ok(Command::Sub { topic, channel })
+    } else if name.eq_ignore_ascii_case("AUTH") {
+        let rest = line.get(name.len() + 1..).unwrap_or_default();
+        match rest.split_once(' ') {
+            Some((user, password)) if !user.is_empty() => Ok(Command::Auth { user, password }),
+            _ => Err(SmqError::Invalid),
+        }
     } else if name.eq_ignore_ascii_case("GET") {
         Ok(Command::Get)
     } else if name.eq_ignore_ascii_case("FIN") {
@@ -164,6 +186,15 @@ mod tests {
         assert_eq!(parse("SUB  ch"), Err(SmqError::BadTopic));
         assert_eq!(parse("SUB t "), Err(SmqError::BadChannel));
         assert_eq!(parse("FIN"), Err(SmqError::Invalid));
+        assert_eq!(
+            parse("AUTH alice pass with spaces"),
+            Ok(Command::Auth {
+                user: "alice",
+                password: "pass with spaces"
+            })
+        );
+        assert_eq!(parse("auth alice"), Err(SmqError::Invalid));
+        assert_eq!(parse("AUTH  pw"), Err(SmqError::Invalid));
         assert_eq!(parse(""), Err(SmqError::Invalid));
         assert_eq!(parse("PUB t x"), Err(SmqError::Invalid));
         assert_eq!(parse("SUB a/# ch"), Err(SmqError::BadTopic));

@@ -15,6 +15,23 @@
 //! seed's client). A connection that ends holding a message requeues it
 //! at once.
 //!
+//! # With a password file
+//!
+//! A consumer logs in first: `AUTH <user> <password>`, a user of the
+//! password file, answered with the frame `OK`; a wrong login gets
+//! `E_AUTH_FAILED`, any other first command `E_AUTH_FIRST`, and the
+//! connection closes (`smq_refused_total{reason="bad_credentials"|
+//! "auth_first"}`). An SMQ topic *is* the broker's MQTT topic of that name
+//! (`/put` reaches `mosquitto_sub -t T`, MQTT publishes to T reach the
+//! channels), so `SUB T` is checked as that user reading MQTT topic T,
+//! with its role and the ACL, as the edge checks an MQTT subscriber: a
+//! refusal is `E_UNAUTHORIZED` (`smq_refused_total{reason="not_authorized"}`,
+//! `acl_denied_total`) and the consumer may `SUB` to another topic. Each
+//! `GET` checks again, so a reload (SIGHUP) that takes the right away, or
+//! removes the user, ends the connection with `E_UNAUTHORIZED` at its next
+//! `GET`. Without a password file nothing changes: no `AUTH` is needed,
+//! and one is answered `OK` without a check (as an MQTT login is then).
+//!
 //! Bound: at most `smq.max_consumers` connections (one more is sent
 //! `E_TOO_MANY_CONSUMERS` and closed); each reads into a buffer of
 //! [`READ_BUFFER_BYTES`] and a line longer than [`MAX_LINE_BYTES`] gets
@@ -36,6 +53,7 @@ use tokio::time::Instant;
 use super::hub::{ConsumerSlot, Hub, Requeue, Subscription};
 use super::protocol::{self, Command, SmqError};
 use super::queue::Entry;
+use crate::auth::{Decision, Principal};
 use crate::metrics::Metrics;
 
 /// The longest command line.
@@ -84,6 +102,8 @@ enum Closed {
     IdleTimeout,
     WriteTimeout,
     LineTooLong,
+    /// A login or a topic refused (counted where it was decided).
+    Refused,
 }
 
 enum Next {
@@ -201,8 +221,11 @@ impl Conn {
     }
 }
 
-/// What the connection holds: its channel, and the message it took.
+/// What the connection holds: its user, its channel, and the message it
+/// took.
 struct Turn {
+    /// Who logged in with `AUTH`; `None` before, or without a password file.
+    principal: Option<Principal>,
     sub: Option<Subscription>,
     held: Option<(Entry, Instant)>,
     /// The last message requeued for being held too long.
@@ -222,6 +245,7 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>, _slot: ConsumerSlot) {
         hub: hub.clone(),
     };
     let mut turn = Turn {
+        principal: None,
         sub: None,
         held: None,
         expired: None,
@@ -236,12 +260,15 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>, _slot: ConsumerSlot) {
     let m = hub.metrics();
     let counter = match closed {
         Closed::Peer => return,
-        Closed::HandshakeTimeout => &m.smq_connections_closed_total_handshake_timeout,
-        Closed::IdleTimeout => &m.smq_connections_closed_total_idle_timeout,
-        Closed::WriteTimeout => &m.smq_connections_closed_total_write_timeout,
-        Closed::LineTooLong => &m.smq_connections_closed_total_line_too_long,
+        Closed::Refused => None,
+        Closed::HandshakeTimeout => Some(&m.smq_connections_closed_total_handshake_timeout),
+        Closed::IdleTimeout => Some(&m.smq_connections_closed_total_idle_timeout),
+        Closed::WriteTimeout => Some(&m.smq_connections_closed_total_write_timeout),
+        Closed::LineTooLong => Some(&m.smq_connections_closed_total_line_too_long),
     };
-    Metrics::inc(counter);
+    if let Some(counter) = counter {
+        Metrics::inc(counter);
+    }
     conn.linger().await;
 }
 
@@ -288,6 +315,10 @@ async fn serve_turns(conn: &mut Conn, turn: &mut Turn) -> Closed {
                 }
             }
             Some(Reply::Close(c)) => return c,
+            Some(Reply::Refuse(e)) => {
+                let _ = conn.error(e).await;
+                return Closed::Refused;
+            }
             None => {}
         }
     }
@@ -297,6 +328,8 @@ enum Reply {
     Error(SmqError),
     /// The connection ends (the peer left, or a reply did not go out).
     Close(Closed),
+    /// The error goes out, then the connection ends (a refused login).
+    Refuse(SmqError),
 }
 
 impl From<SmqError> for Option<Reply> {
@@ -312,10 +345,32 @@ async fn run(
     msg_timeout: Duration,
 ) -> Option<Reply> {
     let hub = conn.hub.clone();
+    let m = hub.metrics();
+    let auth = hub.auth();
+    if let Command::Auth { user, password } = command {
+        return login(conn, turn, user, password).await;
+    }
+    if turn.principal.is_none() && auth.checks_passwords() {
+        Metrics::inc(&m.smq_refused_total_auth_first);
+        return Some(Reply::Refuse(SmqError::AuthFirst));
+    }
     match command {
+        Command::Auth { .. } => SmqError::Invalid.into(),
         Command::Sub { topic, channel } => {
             if turn.sub.is_some() {
                 return SmqError::Invalid.into();
+            }
+            match auth.may_read_as(turn.principal.as_ref(), topic) {
+                Decision::Allow => {}
+                decision => {
+                    tracing::debug!(?decision, %topic, "smq: SUB denied by the ACL");
+                    Metrics::inc(&m.smq_refused_total_not_authorized);
+                    Metrics::inc(&m.acl_denied_total);
+                    return Some(match decision {
+                        Decision::Revoked => Reply::Refuse(SmqError::Unauthorized),
+                        _ => Reply::Error(SmqError::Unauthorized),
+                    });
+                }
             }
             match hub.subscribe(topic, channel) {
                 Ok(sub) => {
@@ -329,6 +384,15 @@ async fn run(
             let Some(sub) = turn.sub.as_ref().filter(|_| turn.held.is_none()) else {
                 return SmqError::Invalid.into();
             };
+            // Again at each GET: a reload may have taken the right away.
+            if !auth
+                .may_read_as(turn.principal.as_ref(), sub.topic())
+                .allowed()
+            {
+                Metrics::inc(&m.smq_refused_total_not_authorized);
+                Metrics::inc(&m.acl_denied_total);
+                return Some(Reply::Refuse(SmqError::Unauthorized));
+            }
             let Some(entry) = conn.wait_for_message(sub).await else {
                 return Some(Reply::Close(Closed::Peer));
             };
@@ -364,4 +428,25 @@ async fn run(
             }
         }
     }
+}
+
+/// `AUTH <user> <password>`: `OK`, or the refusal that ends the connection.
+async fn login(conn: &mut Conn, turn: &mut Turn, user: &str, password: &str) -> Option<Reply> {
+    if turn.principal.is_some() || turn.sub.is_some() {
+        return SmqError::Invalid.into();
+    }
+    let hub = conn.hub.clone();
+    if hub.auth().checks_passwords() {
+        match hub.auth().login(user, password.as_bytes()).await {
+            Ok(Some(_role)) => turn.principal = Some(Principal::user(user)),
+            Ok(None) => {
+                tracing::debug!(%user, "smq: AUTH refused");
+                Metrics::inc(&hub.metrics().smq_refused_total_bad_credentials);
+                return Some(Reply::Refuse(SmqError::AuthFailed));
+            }
+            // Counted as `connections_refused_total{reason="auth_busy"}`.
+            Err(_busy) => return Some(Reply::Refuse(SmqError::Busy)),
+        }
+    }
+    conn.send(&[b"OK"]).await.err().map(Reply::Close)
 }

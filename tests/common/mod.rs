@@ -177,7 +177,8 @@ pub async fn metric_at(http: SocketAddr, series: &str) -> Option<u64> {
     series_value(&body, series)
 }
 
-fn series_value(body: &str, series: &str) -> Option<u64> {
+/// The value of `series` in a `/metrics` page.
+pub fn series_value(body: &str, series: &str) -> Option<u64> {
     body.lines()
         .find_map(|l| {
             l.strip_prefix(series)

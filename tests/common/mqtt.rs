@@ -72,6 +72,19 @@ impl RawClient {
         self.stream.write_all(bytes).await.unwrap();
     }
 
+    /// Reads until the server closes the connection; answers to what was
+    /// sent before (acks, deliveries) are skipped, any other packet fails
+    /// the test (`what` says which case).
+    pub async fn expect_closed(&mut self, what: &str) {
+        loop {
+            match self.recv().await {
+                None => return,
+                Some(Packet::PubAck(_) | Packet::PubRec(_) | Packet::Publish(_)) => continue,
+                Some(other) => panic!("{what}: answered {other:?} instead of closing"),
+            }
+        }
+    }
+
     /// The next packet, or `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         tokio::time::timeout(DEADLINE, async {

@@ -3,6 +3,14 @@
 //! well-behaved client's connect–publish–receive that must still succeed.
 //! The clients are the real `mosquitto_pub`/`mosquitto_sub` where a user
 //! would use them, and a raw client where the attack is a packet.
+//!
+//! - [`floods`]: a message flood and every malformed packet, from
+//!   authenticated clients;
+//! - [`seed_ports`]: the SMQ consumer port, `/put` and `/message` under the
+//!   same users and ACL.
+
+mod floods;
+mod seed_ports;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -47,6 +55,24 @@ impl Secured {
     fn passwd(&self) -> std::path::PathBuf {
         self.dir.path().join("passwd")
     }
+
+    fn acl(&self) -> std::path::PathBuf {
+        self.dir.path().join("acl")
+    }
+
+    /// One series of `/metrics`, read as an operator does: with a token.
+    async fn metric(&self, series: &str) -> u64 {
+        let (status, body) = http_request_with(
+            self.gw.http_addr,
+            "GET",
+            "/metrics",
+            &["Authorization: Bearer root:rootpw"],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        series_value(&body, series).unwrap_or_else(|| panic!("no {series} in /metrics"))
+    }
 }
 
 /// Users: alice (service) written by the real `mosquitto_passwd`, as a
@@ -77,12 +103,18 @@ fn write_passwd(path: &Path) {
 }
 
 async fn secured() -> Secured {
+    secured_with(|_| {}).await
+}
+
+/// [`secured`], with more of the config changed by `edit`.
+async fn secured_with(edit: impl FnOnce(&mut fleetgate::Config)) -> Secured {
     let dir = tempfile::tempdir().unwrap();
     write_passwd(&dir.path().join("passwd"));
     std::fs::write(dir.path().join("acl"), ACL).unwrap();
     let mut config = test_config();
     config.auth.password_file = Some(dir.path().join("passwd"));
     config.auth.acl_file = Some(dir.path().join("acl"));
+    edit(&mut config);
     Secured {
         gw: gateway_with(config).await,
         dir,

@@ -4,65 +4,11 @@
 //! `{"action":"publish","topic":T,"message":M}` frames. Its topics are the
 //! broker's: `mosquitto_sub` and `mosquitto_pub` meet it there.
 
-use futures_util::SinkExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-use fleetgate::{Config, Gateway};
+use fleetgate::Config;
 
 use crate::common::*;
-
-/// A client of `/message`, as the seed's client talks.
-struct SeedPubSub {
-    ws: Ws,
-}
-
-impl SeedPubSub {
-    async fn connect(gw: &Gateway) -> SeedPubSub {
-        SeedPubSub {
-            ws: ws_connect(gw.http_addr, "/message").await,
-        }
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::Text(text.to_owned().into()))
-            .await
-            .expect("frame sent");
-    }
-
-    async fn subscribe(&mut self, topic: &str) {
-        let req = json!({"action": "subscribe", "topic": topic});
-        self.send_text(&req.to_string()).await;
-    }
-
-    async fn unsubscribe(&mut self, topic: &str) {
-        let req = json!({"action": "unsubscribe", "topic": topic});
-        self.send_text(&req.to_string()).await;
-    }
-
-    async fn publish(&mut self, topic: &str, message: &str) {
-        let req = json!({"action": "publish", "topic": topic, "message": message});
-        self.send_text(&req.to_string()).await;
-    }
-
-    async fn next(&mut self) -> Value {
-        next_json(&mut self.ws).await
-    }
-
-    /// Publishes to its own `probe` topic (subscribed first) and waits for
-    /// it: every subscription it queued before is then in the broker.
-    async fn sync(&mut self, probe: &str) {
-        self.subscribe(probe).await;
-        self.publish(probe, "sync").await;
-        let frame = self.next().await;
-        assert_eq!(frame, publish_frame(probe, "sync"));
-    }
-}
-
-fn publish_frame(topic: &str, message: &str) -> Value {
-    json!({"action": "publish", "topic": topic, "message": message})
-}
 
 fn config_with(edit: impl FnOnce(&mut Config)) -> Config {
     let mut config = test_config();
