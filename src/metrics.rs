@@ -104,6 +104,8 @@ metrics! {
     auth_cache_hits_total: counter;
     /// Successful reloads of the password and ACL files (SIGHUP).
     auth_reloads_total: counter;
+    /// Retained messages not delivered because their publisher may no longer write the topic (auth.check_retain_source).
+    retained_source_denied_total: counter;
     /// Messages the broker had for a client that the ACL does not let it read (not delivered).
     acl_read_denied_total: counter;
     /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.

@@ -31,6 +31,12 @@ pub struct AuthConfig {
     /// so a fleet reconnecting after an outage costs one hash per device,
     /// not one per reconnect. 0: none.
     pub verified_cache_entries: usize,
+    /// Re-check, each time a retained message is delivered, that the
+    /// client that published it may still write its topic (Mosquitto's
+    /// `check_retain_source`): after a reload that took the right away, its
+    /// retained messages are no longer delivered. Off: a retained message is
+    /// checked against its reader's rights only.
+    pub check_retain_source: bool,
 }
 
 impl Default for AuthConfig {
@@ -42,6 +48,7 @@ impl Default for AuthConfig {
             max_concurrent_verifications: NonZeroUsize::MIN.saturating_add(1),
             verify_timeout_ms: 10_000,
             verified_cache_entries: 4096,
+            check_retain_source: false,
         }
     }
 }

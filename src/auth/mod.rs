@@ -361,6 +361,12 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// Is a retained message's publisher re-checked at each delivery
+    /// (`auth.check_retain_source`, with the files enforced)?
+    pub fn check_retain_source(&self) -> bool {
+        self.config.check_retain_source && self.config.enforced()
+    }
+
     /// Loads the files; refuses to start on any problem with them.
     pub fn new(config: &AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, AuthError> {
         let tables = Tables::load(config)?;

@@ -252,6 +252,18 @@ impl Config {
                 .budget_items(self.broker.link_capacity.get(), packet as usize),
         );
         items.extend(self.auth.budget_items());
+        if self.auth.check_retain_source && self.auth.enforced() {
+            // A publisher is a client id and a user name from its CONNECT,
+            // itself at most 8 KiB (`edge`'s MAX_CONNECT_BYTES).
+            let topics = self.broker.max_retained_topics.get() as u64;
+            items.push(Item {
+                name: "retained messages' publishers",
+                bytes: topics * 8 * 1024,
+                why: format!(
+                    "auth.check_retain_source: broker.max_retained_topics = {topics} × a publisher of up to 8 KiB"
+                ),
+            });
+        }
         items.extend(self.tls.budget_items(
             self.http.max_connections.get(),
             self.mqtt.max_connections.get(),

@@ -259,6 +259,8 @@ impl Reply {
 pub struct PublishMeta<'a> {
     pub topic: &'a str,
     pub qos: u8,
+    /// The retain flag: rumqttd sets it on a retained message it delivers.
+    pub retain: bool,
     /// 0 for QoS 0.
     pub pkid: u16,
 }
@@ -288,7 +290,12 @@ pub fn publish_meta(raw: &[u8]) -> Option<PublishMeta<'_>> {
     } else {
         0
     };
-    Some(PublishMeta { topic, qos, pkid })
+    Some(PublishMeta {
+        topic,
+        qos,
+        retain: first & 1 == 1,
+        pkid,
+    })
 }
 
 /// Encodes `packet` into `out` (appended).

@@ -56,12 +56,12 @@ pub mod handoff;
 mod hello;
 pub mod rate;
 pub mod registry;
+pub mod retained;
 pub mod sources;
 pub mod stream;
 mod vehicle;
 mod write;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,7 +69,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use parking_lot::Mutex;
 use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -102,7 +101,7 @@ pub struct EdgeContext {
     /// Filters held in rumqttd now, at most `broker.max_filters`.
     pub filters: FilterBudget,
     /// Distinct retained topics admitted into rumqttd.
-    pub retained: Budget,
+    pub retained: retained::RetainedTopics,
     /// Room for the large partial frames of vehicle connections.
     pub frames: frame_pool::FramePool,
     next_client_number: AtomicU64,
@@ -138,6 +137,7 @@ impl EdgeContext {
             internal,
             auth,
         } = links;
+        let keep_retained_sources = auth.check_retain_source();
         EdgeContext {
             mqtt: mqtt.clone(),
             metrics: metrics.clone(),
@@ -151,7 +151,10 @@ impl EdgeContext {
                 broker.max_persistent_sessions.get(),
                 metrics,
             ),
-            retained: Budget::new(broker.max_retained_topics.get()),
+            retained: retained::RetainedTopics::new(
+                broker.max_retained_topics.get(),
+                keep_retained_sources,
+            ),
             frames: frame_pool::FramePool::new(mqtt.large_frame_pool_bytes.get()),
             next_client_number: AtomicU64::new(1),
             open: AtomicUsize::new(0),
@@ -205,35 +208,6 @@ impl EdgeContext {
     fn generated_client_id(&self) -> String {
         let n = self.next_client_number.fetch_add(1, Ordering::Relaxed);
         format!("fleetgate-anon-{n}")
-    }
-}
-
-/// A set of distinct names with a fixed capacity, for what rumqttd keeps
-/// forever (retained topics). Admitting a name already in the set always
-/// succeeds.
-pub struct Budget {
-    names: Mutex<HashSet<String>>,
-    capacity: usize,
-}
-
-impl Budget {
-    pub fn new(capacity: usize) -> Self {
-        Budget {
-            names: Mutex::new(HashSet::new()),
-            capacity,
-        }
-    }
-
-    pub fn admit(&self, name: &str) -> bool {
-        let mut names = self.names.lock();
-        if names.contains(name) {
-            return true;
-        }
-        if names.len() >= self.capacity {
-            return false;
-        }
-        names.insert(name.to_owned());
-        true
     }
 }
 

@@ -10,6 +10,7 @@
 //!   same users and ACL.
 
 mod floods;
+mod retained;
 mod seed_ports;
 
 use std::path::Path;

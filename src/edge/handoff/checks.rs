@@ -50,9 +50,15 @@ impl Proxy<'_> {
         let Some(meta) = codec::publish_meta(raw) else {
             return Decision::Allow;
         };
-        let decision = self.ctx.auth.may_read(self.who, meta.topic);
-        if decision == Decision::Deny {
+        let mut decision = self.ctx.auth.may_read(self.who, meta.topic);
+        if decision == Decision::Allow && meta.retain && !self.retained_source_may_write(meta.topic)
+        {
+            Metrics::inc(&self.ctx.metrics.retained_source_denied_total);
+            decision = Decision::Deny;
+        } else if decision == Decision::Deny {
             Metrics::inc(&self.ctx.metrics.acl_read_denied_total);
+        }
+        if decision == Decision::Deny {
             let answer = match meta.qos {
                 1 => Some(Packet::PubAck(PubAck::new(meta.pkid))),
                 2 => {
@@ -68,6 +74,19 @@ impl Proxy<'_> {
             }
         }
         decision
+    }
+
+    /// `auth.check_retain_source`: may the client that published this
+    /// retained message still write its topic? (Yes when sources are not
+    /// kept, or the topic's publisher is not known.)
+    fn retained_source_may_write(&self, topic: &str) -> bool {
+        if !self.ctx.retained.keeps_sources() {
+            return true;
+        }
+        match self.ctx.retained.source(topic) {
+            Some(publisher) => self.ctx.auth.may_publish(&publisher, topic).allowed(),
+            None => true,
+        }
     }
 
     pub(super) fn is_for_edge(&mut self, frame: &codec::RawFrame) -> bool {
@@ -164,7 +183,10 @@ impl Proxy<'_> {
             tracing::debug!(topic, "publish denied by the edge ACL");
             return self.ack_here(publish, None).await;
         }
-        if publish.retain && !publish.payload.is_empty() && !self.ctx.retained.admit(topic) {
+        if publish.retain
+            && !publish.payload.is_empty()
+            && !self.ctx.retained.admit(topic, self.who)
+        {
             Metrics::inc(&self.ctx.metrics.retained_refused_total);
             let mut unretained = publish.clone();
             unretained.retain = false;
