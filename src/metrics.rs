@@ -118,6 +118,8 @@ metrics! {
     http_refused_total_limit: counter in "http_refused_total" {"reason=\"limit\""};
     /// HTTP connections and requests refused: no or a bad token, a role that may not, the connection limit, a request head too slow.
     http_refused_total_header_timeout: counter in "http_refused_total" {"reason=\"header_timeout\""};
+    /// TLS connections open now, handshakes included (at most tls.max_connections).
+    tls_connections: gauge;
     /// TLS handshakes that finished (MQTT TLS port and HTTPS).
     tls_handshakes_total: counter;
     /// Successful reloads of the TLS certificate files (SIGHUP).

@@ -26,7 +26,7 @@
 pub mod config;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,17 +71,18 @@ struct ServerConfigs {
 pub struct Tls {
     config: TlsConfig,
     current: RwLock<Arc<ServerConfigs>>,
-    open: Arc<AtomicUsize>,
+    /// Its `tls_connections` gauge is the count of open TLS connections.
     metrics: Arc<Metrics>,
 }
 
-/// A connection's place under `tls.max_connections`; given back on drop.
+/// A connection's place under `tls.max_connections` (the
+/// `tls_connections` gauge); given back on drop.
 #[derive(Debug)]
-pub struct TlsSlot(Arc<AtomicUsize>);
+pub struct TlsSlot(Arc<Metrics>);
 
 impl Drop for TlsSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        Metrics::dec(&self.0.tls_connections);
     }
 }
 
@@ -107,7 +108,6 @@ impl Tls {
         Ok(Some(Arc::new(Tls {
             config: config.clone(),
             current: RwLock::new(Arc::new(current)),
-            open: Arc::new(AtomicUsize::new(0)),
             metrics,
         })))
     }
@@ -125,9 +125,9 @@ impl Tls {
     /// logged at debug: a port scan must not flood the log).
     pub async fn accept(&self, tcp: TcpStream, listener: Listener) -> Option<Accepted> {
         let m = &self.metrics;
-        let max = self.config.max_connections.get();
-        let taken = self
-            .open
+        let max = self.config.max_connections.get() as u64;
+        let taken = m
+            .tls_connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             });
@@ -135,7 +135,7 @@ impl Tls {
             Metrics::inc(&m.tls_refused_total_limit);
             return None;
         }
-        let slot = TlsSlot(self.open.clone());
+        let slot = TlsSlot(self.metrics.clone());
         let server = {
             let current = self.current.read();
             match listener {

@@ -433,12 +433,11 @@ async fn await_count(gw: &Gateway, read: impl Fn(&Metrics) -> &AtomicU64, at_lea
     }
 }
 
-/// A TLS client trusting `ca_pem`: the response to `GET path` over HTTPS.
-async fn https_get(
+/// A TLS connection to `addr` from a client trusting `ca_pem`.
+async fn tls_connect(
     addr: std::net::SocketAddr,
     ca_pem: &Path,
-    path: &str,
-) -> std::io::Result<String> {
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem).unwrap() {
@@ -452,9 +451,18 @@ async fn https_get(
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await?;
-    let mut tls = connector
+    connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
+        .await
+}
+
+/// A TLS client trusting `ca_pem`: the response to `GET path` over HTTPS.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    ca_pem: &Path,
+    path: &str,
+) -> std::io::Result<String> {
+    let mut tls = tls_connect(addr, ca_pem).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes()).await?;
     let mut response = String::new();
@@ -539,4 +547,27 @@ async fn a_missing_or_empty_certificate_file_refuses_to_start_naming_it() {
         };
         assert!(err.contains(needle), "{err}");
     }
+}
+
+#[tokio::test]
+async fn past_tls_max_connections_only_the_one_over_is_refused() {
+    let pki = Pki::new("limit");
+    let gw = tls_gateway(&pki, |c| {
+        c.tls.max_connections = std::num::NonZeroUsize::MIN;
+    })
+    .await;
+    let addr = gw.mqtt_tls_addr.unwrap();
+    let held = tls_connect(addr, &pki.path("ca.pem")).await.unwrap();
+    await_metric(&gw, "fleetgate_tls_handshakes_total", 1).await;
+    // The one over the limit is closed before its handshake, and counted.
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), over.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    await_metric(&gw, "fleetgate_tls_refused_total{reason=\"limit\"}", 1).await;
+    // When the place frees, the next client is served: no lockout.
+    drop(held);
+    await_metric_at_most(&gw, "fleetgate_tls_connections", 0).await;
+    let out = tls_pub(&gw, &pki, &["-t", "sensors/after", "-m", "in", "-q", "1"]).await;
+    succeeded(&out);
 }
