@@ -461,7 +461,7 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
 /// Writes the config file a gateway process of this test runs with (its
 /// own names, bridge to `url`, every position upstream) into `dir`;
 /// `bridge_extra` are more `[bridge]` lines. Returns its path.
-fn process_config(
+pub(crate) fn process_config(
     t: &str,
     dir: &std::path::Path,
     url: &str,

@@ -42,4 +42,5 @@ mod nearest;
 mod openapi;
 mod packages;
 mod pubsub;
+mod shutdown_auth;
 mod smq;
