@@ -461,7 +461,7 @@ async fn unroutable_records_are_dropped_after_their_keep_time_and_free_the_spool
 /// Writes the config file a gateway process of this test runs with (its
 /// own names, bridge to `url`, every position upstream) into `dir`;
 /// `bridge_extra` are more `[bridge]` lines. Returns its path.
-pub(crate) fn process_config(
+fn process_config(
     t: &str,
     dir: &std::path::Path,
     url: &str,
@@ -477,6 +477,35 @@ pub(crate) fn process_config(
     let path = dir.join("fleetgate.toml");
     std::fs::write(&path, config).unwrap();
     path
+}
+
+/// What a stopped-and-restarted gateway process runs against: RabbitMQ
+/// behind a proxy that starts cut, an exchange of the test's own, and the
+/// config file ([`process_config`], `spool_fsync = "always"`) naming both.
+pub(crate) struct StopRig {
+    pub proxy: Proxy,
+    /// Held open for the channel's sake.
+    _conn: lapin::Connection,
+    pub channel: lapin::Channel,
+    pub exchange: String,
+    pub config_path: std::path::PathBuf,
+}
+
+pub(crate) async fn stop_rig(t: &str, dir: &std::path::Path) -> StopRig {
+    let proxy = Proxy::start(rabbit_addr()).await;
+    proxy.cut();
+    let (conn, channel) = amqp().await;
+    let exchange = format!("fleet-{t}");
+    own_exchange(&channel, &exchange).await;
+    let extra = format!("spool_fsync = \"always\"\nexchange = {exchange:?}\n");
+    let config_path = process_config(t, dir, &proxy.url(), &extra);
+    StopRig {
+        proxy,
+        _conn: conn,
+        channel,
+        exchange,
+        config_path,
+    }
 }
 
 /// How the first gateway process ends.
@@ -518,18 +547,13 @@ async fn acknowledged_updates_survive(stop: Stop) {
         Stop::Sigkill => "sigkill",
     });
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(rabbit_addr()).await;
-    proxy.cut();
-    let (_conn, channel) = amqp().await;
-    let exchange = format!("fleet-{t}");
-    own_exchange(&channel, &exchange).await;
-    let extra = format!("spool_fsync = \"always\"\nexchange = {exchange:?}\n");
-    let config_path = process_config(&t, dir.path(), &proxy.url(), &extra);
+    let rig = stop_rig(&t, dir.path()).await;
+    let (proxy, config_path) = (&rig.proxy, &rig.config_path);
     let vehicle = format!("{t}-v1");
     let bindings = ["position", "status"].map(|kind| format!("fleet.{vehicle}.{kind}"));
-    let mut consumer = consumer_on(&channel, &exchange, &bindings).await;
+    let mut consumer = consumer_on(&rig.channel, &rig.exchange, &bindings).await;
 
-    let first = GatewayProcess::start(&config_path);
+    let first = GatewayProcess::start(config_path);
     let publish = |seqs| drive_pipelined(first.mqtt, &vehicle, seqs, STATUS_EVERY, PUBLISHES_PER_S);
     let mut acked = publish(1..=HALF).await;
     let first_half = (acked.positions.len() + acked.statuses.len()) as u64;
@@ -550,7 +574,7 @@ async fn acknowledged_updates_survive(stop: Stop) {
     }
 
     proxy.restore();
-    let second = GatewayProcess::start(&config_path);
+    let second = GatewayProcess::start(config_path);
     let delivered = expect_every_update(
         &mut consumer,
         std::slice::from_ref(&vehicle),

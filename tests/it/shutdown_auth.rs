@@ -18,7 +18,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::bridge::process_config;
+use crate::bridge::stop_rig;
 use crate::common::*;
 
 const VEHICLES: usize = 4;
@@ -175,22 +175,17 @@ async fn publish_until_closed(
 async fn sigterm_while_authenticated_vehicles_publish_loses_nothing_acknowledged() {
     let t = tag("sigterm-auth");
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(rabbit_addr()).await;
-    proxy.cut();
-    let (_conn, channel) = amqp().await;
-    let exchange = format!("fleet-{t}");
-    own_exchange(&channel, &exchange).await;
+    let rig = stop_rig(&t, dir.path()).await;
+    let (proxy, config_path) = (&rig.proxy, &rig.config_path);
     let vehicles: Vec<String> = (1..=VEHICLES).map(|i| format!("{t}-v{i}")).collect();
     let bindings: Vec<String> = vehicles
         .iter()
         .map(|v| format!("fleet.{v}.position"))
         .collect();
-    let mut consumer = consumer_on(&channel, &exchange, &bindings).await;
-    let extra = format!("spool_fsync = \"always\"\nexchange = {exchange:?}\n");
-    let config_path = process_config(&t, dir.path(), &proxy.url(), &extra);
-    secure(&config_path, dir.path(), &vehicles);
+    let mut consumer = consumer_on(&rig.channel, &rig.exchange, &bindings).await;
+    secure(config_path, dir.path(), &vehicles);
 
-    let first = GatewayProcess::start(&config_path);
+    let first = GatewayProcess::start(config_path);
     // Auth is on in this process: a device with another's password is refused.
     let (code, _) = login(first.mqtt, &vehicles[0], &password(&vehicles[1])).await;
     assert_ne!(code, ConnectReturnCode::Success, "a wrong password logs in");
@@ -228,7 +223,7 @@ async fn sigterm_while_authenticated_vehicles_publish_loses_nothing_acknowledged
     assert!(acknowledged as u64 >= ACKED_BEFORE_SIGTERM);
 
     proxy.restore();
-    let _second = GatewayProcess::start(&config_path);
+    let _second = GatewayProcess::start(config_path);
     let (mut delivered, mut not_owed) = (0u64, 0u64);
     while owed.values().any(|s| !s.is_empty()) {
         let Ok(m) = tokio::time::timeout(DEADLINE / 2, next(&mut consumer)).await else {
