@@ -30,9 +30,14 @@
 //!   producers and consumers speaking as the seed's do (`loadgen smq-put`).
 //! - [`ws_fanout`]: `/message` fan-out to many WebSocket subscribers:
 //!   deliveries/s, losses, latency percentiles (`loadgen ws-fanout`).
+//! - [`search_load`]: `POST /search` end to end while `POST /tracking`
+//!   keeps a large fleet moving: searches/s and round-trip percentiles
+//!   (`loadgen search-load`).
+//! - [`http1`]: the minimal HTTP/1.1 keep-alive client of `smq-put` and
+//!   `search-load`.
 //! - [`stamp`]: the sequence number and send time those two put in each
 //!   message.
-//! - [`results`]: the serde schema of every result line the tools write and
+//! - [`results`] (a folder: the MQTT tools' lines, the HTTP-side ones): the serde schema of every result line the tools write and
 //!   the report and chart read ([`results::ResultLine`]).
 //! - [`mqtt`]: hand-written MQTT 3.1.1 packets for the raw-socket clients.
 //! - [`procfs`]: a process's RSS and CPU time from `/proc`.
@@ -48,11 +53,13 @@ pub mod bench;
 pub mod chart;
 pub mod churn;
 pub mod conformance;
+pub mod http1;
 pub mod idle_conn;
 pub mod mqtt;
 pub mod procfs;
 pub mod report;
 pub mod results;
+pub mod search_load;
 pub mod smq_put;
 pub mod stamp;
 pub mod ws_fanout;

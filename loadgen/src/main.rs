@@ -2,7 +2,8 @@
 //! (`bench-report`), watch the gateway's WebSocket feed (`ws-watch`), or
 //! probe a broker with idle connections (`idle-conn`) or with clients that
 //! come and go (`churn`); measure the gateway's SMQ (`smq-put`) and its
-//! pub/sub proxy's fan-out (`ws-fanout`). See the modules of
+//! pub/sub proxy's fan-out (`ws-fanout`), and `POST /search` under load
+//! (`search-load`). See the modules of
 //! the `loadgen` library for what each does.
 
 use std::io::Write as _;
@@ -14,6 +15,7 @@ use loadgen::bench::{run_bench, BenchArgs};
 use loadgen::churn::{churn, ChurnArgs};
 use loadgen::conformance::{conformance, ConformanceArgs};
 use loadgen::idle_conn::{idle_connections, IdleConnArgs};
+use loadgen::search_load::{search_load, SearchLoadArgs};
 use loadgen::smq_put::{smq_put, SmqPutArgs};
 use loadgen::ws_fanout::{ws_fanout, WsFanoutArgs};
 use loadgen::ws_watch::{ws_watch, WsWatchArgs};
@@ -48,6 +50,8 @@ enum Command {
     SmqPut(SmqPutArgs),
     /// The gateway's `/message` proxy: one publisher, many WebSocket subscribers, deliveries/s and latency.
     WsFanout(WsFanoutArgs),
+    /// `POST /search` end to end from keep-alive clients while `POST /tracking` keeps a large fleet moving: searches/s and latency.
+    SearchLoad(SearchLoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,24 +65,28 @@ fn main() -> anyhow::Result<()> {
         Command::SmqPut(args) => {
             init_tracing();
             let report = multi_thread()?.block_on(smq_put(args.to_config()))?;
-            eprint!("{}", report.to_human());
-            println!(
-                "{}",
-                results::to_line(&report.to_line(args.label.as_deref()))
-            );
+            print_report(&report.to_human(), &report.to_line(args.label.as_deref()));
             Ok(())
         }
         Command::WsFanout(args) => {
             init_tracing();
             let report = multi_thread()?.block_on(ws_fanout(args.to_config()))?;
-            eprint!("{}", report.to_human());
-            println!(
-                "{}",
-                results::to_line(&report.to_line(args.label.as_deref()))
-            );
+            print_report(&report.to_human(), &report.to_line(args.label.as_deref()));
+            Ok(())
+        }
+        Command::SearchLoad(args) => {
+            init_tracing();
+            let report = multi_thread()?.block_on(search_load(args.to_config()))?;
+            print_report(&report.to_human(), &report.to_line(args.label.as_deref()));
             Ok(())
         }
     }
+}
+
+/// A run's human block on stderr, its JSON line on stdout.
+fn print_report<L: serde::Serialize>(human: &str, line: &L) {
+    eprint!("{human}");
+    println!("{}", results::to_line(line));
 }
 
 fn run_bench_command(args: &BenchArgs) -> anyhow::Result<()> {

@@ -123,6 +123,20 @@ pub fn metrics_of(run: &ResultLine) -> Vec<Metric> {
                 Some(line.lost as f64),
             ),
         ],
+        ResultLine::SearchLoad(line) => vec![
+            metric(
+                "POST /search under load: searches/s",
+                Better::Higher,
+                Unit::PerSecond,
+                finite(Some(line.searches_per_s)),
+            ),
+            metric(
+                "POST /search under load: latency p99",
+                Better::Lower,
+                Unit::Micros,
+                int(line.latency_us.as_ref().and_then(|l| l.p99)),
+            ),
+        ],
         ResultLine::Other(_) => bench_metrics(&BenchLine::default()),
     }
 }

@@ -23,14 +23,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bench::{new_histogram, Latency};
+use crate::http1::Http1;
 use crate::results::SmqPutLine;
-use crate::stamp::{error_line, merge, micros_since, per_s, Clock, SeqSet};
+use crate::stamp::{add_status, error_line, merge, micros_since, per_s, Clock, SeqSet};
 
 /// The longest one read or write may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -226,10 +227,9 @@ pub async fn smq_put(cfg: SmqPutConfig) -> anyhow::Result<SmqPutReport> {
     let deadline = clock.base + cfg.duration;
     let mut producers = Vec::new();
     for _ in 0..cfg.producers {
-        let conn = TcpStream::connect(&cfg.http)
+        let conn = Http1::connect(&cfg.http)
             .await
             .with_context(|| format!("cannot reach the HTTP port {}", cfg.http))?;
-        conn.set_nodelay(true)?;
         let per_producer = (cfg.rate > 0).then(|| cfg.producers as f64 / cfg.rate as f64);
         producers.push(tokio::spawn(produce(
             conn,
@@ -254,7 +254,7 @@ pub async fn smq_put(cfg: SmqPutConfig) -> anyhow::Result<SmqPutReport> {
         report.sent += p.sent;
         report.accepted += p.accepted;
         for (status, n) in p.refused {
-            add(&mut report.refused, status, n);
+            add_status(&mut report.refused, status, n);
         }
         merge(&mut put_latency, &p.latency);
         last_answer = last_answer.max(p.last_answer.unwrap_or(clock.base));
@@ -285,15 +285,8 @@ pub async fn smq_put(cfg: SmqPutConfig) -> anyhow::Result<SmqPutReport> {
     Ok(report)
 }
 
-fn add(counts: &mut Vec<(u16, u64)>, status: u16, n: u64) {
-    match counts.iter_mut().find(|(s, _)| *s == status) {
-        Some((_, total)) => *total += n,
-        None => counts.push((status, n)),
-    }
-}
-
 async fn produce(
-    conn: TcpStream,
+    mut conn: Http1,
     cfg: SmqPutConfig,
     clock: Clock,
     deadline: Instant,
@@ -304,9 +297,9 @@ async fn produce(
         latency: new_histogram(),
         ..Produced::default()
     };
-    let mut conn = BufReader::new(conn);
     let mut ticker = pace.map(tokio::time::interval);
-    let mut request = Vec::with_capacity(256 + cfg.payload_bytes);
+    let path = format!("/put?topic={}", cfg.topic);
+    let mut answer = Vec::new();
     while Instant::now() < deadline {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
@@ -314,26 +307,15 @@ async fn produce(
         let seq = next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent_at = Instant::now();
         let body = crate::stamp::stamped(seq, micros_since(clock.base, sent_at), cfg.payload_bytes);
-        request.clear();
-        request.extend_from_slice(
-            format!(
-                "POST /put?topic={} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
-                cfg.topic,
-                cfg.http,
-                body.len()
-            )
-            .as_bytes(),
-        );
-        request.extend_from_slice(body.as_bytes());
         out.sent += 1;
-        let answer = tokio::time::timeout(IO_TIMEOUT, async {
-            conn.get_mut().write_all(&request).await?;
-            read_status(&mut conn).await
-        })
+        let status = tokio::time::timeout(
+            IO_TIMEOUT,
+            conn.send("POST", &path, body.as_bytes(), &mut answer),
+        )
         .await;
-        match answer {
+        match status {
             Ok(Ok(200)) => out.accepted += 1,
-            Ok(Ok(status)) => add(&mut out.refused, status, 1),
+            Ok(Ok(status)) => add_status(&mut out.refused, status, 1),
             Ok(Err(e)) => {
                 out.error.get_or_insert(format!("/put: {e}"));
                 break;
@@ -351,33 +333,6 @@ async fn produce(
         }
     }
     out
-}
-
-/// Reads one HTTP/1.1 answer (status line, headers, a `Content-Length`
-/// body) and returns its status.
-async fn read_status(conn: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
-    let mut line = String::new();
-    conn.read_line(&mut line).await?;
-    let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    conn.read_exact(&mut body).await?;
-    Ok(status)
 }
 
 async fn consume(conn: TcpStream, clock: Clock, mut stop: watch::Receiver<bool>) -> Consumed {

@@ -1,4 +1,4 @@
-//! What the HTTP-side benches (`smq-put`, `ws-fanout`) share: what they
+//! What the HTTP-side benches (`smq-put`, `ws-fanout`, `search-load`) share: what they
 //! put in a message to measure it: its sequence number and when it was sent, in µs since the
 //! run's start (sender and receivers are one process, one clock), padded
 //! to the message size; a set of the sequence numbers seen; rates and the
@@ -48,6 +48,14 @@ pub fn merge(
 ) {
     if let (Some(all), Some(one)) = (all.as_mut(), one.as_ref()) {
         all.add(one).ok();
+    }
+}
+
+/// Adds `n` answers of `status` to a tally by status.
+pub fn add_status(counts: &mut Vec<(u16, u64)>, status: u16, n: u64) {
+    match counts.iter_mut().find(|(s, _)| *s == status) {
+        Some((_, total)) => *total += n,
+        None => counts.push((status, n)),
     }
 }
 

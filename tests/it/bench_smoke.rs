@@ -1,6 +1,8 @@
 //! The HTTP-side benchmarks run briefly against the in-process gateway, so
 //! they cannot rot: `loadgen smq-put` and `loadgen ws-fanout` measure
-//! something and lose nothing at a modest rate. No timing is asserted;
+//! something and lose nothing at a modest rate; `loadgen search-load`
+//! feeds a fleet in and every search finds `limit` vehicles while
+//! positions keep coming. No timing is asserted;
 //! the figures are in BENCHMARKS.md.
 
 use std::num::NonZeroUsize;
@@ -56,4 +58,35 @@ async fn ws_fanout_bench_delivers_to_every_subscriber() {
     assert_eq!(report.delivered, report.published * 10, "{human}");
     assert_eq!((report.lost, report.error_frames), (0, 0), "{human}");
     assert!(report.first_error.is_none(), "{human}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_load_bench_finds_ten_vehicles_in_every_answer() {
+    let gw = gateway().await;
+    let report = loadgen::search_load::search_load(loadgen::search_load::SearchLoadConfig {
+        http: gw.http_addr.to_string(),
+        // Under the default fleet.max_vehicles (5 000); over 50 × 50 km
+        // every point has far more than 10 within the 15 km of /search.
+        vehicles: 2_000,
+        area: loadgen::search_load::Area {
+            center_lat: -33.44,
+            center_lng: -70.63,
+            side_km: 50.0,
+        },
+        clients: 2,
+        limit: 10,
+        publishers: 1,
+        publish_rate: 200,
+        duration: Duration::from_secs(1),
+        id_prefix: "smoke".into(),
+    })
+    .await
+    .unwrap();
+    let human = report.to_human();
+    assert!(report.answered > 20, "{human}");
+    assert!(report.refused.is_empty(), "{human}");
+    assert_eq!(report.short_answers, 0, "{human}");
+    assert!(report.positions_sent > 50, "{human}");
+    assert!(report.first_error.is_none(), "{human}");
+    assert!(report.latency.n == report.searches && report.latency.p50 > 0);
 }

@@ -479,6 +479,35 @@ fn process_config(
     path
 }
 
+/// What a stopped-and-restarted gateway process runs against: RabbitMQ
+/// behind a proxy that starts cut, an exchange of the test's own, and the
+/// config file ([`process_config`], `spool_fsync = "always"`) naming both.
+pub(crate) struct StopRig {
+    pub proxy: Proxy,
+    /// Held open for the channel's sake.
+    _conn: lapin::Connection,
+    pub channel: lapin::Channel,
+    pub exchange: String,
+    pub config_path: std::path::PathBuf,
+}
+
+pub(crate) async fn stop_rig(t: &str, dir: &std::path::Path) -> StopRig {
+    let proxy = Proxy::start(rabbit_addr()).await;
+    proxy.cut();
+    let (conn, channel) = amqp().await;
+    let exchange = format!("fleet-{t}");
+    own_exchange(&channel, &exchange).await;
+    let extra = format!("spool_fsync = \"always\"\nexchange = {exchange:?}\n");
+    let config_path = process_config(t, dir, &proxy.url(), &extra);
+    StopRig {
+        proxy,
+        _conn: conn,
+        channel,
+        exchange,
+        config_path,
+    }
+}
+
 /// How the first gateway process ends.
 #[derive(Clone, Copy)]
 enum Stop {
@@ -518,18 +547,13 @@ async fn acknowledged_updates_survive(stop: Stop) {
         Stop::Sigkill => "sigkill",
     });
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(rabbit_addr()).await;
-    proxy.cut();
-    let (_conn, channel) = amqp().await;
-    let exchange = format!("fleet-{t}");
-    own_exchange(&channel, &exchange).await;
-    let extra = format!("spool_fsync = \"always\"\nexchange = {exchange:?}\n");
-    let config_path = process_config(&t, dir.path(), &proxy.url(), &extra);
+    let rig = stop_rig(&t, dir.path()).await;
+    let (proxy, config_path) = (&rig.proxy, &rig.config_path);
     let vehicle = format!("{t}-v1");
     let bindings = ["position", "status"].map(|kind| format!("fleet.{vehicle}.{kind}"));
-    let mut consumer = consumer_on(&channel, &exchange, &bindings).await;
+    let mut consumer = consumer_on(&rig.channel, &rig.exchange, &bindings).await;
 
-    let first = GatewayProcess::start(&config_path);
+    let first = GatewayProcess::start(config_path);
     let publish = |seqs| drive_pipelined(first.mqtt, &vehicle, seqs, STATUS_EVERY, PUBLISHES_PER_S);
     let mut acked = publish(1..=HALF).await;
     let first_half = (acked.positions.len() + acked.statuses.len()) as u64;
@@ -550,7 +574,7 @@ async fn acknowledged_updates_survive(stop: Stop) {
     }
 
     proxy.restore();
-    let second = GatewayProcess::start(&config_path);
+    let second = GatewayProcess::start(config_path);
     let delivered = expect_every_update(
         &mut consumer,
         std::slice::from_ref(&vehicle),

@@ -42,5 +42,6 @@ mod nearest;
 mod openapi;
 mod packages;
 mod pubsub;
+mod shutdown_auth;
 mod smq;
 mod tls;

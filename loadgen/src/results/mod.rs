@@ -23,6 +23,9 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod http;
+pub use http::{SearchLoadLine, SmqPutLine, WsFanoutLine};
+
 /// Reads a field as `Some(T)` if it holds a `T`, else as `None`.
 pub fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
@@ -92,55 +95,6 @@ pub struct ChurnLine {
     /// (RSS at the end − RSS after the warm-up) / 1 000 cycles.
     pub growth_kib_per_1000: Option<f64>,
     pub still_delivers: bool,
-}
-
-/// One `loadgen smq-put` result (`tool` tells it): `/put` → SMQ consumer;
-/// `refused` counts other answers than 200 by status; rates are 0 when flat out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SmqPutLine {
-    pub tool: String,
-    pub scenario: String,
-    pub broker: Option<String>,
-    pub producers: usize,
-    pub consumers: usize,
-    pub payload_bytes: usize,
-    pub offered_per_s: u64,
-    pub sent: u64,
-    pub accepted: u64,
-    pub refused: BTreeMap<String, u64>,
-    pub received: u64,
-    pub duplicates: u64,
-    pub lost: u64,
-    pub accepted_per_s: f64,
-    pub received_per_s: f64,
-    pub put_latency_us: Option<LatencyLine>,
-    pub end_to_end_latency_us: Option<LatencyLine>,
-    pub first_error: Option<String>,
-}
-
-/// One `loadgen ws-fanout` result (`tool` tells it): `/message` to many
-/// subscribers; `expected` = accepted publishes × subscribers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WsFanoutLine {
-    pub tool: String,
-    pub scenario: String,
-    pub broker: Option<String>,
-    pub subscribers: usize,
-    pub payload_bytes: usize,
-    pub offered_per_s: u64,
-    pub published: u64,
-    pub published_per_s: f64,
-    pub publish_refused: u64,
-    pub expected: u64,
-    pub delivered: u64,
-    pub delivered_per_s: f64,
-    pub lost: u64,
-    pub duplicates: u64,
-    pub error_frames: u64,
-    pub latency_us: Option<LatencyLine>,
-    pub first_error: Option<String>,
 }
 
 /// Latency percentiles in µs; written as `null` where nothing was measured.
@@ -514,6 +468,7 @@ pub enum ResultLine {
     Conformance(ConformanceLine),
     SmqPut(Box<SmqPutLine>),
     WsFanout(Box<WsFanoutLine>),
+    SearchLoad(Box<SearchLoadLine>),
     Other(OtherRecord),
 }
 
@@ -528,6 +483,8 @@ impl<'de> Deserialize<'de> for ResultLine {
             serde_json::from_value(value.clone()).map(|r| ResultLine::SmqPut(Box::new(r)))
         } else if tool == "loadgen ws-fanout" {
             serde_json::from_value(value.clone()).map(|r| ResultLine::WsFanout(Box::new(r)))
+        } else if tool == "loadgen search-load" {
+            serde_json::from_value(value.clone()).map(|r| ResultLine::SearchLoad(Box::new(r)))
         } else if object.contains_key("ws") {
             serde_json::from_value(value.clone()).map(|r| ResultLine::Ws(Box::new(r)))
         } else if object
@@ -565,6 +522,7 @@ impl ResultLine {
             ResultLine::Conformance(l) => l.scenario.as_deref(),
             ResultLine::SmqPut(l) => Some(&l.scenario),
             ResultLine::WsFanout(l) => Some(&l.scenario),
+            ResultLine::SearchLoad(l) => Some(&l.scenario),
             ResultLine::Other(r) => r.scenario.as_deref(),
         }
     }
@@ -580,6 +538,7 @@ impl ResultLine {
             ResultLine::Conformance(l) => l.broker.as_deref(),
             ResultLine::SmqPut(l) => l.broker.as_deref(),
             ResultLine::WsFanout(l) => l.broker.as_deref(),
+            ResultLine::SearchLoad(l) => l.broker.as_deref(),
             ResultLine::Other(r) => r.broker.as_deref(),
         }
     }
@@ -601,7 +560,7 @@ pub fn to_line<T: Serialize>(line: &T) -> String {
 mod tests {
     use super::*;
 
-    const STORED: &str = include_str!("../../benches/results/2026-11-22.jsonl");
+    const STORED: &str = include_str!("../../../benches/results/2026-11-22.jsonl");
 
     #[test]
     fn every_stored_line_reads_as_its_kind_and_writes_back_the_same_json() {
@@ -615,7 +574,9 @@ mod tests {
                 ResultLine::BridgeBench(_) => "bridge_bench",
                 ResultLine::Churn(_) => "churn",
                 ResultLine::Conformance(_) => "conformance",
-                ResultLine::SmqPut(_) | ResultLine::WsFanout(_) => "http",
+                ResultLine::SmqPut(_) | ResultLine::WsFanout(_) | ResultLine::SearchLoad(_) => {
+                    "http"
+                }
                 ResultLine::Other(_) => "other",
             });
             // The same keys, the same values, the same number types (an
@@ -656,6 +617,16 @@ mod tests {
         let line: ResultLine = serde_json::from_str(&to_line(&fanout)).unwrap();
         assert!(matches!(&line, ResultLine::WsFanout(l) if l.subscribers == 100));
         assert_eq!(line.scenario(), Some("ws-fanout"));
+        let search = SearchLoadLine {
+            tool: "loadgen search-load".into(),
+            scenario: "search-load".into(),
+            vehicles: 100_000,
+            ..SearchLoadLine::default()
+        };
+        let raw = to_line(&search);
+        let line: ResultLine = serde_json::from_str(&raw).unwrap();
+        assert!(matches!(&line, ResultLine::SearchLoad(l) if l.vehicles == 100_000));
+        assert_eq!(to_line(&line), raw);
     }
 
     #[test]
