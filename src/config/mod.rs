@@ -359,7 +359,7 @@ impl Default for LogConfig {
 const MIN_BODY_BYTES: usize = 1024;
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-const fn nz(n: usize) -> NonZeroUsize {
+pub(crate) const fn nz(n: usize) -> NonZeroUsize {
     match NonZeroUsize::new(n) {
         Some(n) => n,
         None => NonZeroUsize::MIN,

@@ -63,7 +63,7 @@ impl Default for TlsConfig {
             require_client_certificate: false,
             use_identity_as_username: false,
             handshake_timeout_ms: 10_000,
-            max_connections: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            max_connections: crate::config::nz(256),
         }
     }
 }

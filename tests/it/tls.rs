@@ -93,8 +93,9 @@ fn tls_port(gw: &Gateway) -> u16 {
         .port()
 }
 
-/// `mosquitto_pub` over TLS with the gateway's CA, plus `args`.
-async fn tls_pub(gw: &Gateway, pki: &Pki, args: &[&str]) -> std::process::Output {
+/// `mosquitto_pub` over TLS with the gateway's CA, plus `args` (split at
+/// spaces: the tests' paths have none).
+async fn tls_pub(gw: &Gateway, pki: &Pki, args: &str) -> std::process::Output {
     require_tool("mosquitto_pub");
     let mut all: Vec<String> = vec![
         "-h".into(),
@@ -104,7 +105,7 @@ async fn tls_pub(gw: &Gateway, pki: &Pki, args: &[&str]) -> std::process::Output
         "--cafile".into(),
         pki.path("ca.pem").display().to_string(),
     ];
-    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(args.split_whitespace().map(str::to_owned));
     tokio::task::spawn_blocking(move || {
         std::process::Command::new("mosquitto_pub")
             .args(&all)
@@ -158,12 +159,7 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls() {
     })
     .await
     .unwrap();
-    let out = tls_pub(
-        &gw,
-        &pki,
-        &["-t", "sensors/t1", "-m", "over-tls", "-q", "1"],
-    )
-    .await;
+    let out = tls_pub(&gw, &pki, "-t sensors/t1 -m over-tls -q 1").await;
     succeeded(&out);
     let line = tokio::task::spawn_blocking(move || sub.await_line("over-tls"))
         .await
@@ -173,12 +169,7 @@ async fn mosquitto_clients_publish_and_subscribe_over_tls() {
 
     // A vehicle's position over TLS reaches the fleet like any other.
     let file = position_file(&pki);
-    let out = tls_pub(
-        &gw,
-        &pki,
-        &["-t", "v/tls-truck/pos", "-f", &file, "-q", "1"],
-    )
-    .await;
+    let out = tls_pub(&gw, &pki, &format!("-t v/tls-truck/pos -f {file} -q 1")).await;
     succeeded(&out);
     assert!(
         knows(&gw, "tls-truck").await,
@@ -192,7 +183,7 @@ async fn a_client_that_does_not_trust_the_certificate_gets_nothing() {
     let gw = tls_gateway(&pki, |_| {}).await;
     let other = Pki::new("other");
     let ca = other.path("ca.pem").display().to_string();
-    let out = tls_pub(&gw, &pki, &["--cafile", &ca, "-t", "sensors/x", "-m", "no"]).await;
+    let out = tls_pub(&gw, &pki, &format!("--cafile {ca} -t sensors/x -m no")).await;
     assert!(
         !out.status.success(),
         "a client trusting another CA connected"
@@ -217,7 +208,7 @@ async fn a_stalled_handshake_is_closed_in_time_and_blocks_nobody() {
         .await
         .unwrap();
     // Meanwhile a well-behaved client is served at once.
-    let out = tls_pub(&gw, &pki, &["-t", "sensors/ok", "-m", "fine", "-q", "1"]).await;
+    let out = tls_pub(&gw, &pki, "-t sensors/ok -m fine -q 1").await;
     succeeded(&out);
     // Both stalled connections are closed by the gateway (EOF, not our timeout).
     for stream in [&mut silent, &mut half] {
@@ -294,25 +285,9 @@ async fn a_client_certificate_is_the_identity_and_its_role_is_enforced() {
     .await;
     let file = position_file(&pki);
     let (cert, key) = client_cert_args(&pki, "truck-9");
-    let with_cert = |topic: &'static str| {
-        let (cert, key, file) = (cert.clone(), key.clone(), file.clone());
-        vec![
-            "--cert".to_string(),
-            cert,
-            "--key".into(),
-            key,
-            "-t".into(),
-            topic.into(),
-            "-f".into(),
-            file,
-            "-q".into(),
-            "1".into(),
-        ]
-    };
+    let with_cert = |topic: &str| format!("--cert {cert} --key {key} -t {topic} -f {file} -q 1");
     // Its own topic, with no password: the certificate is its login.
-    let args = with_cert("v/truck-9/pos");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = tls_pub(&gw, &pki, &args).await;
+    let out = tls_pub(&gw, &pki, &with_cert("v/truck-9/pos")).await;
     succeeded(&out);
     assert!(
         knows(&gw, "truck-9").await,
@@ -322,9 +297,7 @@ async fn a_client_certificate_is_the_identity_and_its_role_is_enforced() {
     // Another vehicle's topic: acked (3.1.1 has no negative PUBACK), dropped, counted.
     // Its /metrics needs a token here: read the counter straight.
     let denied_before = gw.metrics.acl_denied_total.load(Ordering::Relaxed);
-    let args = with_cert("v/truck-7/pos");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = tls_pub(&gw, &pki, &args).await;
+    let out = tls_pub(&gw, &pki, &with_cert("v/truck-7/pos")).await;
     succeeded(&out);
     await_count(&gw, |m| &m.acl_denied_total, denied_before + 1).await;
     assert!(
@@ -333,29 +306,13 @@ async fn a_client_certificate_is_the_identity_and_its_role_is_enforced() {
     );
 
     // The user name in the CONNECT does not override the certificate.
-    let args = with_cert("v/truck-7/pos");
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["-u", "root", "-P", "wrong"]);
+    let args = format!("{} -u root -P wrong", with_cert("v/truck-7/pos"));
     let out = tls_pub(&gw, &pki, &args).await;
     succeeded(&out);
     await_count(&gw, |m| &m.acl_denied_total, denied_before + 2).await;
 
     // No certificate: refused in the handshake, even with a good password.
-    let out = tls_pub(
-        &gw,
-        &pki,
-        &[
-            "-u",
-            "truck-7",
-            "-P",
-            "pw7",
-            "-t",
-            "v/truck-7/pos",
-            "-m",
-            "x",
-        ],
-    )
-    .await;
+    let out = tls_pub(&gw, &pki, "-u truck-7 -P pw7 -t v/truck-7/pos -m x").await;
     assert!(
         !out.status.success(),
         "a client without a certificate connected"
@@ -377,16 +334,7 @@ async fn without_identity_a_certificate_holder_still_needs_its_password() {
     let out = tls_pub(
         &gw,
         &pki,
-        &[
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "-t",
-            "v/truck-7/pos",
-            "-m",
-            "x",
-        ],
+        &format!("--cert {cert} --key {key} -t v/truck-7/pos -m x"),
     )
     .await;
     assert!(
@@ -399,18 +347,7 @@ async fn without_identity_a_certificate_holder_still_needs_its_password() {
     let out = tls_pub(
         &gw,
         &pki,
-        &[
-            "-u",
-            "truck-7",
-            "-P",
-            "pw7",
-            "-t",
-            "v/truck-7/pos",
-            "-f",
-            &file,
-            "-q",
-            "1",
-        ],
+        &format!("-u truck-7 -P pw7 -t v/truck-7/pos -f {file} -q 1"),
     )
     .await;
     succeeded(&out);
@@ -568,6 +505,6 @@ async fn past_tls_max_connections_only_the_one_over_is_refused() {
     // When the place frees, the next client is served: no lockout.
     drop(held);
     await_metric_at_most(&gw, "fleetgate_tls_connections", 0).await;
-    let out = tls_pub(&gw, &pki, &["-t", "sensors/after", "-m", "in", "-q", "1"]).await;
+    let out = tls_pub(&gw, &pki, "-t sensors/after -m in -q 1").await;
     succeeded(&out);
 }

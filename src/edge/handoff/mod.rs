@@ -46,12 +46,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, PubRec, Subscribe};
 use rumqttc::mqttbytes::QoS;
-use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use super::codec::{self, Frame, FrameError};
 use super::conformance::OwedAcks;
 use super::stream::ClientStream;
 use super::vehicle::{fire_will, send, HandOff};
+use super::write::write_all_timed;
 use super::EdgeContext;
 use crate::acks::{Ack, PendingAcks};
 use crate::auth::{Decision, Principal};
@@ -91,7 +92,7 @@ pub async fn splice<S: ClientStream>(
     let (broker, broker_buf) = match open_broker_session(&connect, ctx).await {
         Ok((broker, broker_buf, connack)) => {
             // Handed over at CONNECT: rumqttd's CONNACK is the client's.
-            if at_connect && write_raw(&mut client, &connack).await.is_err() {
+            if at_connect && write_all_timed(&mut client, &connack).await.is_err() {
                 return;
             }
             (broker, broker_buf)
@@ -321,8 +322,8 @@ impl Proxy<'_> {
                     Verdict::Forward(raw) => to_broker.extend_from_slice(&raw),
                     Verdict::ForwardAndClose(raw) => {
                         to_broker.extend_from_slice(&raw);
-                        let _ = write_raw(&mut client, &to_client).await;
-                        let _ = write_raw(&mut broker, &to_broker).await;
+                        let _ = write_all_timed(&mut client, &to_client).await;
+                        let _ = write_all_timed(&mut broker, &to_broker).await;
                         return;
                     }
                     Verdict::Reply(packet) => {
@@ -334,7 +335,7 @@ impl Proxy<'_> {
                     Verdict::Close => return,
                 }
             }
-            if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
+            if !to_broker.is_empty() && write_all_timed(&mut broker, &to_broker).await.is_err() {
                 return;
             }
             // Broker → client: copy frames, minus the ones the edge caused
@@ -365,10 +366,10 @@ impl Proxy<'_> {
                     }
                 }
             }
-            if !to_broker.is_empty() && write_raw(&mut broker, &to_broker).await.is_err() {
+            if !to_broker.is_empty() && write_all_timed(&mut broker, &to_broker).await.is_err() {
                 return;
             }
-            if !to_client.is_empty() && write_raw(&mut client, &to_client).await.is_err() {
+            if !to_client.is_empty() && write_all_timed(&mut client, &to_client).await.is_err() {
                 return;
             }
             // Over its rate: rumqttd's side is still served, the client's
@@ -415,8 +416,4 @@ async fn fill_chunk<R: tokio::io::AsyncRead + Unpin>(
         0 => Err(FrameError::Closed),
         _ => Ok(()),
     }
-}
-
-async fn write_raw<W: AsyncWrite + Unpin>(stream: &mut W, raw: &[u8]) -> std::io::Result<()> {
-    super::write::write_all_timed(stream, raw).await
 }
