@@ -60,19 +60,30 @@
 //! gateway plus a simulated fleet, for `fleetgate demo`; feature `demo`,
 //! on by default).
 
-pub mod api;
-pub mod auth;
-pub mod bridge;
-pub mod broker;
+// The stages, in the order the data flows (as listed above).
 pub mod edge;
-pub mod fanout;
-pub mod fleet;
+
 pub mod ingest;
-pub mod pubsub;
+
+pub mod fleet;
+
+pub mod fanout;
+
+// The consumers, and the services riding on the broker.
+pub mod broker;
+
+pub mod api;
+
+pub mod bridge;
+
 pub mod smq;
 
+pub mod pubsub;
+
+// Shared vocabulary: used by every stage, owning no task.
 pub mod accept;
 pub mod acks;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod log_limit;

@@ -375,32 +375,6 @@ metrics! {
 }
 
 impl Metrics {
-    /// Counts a connection closed for `violation`: by rule, and among all
-    /// connections closed for a violation or a malformed packet.
-    pub fn violation(&self, violation: crate::edge::conformance::Violation) {
-        use crate::edge::conformance::Violation as V;
-        let counter = match violation {
-            V::SecondConnect => &self.protocol_violations_total_second_connect,
-            V::ServerPacket => &self.protocol_violations_total_server_packet,
-            V::ReservedPacketType => &self.protocol_violations_total_reserved_packet_type,
-            V::ReservedFlags => &self.protocol_violations_total_reserved_flags,
-            V::PublishQos3 => &self.protocol_violations_total_publish_qos3,
-            V::DupAtQos0 => &self.protocol_violations_total_dup_at_qos0,
-            V::EmptyTopic => &self.protocol_violations_total_empty_topic,
-            V::WildcardInTopic => &self.protocol_violations_total_wildcard_in_topic,
-            V::BadFilter => &self.protocol_violations_total_bad_filter,
-            V::BadUtf8 => &self.protocol_violations_total_bad_utf8,
-            V::PacketIdZero => &self.protocol_violations_total_packet_id_zero,
-            V::NoFilters => &self.protocol_violations_total_no_filters,
-            V::BadRequestedQos => &self.protocol_violations_total_bad_requested_qos,
-            V::ConnectFlags => &self.protocol_violations_total_connect_flags,
-            V::Malformed => &self.protocol_violations_total_malformed,
-            V::UnsolicitedAck => &self.protocol_violations_total_unsolicited_ack,
-        };
-        Metrics::inc(counter);
-        Metrics::inc(&self.connections_closed_malformed_total);
-    }
-
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

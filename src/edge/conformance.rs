@@ -18,6 +18,38 @@
 //! behind it is no stricter. Each rule below names its section of the
 //! standard (OASIS MQTT 3.1.1, the `[MQTT-x.y.z-n]` statements).
 
+use crate::metrics::Metrics;
+
+// Here rather than in `metrics`: the counters are the metrics' vocabulary,
+// the rules are the edge's, and vocabulary does not import a stage.
+impl Metrics {
+    /// Counts a connection closed for `violation`: by rule, and among all
+    /// connections closed for a violation or a malformed packet.
+    pub fn violation(&self, violation: Violation) {
+        use Violation as V;
+        let counter = match violation {
+            V::SecondConnect => &self.protocol_violations_total_second_connect,
+            V::ServerPacket => &self.protocol_violations_total_server_packet,
+            V::ReservedPacketType => &self.protocol_violations_total_reserved_packet_type,
+            V::ReservedFlags => &self.protocol_violations_total_reserved_flags,
+            V::PublishQos3 => &self.protocol_violations_total_publish_qos3,
+            V::DupAtQos0 => &self.protocol_violations_total_dup_at_qos0,
+            V::EmptyTopic => &self.protocol_violations_total_empty_topic,
+            V::WildcardInTopic => &self.protocol_violations_total_wildcard_in_topic,
+            V::BadFilter => &self.protocol_violations_total_bad_filter,
+            V::BadUtf8 => &self.protocol_violations_total_bad_utf8,
+            V::PacketIdZero => &self.protocol_violations_total_packet_id_zero,
+            V::NoFilters => &self.protocol_violations_total_no_filters,
+            V::BadRequestedQos => &self.protocol_violations_total_bad_requested_qos,
+            V::ConnectFlags => &self.protocol_violations_total_connect_flags,
+            V::Malformed => &self.protocol_violations_total_malformed,
+            V::UnsolicitedAck => &self.protocol_violations_total_unsolicited_ack,
+        };
+        Metrics::inc(counter);
+        Metrics::inc(&self.connections_closed_malformed_total);
+    }
+}
+
 /// A breach of a MUST-close rule. Each variant is one `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
