@@ -155,6 +155,10 @@ pub fn upstream_event_key(kind: &str) -> String {
     format!("fleet.events.{kind}")
 }
 
+/// The filter matching every dashboard topic (`fleet/…`): what the
+/// dashboard role may read without an ACL line.
+pub const DASHBOARD_FILTER: &str = "fleet/#";
+
 /// Topic names and filters that only the gateway itself may publish to:
 /// dashboards trust `fleet/…` to come from decoded device data.
 pub fn is_gateway_namespace(topic: &str) -> bool {

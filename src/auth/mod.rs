@@ -57,6 +57,7 @@ use rumqttc::mqttbytes::v4::ConnectReturnCode;
 
 use crate::metrics::Metrics;
 use crate::topic_filter;
+use crate::topics::DASHBOARD_FILTER;
 pub use acl::{Acl, Asker, Want};
 pub use config::AuthConfig;
 pub use passwd::{PasswordFile, Role};
@@ -198,7 +199,7 @@ impl Tables {
             }
             Some(Standing::User(Role::Dashboard)) => {
                 !self.acl_denies(who, topic)
-                    && (topic_filter::matches("fleet/#", topic)
+                    && (topic_filter::matches(DASHBOARD_FILTER, topic)
                         || self
                             .acl
                             .as_ref()
@@ -224,10 +225,10 @@ impl Tables {
             Some(Standing::User(Role::Dashboard)) => match &self.acl {
                 Some(acl) => {
                     !acl.denies_all(&who.asker(), filter)
-                        && (topic_filter::overlaps("fleet/#", filter)
+                        && (topic_filter::overlaps(DASHBOARD_FILTER, filter)
                             || acl.allows_subscribe(&who.asker(), filter))
                 }
-                None => topic_filter::overlaps("fleet/#", filter),
+                None => topic_filter::overlaps(DASHBOARD_FILTER, filter),
             },
             Some(Standing::User(Role::Service)) | Some(Standing::Anonymous) => match &self.acl {
                 Some(acl) => acl.allows_subscribe(&who.asker(), filter),

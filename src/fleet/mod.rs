@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::topics::VehicleId;
+use crate::topics::{device_topic, DeviceTopicKind, VehicleId};
 pub use events::{EventKind, FleetEvent};
 pub use seq::{SeqVerdict, SeqWindow};
 
@@ -234,8 +234,8 @@ impl Fleet {
             odometer_m: 0.0,
             last_heard: now,
             seq: SeqWindow::default(),
-            mirror_topic_pos: Bytes::from(format!("v/{id}/pos")),
-            mirror_topic_status: Bytes::from(format!("v/{id}/status")),
+            mirror_topic_pos: Bytes::from(device_topic(id, DeviceTopicKind::Position)),
+            mirror_topic_status: Bytes::from(device_topic(id, DeviceTopicKind::Status)),
         });
         self.index.insert(id.clone(), slot);
         self.driving.add_vehicle(slot, id);
