@@ -329,6 +329,16 @@ mod tests {
         u.on_return(key, record, 0, "k", 1, Instant::now())
     }
 
+    /// A table whose key `a` came back and is due its probe (a timed
+    /// retry rewound the spool).
+    fn due_a_probe(policy: UnroutablePolicy, keep_s: u64) -> (Unroutable, KeyId) {
+        let mut u = Unroutable::new(policy, keep_s);
+        let k = u.key("x", "a");
+        let _ = returned(&mut u, k, 1);
+        u.rewound(true, true);
+        (u, k)
+    }
+
     #[test]
     fn a_young_return_is_retried_an_old_one_dropped() {
         let mut u = Unroutable::new(UnroutablePolicy::RetryThenDrop, 600);
@@ -380,10 +390,7 @@ mod tests {
 
     #[test]
     fn a_routed_probe_releases_the_rest_at_the_next_rewind() {
-        let mut u = Unroutable::new(UnroutablePolicy::RetryThenDrop, 600);
-        let k = u.key("x", "a");
-        let _ = returned(&mut u, k, 1);
-        u.rewound(true, true);
+        let (mut u, k) = due_a_probe(UnroutablePolicy::RetryThenDrop, 600);
         assert_eq!(u.on_read(k, 1, 0, 1), Read::Probe);
         assert!(!u.release_pending());
         u.on_delivered(k);
@@ -401,10 +408,7 @@ mod tests {
 
     #[test]
     fn held_records_past_the_keep_time_are_dropped_unsent() {
-        let mut u = Unroutable::new(UnroutablePolicy::RetryThenDrop, 1);
-        let k = u.key("x", "a");
-        let _ = returned(&mut u, k, 1);
-        u.rewound(true, true);
+        let (mut u, k) = due_a_probe(UnroutablePolicy::RetryThenDrop, 1);
         // Records 1 and 2 are expired, 3 is not: it is the probe.
         assert_eq!(u.on_read(k, 1, 0, 1_000), Read::Drop);
         assert_eq!(u.on_read(k, 2, 0, 1_000), Read::Drop);
@@ -412,20 +416,14 @@ mod tests {
         assert_eq!(u.on_read(k, 4, 0, 1_000), Read::Drop);
         assert_eq!(u.on_read(k, 5, 600, 1_000), Read::Hold);
         // Under `retry` nothing expires.
-        let mut keep = Unroutable::new(UnroutablePolicy::Retry, 1);
-        let k = keep.key("x", "a");
-        let _ = returned(&mut keep, k, 1);
-        keep.rewound(true, true);
+        let (mut keep, k) = due_a_probe(UnroutablePolicy::Retry, 1);
         assert_eq!(keep.on_read(k, 1, 0, u64::MAX), Read::Probe);
         assert_eq!(keep.on_read(k, 2, 0, u64::MAX), Read::Hold);
     }
 
     #[test]
     fn a_key_with_nothing_left_leaves_the_table() {
-        let mut u = Unroutable::new(UnroutablePolicy::RetryThenDrop, 600);
-        let k = u.key("x", "a");
-        let _ = returned(&mut u, k, 1);
-        u.rewound(true, true);
+        let (mut u, k) = due_a_probe(UnroutablePolicy::RetryThenDrop, 600);
         // A pass that reads nothing of the key (its records dropped or
         // confirmed): the next rewind forgets it.
         u.rewound(true, true);
@@ -440,10 +438,7 @@ mod tests {
 
     #[test]
     fn a_nacked_or_lost_probe_is_probed_again_at_the_next_retry() {
-        let mut u = Unroutable::new(UnroutablePolicy::RetryThenDrop, 600);
-        let k = u.key("x", "a");
-        let _ = returned(&mut u, k, 1);
-        u.rewound(true, true);
+        let (mut u, k) = due_a_probe(UnroutablePolicy::RetryThenDrop, 600);
         assert_eq!(u.on_read(k, 1, 0, 1), Read::Probe);
         u.on_nack(k, 1);
         assert_eq!(u.on_read(k, 2, 0, 1), Read::Hold);
