@@ -63,6 +63,8 @@
 #   SCENARIOS   [all of the above]
 #   OUT_DIR     [target/compare/<date>]
 #   SKIP_BUILD  [0]  1: use binaries already built
+#   PIPE_CONSUMER [1]  0: the pipeline with no queue bound at RabbitMQ, so
+#                      every record it spools comes back unroutable
 #   BIN_DIR     [$CARGO_TARGET_DIR/release]  where fleetgate, loadgen and bridge_bench are
 #   CARGO_TARGET_DIR [./target]
 set -Eeuo pipefail
@@ -77,6 +79,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=${BIN_DIR:-$TARGET_DIR/release}
 OUT_DIR=${OUT_DIR:-$TARGET_DIR/compare/$(date +%Y%m%d-%H%M%S)-$SCALE}
 SKIP_BUILD=${SKIP_BUILD:-0}
+PIPE_CONSUMER=${PIPE_CONSUMER:-1}
 
 MEASURE_NAME=compare
 # shellcheck source=scripts/lib-measure.sh
@@ -350,18 +353,23 @@ if wants pipeline; then
     # positions/s to a dashboard: ~1 s of lag (the small-box defaults,
     # 64 KiB x 2 segments, hold ~60 ms, and on two shared cores a dashboard
     # stalls longer; those losses are counted as broker_lagged_messages_total).
-    [ -x "$SINK_BIN" ] || die "pipeline needs $SINK_BIN (cargo build --release -p loadgen --bins)"
     fg_ensure_rabbitmq
-    "$SINK_BIN" --amqp-url "$FLEETGATE_TEST_AMQP_URL" --exchange amq.topic --binding 'fleet.#' \
-        --ready-file "$TMP/sink.ready" >"$TMP/sink.json" 2>"$OUT_DIR/pipeline-amqp-sink.txt" &
-    sink_pid=$!
-    PIDS+=("$sink_pid")
-    for i in $(seq 300); do
-        [ -e "$TMP/sink.ready" ] && break
-        kill -0 "$sink_pid" 2>/dev/null || { cat "$OUT_DIR/pipeline-amqp-sink.txt" >&2; die "amqp_sink exited at start"; }
-        [ "$i" -lt 300 ] || die "amqp_sink did not bind its queue within 30 s"
-        sleep 0.1
-    done
+    sink_pid=
+    if [ "$PIPE_CONSUMER" = 1 ]; then
+        [ -x "$SINK_BIN" ] || die "pipeline needs $SINK_BIN (cargo build --release -p loadgen --bins)"
+        "$SINK_BIN" --amqp-url "$FLEETGATE_TEST_AMQP_URL" --exchange amq.topic --binding 'fleet.#' \
+            --ready-file "$TMP/sink.ready" >"$TMP/sink.json" 2>"$OUT_DIR/pipeline-amqp-sink.txt" &
+        sink_pid=$!
+        PIDS+=("$sink_pid")
+        for i in $(seq 300); do
+            [ -e "$TMP/sink.ready" ] && break
+            kill -0 "$sink_pid" 2>/dev/null || { cat "$OUT_DIR/pipeline-amqp-sink.txt" >&2; die "amqp_sink exited at start"; }
+            [ "$i" -lt 300 ] || die "amqp_sink did not bind its queue within 30 s"
+            sleep 0.1
+        done
+    else
+        NOTES+=("pipeline: PIPE_CONSUMER=0, no queue bound at RabbitMQ: every record comes back unroutable")
+    fi
     start_fleetgate "enabled = true
 url = \"$FLEETGATE_TEST_AMQP_URL\"" \
         "link_capacity = 64
@@ -385,11 +393,13 @@ max_segment_count = 3"
         --scenario pipeline-max --label fleetgate --broker "$BROKER_ADDR" --pid "$BROKER_PID" --id-prefix pmax-
     curl -fsS "http://$HTTP_ADDR/metrics" >"$OUT_DIR/pipeline-metrics-fleetgate.txt"
     NOTES+=("pipeline memory bound (fleetgate_memory_bound_bytes): $(awk '$1 == "fleetgate_memory_bound_bytes" {printf "%.0f MiB", $2/1048576}' "$OUT_DIR/pipeline-metrics-fleetgate.txt")")
-    NOTES+=("pipeline upstream (both runs): $(awk '$1 ~ /^fleetgate_bridge_(records_spooled|confirmed|returns|publishes)_total$|^fleetgate_bridge_spool_records$/ {sub("fleetgate_bridge_", "", $1); printf "%s%s %s", sep, $1, $2; sep=", "}' "$OUT_DIR/pipeline-metrics-fleetgate.txt")")
+    NOTES+=("pipeline upstream (both runs): $(awk '$1 ~ /^fleetgate_bridge_(records_spooled|confirmed|returns|publishes|unroutable_probes|unroutable_untracked)_total$|^fleetgate_bridge_spool_records$/ {sub("fleetgate_bridge_", "", $1); printf "%s%s %s", sep, $1, $2; sep=", "}' "$OUT_DIR/pipeline-metrics-fleetgate.txt")")
     stop_broker
-    kill -TERM "$sink_pid" 2>/dev/null || true
-    wait "$sink_pid" || { cat "$OUT_DIR/pipeline-amqp-sink.txt" >&2; die "amqp_sink failed"; }
-    NOTES+=("pipeline: the RabbitMQ consumer received $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["received"])' "$TMP/sink.json") messages")
+    if [ -n "$sink_pid" ]; then
+        kill -TERM "$sink_pid" 2>/dev/null || true
+        wait "$sink_pid" || { cat "$OUT_DIR/pipeline-amqp-sink.txt" >&2; die "amqp_sink failed"; }
+        NOTES+=("pipeline: the RabbitMQ consumer received $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["received"])' "$TMP/sink.json") messages")
+    fi
 fi
 if wants outage-drain; then
     if [ -x "$DRAIN_BIN" ]; then

@@ -260,11 +260,11 @@ metrics! {
     bridge_unroutable_dropped_total: counter;
     /// Probes sent: the oldest record of a routing key RabbitMQ returned, sent alone at a retry pass; the key's other records follow once one is routed.
     bridge_unroutable_probes_total: counter;
-    /// Routing keys whose records are held in the spool behind a probe (at most `MAX_HELD_KEYS`, 4096).
+    /// Routing keys whose records are held in the spool behind a probe (at most `MAX_HELD_KEYS`, 16 384).
     bridge_unroutable_held_keys: gauge;
     /// Records held unsent in the spool behind their key's probe, in the last whole pass over it.
     bridge_unroutable_held_records: gauge;
-    /// Returns of a routing key past the held-key table's 4096: its records are all re-sent at each retry (policy `resend_all`).
+    /// Returns of a routing key past the held-key table's 16 384: its records are all re-sent at each retry (policy `resend_all`).
     bridge_unroutable_untracked_total: counter;
     /// Messages RabbitMQ nacked (kept, retried).
     bridge_nacks_total: counter;

@@ -26,8 +26,9 @@
 //! at the next pass as before, and a nacked probe is probed again then.
 //!
 //! Bound: [`MAX_HELD_KEYS`] held keys of 24 bytes each (a keyed 64-bit
-//! hash of exchange and routing key, and its probe's state; 96 KiB at
-//! most). When the table is full, a key returned past it is not held: its
+//! hash of exchange and routing key, and its probe's state; 384 KiB at
+//! most, allocated as keys come back: room for the position and status
+//! keys of 8 000 vehicles). When the table is full, a key returned past it is not held: its
 //! records are all re-sent at each retry, as before probing (policy
 //! `resend_all`, counted in `bridge_unroutable_untracked_total` and logged
 //! rate-limited). A held key leaves the table when its probe is confirmed
@@ -59,7 +60,7 @@ pub const MAX_LOGGED_KEYS: usize = 64;
 pub const LOG_PERIOD: Duration = Duration::from_secs(60);
 /// Routing keys held behind a probe at once; a key returned past it is
 /// re-sent whole at each retry (`resend_all`).
-pub const MAX_HELD_KEYS: usize = 4096;
+pub const MAX_HELD_KEYS: usize = 16_384;
 
 /// `bridge.unroutable`: what happens to a record no queue takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -98,7 +99,7 @@ pub enum Read {
 
 /// A routing key as the held table knows it: a hash of exchange and key
 /// under a per-process random seed, so no publisher can make two keys
-/// collide on purpose (by chance: 2⁻⁵² per record read, table full).
+/// collide on purpose (by chance: 2⁻⁵⁰ per record read, table full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyId(u64);
 

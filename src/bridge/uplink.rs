@@ -6,7 +6,7 @@
 //! the vehicle id for package records, by contract), `timestamp`,
 //! `content_type`, `app_id` = the gateway's id — and confirms back into the
 //! spool. Bound: `bridge.confirm_window` records in flight; the held-key
-//! table of `bridge::unroutable` (at most `MAX_HELD_KEYS` keys, 96 KiB);
+//! table of `bridge::unroutable` (at most `MAX_HELD_KEYS` keys, 384 KiB);
 //! lapin's buffers of 2 × 32 frames of at most 8 KiB (unless `bridge.url`
 //! sets `frame_max`).
 //!
