@@ -355,6 +355,7 @@ if wants pipeline; then
     # stalls longer; those losses are counted as broker_lagged_messages_total).
     fg_ensure_rabbitmq
     sink_pid=
+    upstream="a consumer bound to fleet.# on amq.topic"
     if [ "$PIPE_CONSUMER" = 1 ]; then
         [ -x "$SINK_BIN" ] || die "pipeline needs $SINK_BIN (cargo build --release -p loadgen --bins)"
         "$SINK_BIN" --amqp-url "$FLEETGATE_TEST_AMQP_URL" --exchange amq.topic --binding 'fleet.#' \
@@ -368,14 +369,14 @@ if wants pipeline; then
             sleep 0.1
         done
     else
-        NOTES+=("pipeline: PIPE_CONSUMER=0, no queue bound at RabbitMQ: every record comes back unroutable")
+        upstream="PIPE_CONSUMER=0: no queue bound, every record comes back unroutable"
     fi
     start_fleetgate "enabled = true
 url = \"$FLEETGATE_TEST_AMQP_URL\"" \
         "link_capacity = 64
 max_segment_size_bytes = 1048576
 max_segment_count = 3"
-    NOTES+=("pipeline: fleetgate with the bridge on to RabbitMQ (a consumer bound to fleet.# on amq.topic), WebSocket frames paced at the default 100 ms (ws_frame_interval_ms), broker logs of 3 x 1 MiB and link_capacity 64")
+    NOTES+=("pipeline: fleetgate with the bridge on to RabbitMQ ($upstream), WebSocket frames paced at the default 100 ms (ws_frame_interval_ms), broker logs of 3 x 1 MiB and link_capacity 64")
     ws_secs=$(python3 -c "print($FANIN_WARMUP + $PIPE_SECS + 1)")
     "$LOADGEN_BIN" ws-watch --url "ws://$HTTP_ADDR/ws" --duration-s "$ws_secs" --quiet \
         >"$TMP/ws.json" 2>"$OUT_DIR/pipeline-ws-fleetgate.txt" &
