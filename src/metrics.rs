@@ -262,7 +262,7 @@ metrics! {
     bridge_unroutable_probes_total: counter;
     /// Routing keys whose records are held in the spool behind a probe (at most `MAX_HELD_KEYS`, 16 384).
     bridge_unroutable_held_keys: gauge;
-    /// Records held unsent in the spool behind their key's probe, in the last whole pass over it.
+    /// Records held unsent in the spool behind their key's probe, counted by the last pass over the spool that reached its end.
     bridge_unroutable_held_records: gauge;
     /// Returns of a routing key past the held-key table's 16 384: its records are all re-sent at each retry (policy `resend_all`).
     bridge_unroutable_untracked_total: counter;

@@ -28,11 +28,12 @@
 //! Bound: [`MAX_HELD_KEYS`] held keys of 24 bytes each (a keyed 64-bit
 //! hash of exchange and routing key, and its probe's state; 384 KiB at
 //! most, allocated as keys come back: room for the position and status
-//! keys of 8 000 vehicles). When the table is full, a key returned past it is not held: its
-//! records are all re-sent at each retry, as before probing (policy
-//! `resend_all`, counted in `bridge_unroutable_untracked_total` and logged
-//! rate-limited). A held key leaves the table when its probe is confirmed
-//! or when a whole pass over the spool finds none of its records left.
+//! keys of 8 000 vehicles). When the table is full, a key returned past
+//! it is not held: its records are all re-sent at each retry, as before
+//! probing (policy `resend_all`, counted in
+//! `bridge_unroutable_untracked_total` and logged rate-limited). A held
+//! key leaves the table at the rewind after a record of it was routed, or
+//! when a whole pass over the spool finds none of its records left.
 //! [`MAX_LOGGED_KEYS`] routing keys are remembered for the log; past it
 //! the one logged longest ago is forgotten.
 //!
