@@ -18,7 +18,8 @@
 #          (max_queued_messages 1000, max_inflight_messages 20);
 #        fleetgate: the release binary, bridge off, limits raised for the
 #          scale (mqtt.max_connections, broker.max_connections, fleet.max_vehicles);
-#   3. the fleetgate-only scenarios: `pipeline` (bridge on, spooling;
+#   3. the fleetgate-only scenarios: `pipeline` (bridge on, to a real
+#      RabbitMQ with a consumer bound, as a deployment has;
 #      vehicles → decode → state → MQTT JSON dashboard and WebSocket) and
 #      `outage-drain` (loadgen's bridge_bench against a real RabbitMQ);
 #   4. writes results.jsonl (one JSON line per run), summary.md (machine,
@@ -52,7 +53,8 @@
 #   slow-sub       10 publishers × 500 msg/s → 5 subscribers; from the second
 #                  half one stops reading: the others' p99 and the broker's RSS
 #   pipeline       fleetgate only: 10 000 vehicles at 1 Hz with an MQTT JSON
-#                  dashboard and a WebSocket client, bridge on; then
+#                  dashboard and a WebSocket client, bridge on to RabbitMQ
+#                  (loadgen's amqp_sink consumes `fleet.#` on amq.topic); then
 #                  pipeline-max: 1 000 vehicles searched with a 10 ms p99 limit
 #   outage-drain   fleetgate only: 100 000 positions spooled while RabbitMQ is
 #                  cut off, drained under 1 000/s of live traffic
@@ -61,6 +63,8 @@
 #   SCENARIOS   [all of the above]
 #   OUT_DIR     [target/compare/<date>]
 #   SKIP_BUILD  [0]  1: use binaries already built
+#   PIPE_CONSUMER [1]  0: the pipeline with no queue bound at RabbitMQ, so
+#                      every record it spools comes back unroutable
 #   BIN_DIR     [$CARGO_TARGET_DIR/release]  where fleetgate, loadgen and bridge_bench are
 #   CARGO_TARGET_DIR [./target]
 set -Eeuo pipefail
@@ -75,6 +79,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN_DIR=${BIN_DIR:-$TARGET_DIR/release}
 OUT_DIR=${OUT_DIR:-$TARGET_DIR/compare/$(date +%Y%m%d-%H%M%S)-$SCALE}
 SKIP_BUILD=${SKIP_BUILD:-0}
+PIPE_CONSUMER=${PIPE_CONSUMER:-1}
 
 MEASURE_NAME=compare
 # shellcheck source=scripts/lib-measure.sh
@@ -131,7 +136,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 # ------------------------------------------------------------------ set-up
 packages=(mosquitto procps)
-wants outage-drain && packages+=(rabbitmq-server)
+if wants outage-drain || wants pipeline; then packages+=(rabbitmq-server); fi
 fg_ensure_packages "${packages[@]}"
 MQ_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$MQ_BIN" ] || die "no mosquitto binary after installing the package"
@@ -142,6 +147,7 @@ fi
 GATEWAY_BIN=$BIN_DIR/fleetgate
 LOADGEN_BIN=$BIN_DIR/loadgen
 DRAIN_BIN=$BIN_DIR/bridge_bench
+SINK_BIN=$BIN_DIR/amqp_sink
 [ -x "$GATEWAY_BIN" ] || die "no fleetgate binary at $GATEWAY_BIN"
 [ -x "$LOADGEN_BIN" ] || die "no loadgen binary at $LOADGEN_BIN"
 
@@ -339,19 +345,38 @@ if wants slow-sub; then
 fi
 NOTES=()
 if wants pipeline; then
-    # Bridge on: every position goes through the spool (upstream traffic is
-    # downsampled per vehicle as configured). Without a RabbitMQ on this
-    # machine the records stay spooled, which is the same work at the gateway.
+    # Bridge on, to a real RabbitMQ with a consumer bound to what the
+    # gateway publishes (amq.topic, fleet.#), as a deployment has: without
+    # one, every record comes back unroutable and stays spooled, and the
+    # uplink's retries of that backlog share the two cores with the run.
     # The broker's filter logs sized as an operator would for 10 000 JSON
     # positions/s to a dashboard: ~1 s of lag (the small-box defaults,
     # 64 KiB x 2 segments, hold ~60 ms, and on two shared cores a dashboard
     # stalls longer; those losses are counted as broker_lagged_messages_total).
+    fg_ensure_rabbitmq
+    sink_pid=
+    upstream="a consumer bound to fleet.# on amq.topic"
+    if [ "$PIPE_CONSUMER" = 1 ]; then
+        [ -x "$SINK_BIN" ] || die "pipeline needs $SINK_BIN (cargo build --release -p loadgen --bins)"
+        "$SINK_BIN" --amqp-url "$FLEETGATE_TEST_AMQP_URL" --exchange amq.topic --binding 'fleet.#' \
+            --ready-file "$TMP/sink.ready" >"$TMP/sink.json" 2>"$OUT_DIR/pipeline-amqp-sink.txt" &
+        sink_pid=$!
+        PIDS+=("$sink_pid")
+        for i in $(seq 300); do
+            [ -e "$TMP/sink.ready" ] && break
+            kill -0 "$sink_pid" 2>/dev/null || { cat "$OUT_DIR/pipeline-amqp-sink.txt" >&2; die "amqp_sink exited at start"; }
+            [ "$i" -lt 300 ] || die "amqp_sink did not bind its queue within 30 s"
+            sleep 0.1
+        done
+    else
+        upstream="PIPE_CONSUMER=0: no queue bound, every record comes back unroutable"
+    fi
     start_fleetgate "enabled = true
-url = \"${FLEETGATE_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}\"" \
+url = \"$FLEETGATE_TEST_AMQP_URL\"" \
         "link_capacity = 64
 max_segment_size_bytes = 1048576
 max_segment_count = 3"
-    NOTES+=("pipeline: fleetgate with the bridge on, WebSocket frames paced at the default 100 ms (ws_frame_interval_ms), broker logs of 3 x 1 MiB and link_capacity 64")
+    NOTES+=("pipeline: fleetgate with the bridge on to RabbitMQ ($upstream), WebSocket frames paced at the default 100 ms (ws_frame_interval_ms), broker logs of 3 x 1 MiB and link_capacity 64")
     ws_secs=$(python3 -c "print($FANIN_WARMUP + $PIPE_SECS + 1)")
     "$LOADGEN_BIN" ws-watch --url "ws://$HTTP_ADDR/ws" --duration-s "$ws_secs" --quiet \
         >"$TMP/ws.json" 2>"$OUT_DIR/pipeline-ws-fleetgate.txt" &
@@ -367,8 +392,15 @@ max_segment_count = 3"
     run_tool pipeline-max fleetgate bench --payload vehicle --qos 1 --publishers "$PIPE_MAX_VEHICLES" \
         --subscribers 1 --sub-topic 'fleet/+/position' --p99-limit-ms 10 $(search_args "$PIPE_MAX_FROM") \
         --scenario pipeline-max --label fleetgate --broker "$BROKER_ADDR" --pid "$BROKER_PID" --id-prefix pmax-
-    NOTES+=("pipeline memory bound (fleetgate_memory_bound_bytes): $(curl -fsS "http://$HTTP_ADDR/metrics" | awk '$1 == "fleetgate_memory_bound_bytes" {printf "%.0f MiB", $2/1048576}')")
+    curl -fsS "http://$HTTP_ADDR/metrics" >"$OUT_DIR/pipeline-metrics-fleetgate.txt"
+    NOTES+=("pipeline memory bound (fleetgate_memory_bound_bytes): $(awk '$1 == "fleetgate_memory_bound_bytes" {printf "%.0f MiB", $2/1048576}' "$OUT_DIR/pipeline-metrics-fleetgate.txt")")
+    NOTES+=("pipeline upstream (both runs): $(awk '$1 ~ /^fleetgate_bridge_(records_spooled|confirmed|returns|publishes|unroutable_probes|unroutable_untracked)_total$|^fleetgate_bridge_spool_records$/ {sub("fleetgate_bridge_", "", $1); printf "%s%s %s", sep, $1, $2; sep=", "}' "$OUT_DIR/pipeline-metrics-fleetgate.txt")")
     stop_broker
+    if [ -n "$sink_pid" ]; then
+        kill -TERM "$sink_pid" 2>/dev/null || true
+        wait "$sink_pid" || { cat "$OUT_DIR/pipeline-amqp-sink.txt" >&2; die "amqp_sink failed"; }
+        NOTES+=("pipeline: the RabbitMQ consumer received $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["received"])' "$TMP/sink.json") messages")
+    fi
 fi
 if wants outage-drain; then
     if [ -x "$DRAIN_BIN" ]; then

@@ -245,15 +245,27 @@ metrics! {
     bridge_spool_append_failed_total: counter;
     /// Positions not sent upstream because of `bridge.position_interval_ms`.
     bridge_positions_downsampled_total: counter;
+    /// Messages published upstream (retries and probes included; held records are not sent).
+    bridge_publishes_total: counter;
     /// Bytes of message bodies published upstream (retries included; AMQP
     /// framing and properties add about 140 bytes per message).
     bridge_published_body_bytes_total: counter;
+    /// Passes over the spool's unconfirmed records to retry returned or nacked ones (at most one per `bridge.retry_failed_ms`).
+    bridge_retry_passes_total: counter;
     /// Records RabbitMQ confirmed (then deleted from the spool).
     bridge_confirmed_total: counter;
     /// Messages RabbitMQ returned as unroutable (kept, retried).
     bridge_returns_total: counter;
     /// Unroutable records dropped after `bridge.unroutable_keep_s` (policy `retry_then_drop`).
     bridge_unroutable_dropped_total: counter;
+    /// Probes sent: the oldest record of a routing key RabbitMQ returned, sent alone at a retry pass; the key's other records follow once one is routed.
+    bridge_unroutable_probes_total: counter;
+    /// Routing keys whose records are held in the spool behind a probe (at most `MAX_HELD_KEYS`, 16 384).
+    bridge_unroutable_held_keys: gauge;
+    /// Records held unsent in the spool behind their key's probe, counted by the last pass over the spool that reached its end.
+    bridge_unroutable_held_records: gauge;
+    /// Returns of a routing key past the held-key table's 16 384: its records are all re-sent at each retry (policy `resend_all`).
+    bridge_unroutable_untracked_total: counter;
     /// Messages RabbitMQ nacked (kept, retried).
     bridge_nacks_total: counter;
     /// Bytes of the spool on disk.

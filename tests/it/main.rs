@@ -45,3 +45,4 @@ mod pubsub;
 mod shutdown_auth;
 mod smq;
 mod tls;
+mod unroutable;
