@@ -62,6 +62,8 @@ pub const LOG_PERIOD: Duration = Duration::from_secs(60);
 /// Routing keys held behind a probe at once; a key returned past it is
 /// re-sent whole at each retry (`resend_all`).
 pub const MAX_HELD_KEYS: usize = 16_384;
+/// The held-key table at its bound, for the memory budget.
+pub const MAX_HELD_TABLE_BYTES: usize = MAX_HELD_KEYS * std::mem::size_of::<(KeyId, Probe)>();
 
 /// `bridge.unroutable`: what happens to a record no queue takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -143,7 +143,7 @@ impl Default for BridgeConfig {
             command_queue: "fleetgate.commands".into(),
             notification_queue: "notifications".into(),
             mailbox_per_user: nz(16),
-            max_mailboxes: nz(128),
+            max_mailboxes: nz(120),
         }
     }
 }

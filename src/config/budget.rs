@@ -16,6 +16,7 @@ use std::fmt;
 use std::mem::size_of;
 
 use crate::bridge::mailboxes::MAX_NOTIFICATION_BYTES;
+use crate::bridge::unroutable::{MAX_HELD_KEYS, MAX_HELD_TABLE_BYTES};
 use crate::config::Config;
 use crate::edge::frame_pool::SMALL_FRAME_BYTES;
 use crate::edge::handoff::BROKER_PIPE_BYTES as HANDOFF_PIPE_BYTES;
@@ -169,6 +170,14 @@ impl Config {
                 why: format!(
                     "bridge.feed_queue = {} (block), one timestamp per vehicle; the spool itself is on disk (bridge.spool_max_bytes)",
                     self.bridge.feed_queue
+                ),
+            },
+            Item {
+                name: "unroutable keys held for probing",
+                bytes: if self.bridge.enabled { MAX_HELD_TABLE_BYTES as u64 } else { 0 },
+                why: format!(
+                    "{MAX_HELD_KEYS} routing keys at most (a fixed bound) × {} bytes; past it a returned key is re-sent whole at each retry",
+                    MAX_HELD_TABLE_BYTES / MAX_HELD_KEYS
                 ),
             },
             Item {
