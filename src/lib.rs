@@ -353,22 +353,13 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, Star
         },
     ));
     let smq = match (config.smq.enabled, listeners.smq) {
-        (true, Some(listener)) => Some(smq::start(
-            &config.smq,
-            &broker,
-            ctx.clone(),
-            metrics.clone(),
-            listener,
-        )?),
+        (true, Some(listener)) => {
+            Some(smq::start(&config.smq, &broker, ctx.clone(), metrics.clone(), listener).await?)
+        }
         _ => None,
     };
     let pubsub = match config.pubsub.enabled {
-        true => Some(pubsub::start(
-            &config.pubsub,
-            &broker,
-            ctx.clone(),
-            metrics.clone(),
-        )?),
+        true => Some(pubsub::start(&config.pubsub, &broker, ctx.clone(), metrics.clone()).await?),
         false => None,
     };
     let mut stop_servers = Vec::new();

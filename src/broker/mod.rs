@@ -129,12 +129,23 @@ pub struct Broker {
     pub publisher: BrokerPublisher,
     lag_task: tokio::task::JoinHandle<()>,
     stop: Arc<AtomicBool>,
-    /// Opens another local link into the router (for [`Broker::local_client`]).
-    new_link: Box<LinkFactory>,
+    /// The router's queue, for another local link ([`Broker::local_client`]).
+    router_tx: RouterTx,
 }
 
-/// Opens a local link into the router, by client id.
-type LinkFactory = dyn Fn(&str) -> Result<(LinkTx, LinkRx), BrokerError> + Send + Sync;
+use rumqttd::RouterTx;
+
+/// Opens a local link into the router, by client id. Awaited, never
+/// blocking: the router is a task of this runtime (vendor patch 9), so a
+/// worker blocked on it could be the worker it needs.
+async fn open_link(name: &str, router_tx: RouterTx) -> Result<(LinkTx, LinkRx), BrokerError> {
+    LinkBuilder::new(name, router_tx)
+        .clean_session(true)
+        .build_async()
+        .await
+        .map(|(tx, rx, _connack)| (tx, rx))
+        .map_err(|e| BrokerError::Link(format!("{e:?}")))
+}
 
 /// In-process clients the router makes room for besides the gateway's own
 /// link ([`Broker::local_client`]): the SMQ queue, the pub/sub proxy.
@@ -176,7 +187,7 @@ impl Broker {
             link_capacity: Some(broker.link_capacity.get()),
         };
         let lagged = Arc::clone(&router_config.lagged_messages);
-        let router_tx = Router::new(0, router_config).spawn();
+        let router_tx = Router::new(0, router_config).spawn_task();
 
         let internal_login = InternalLogin::generate();
         let settings = ServerSettings {
@@ -210,18 +221,7 @@ impl Broker {
         let server = Server::new(settings, router_tx.clone(), rumqttd::protocol::v4::V4);
         let connections = server.in_process();
 
-        let factory_tx = router_tx.clone();
-        let new_link = Box::new(move |name: &str| {
-            LinkBuilder::new(name, factory_tx.clone())
-                .clean_session(true)
-                .build()
-                .map(|(tx, rx, _connack)| (tx, rx))
-                .map_err(|e| BrokerError::Link(format!("{e:?}")))
-        });
-        let (mut link_tx, link_rx, _connack) = LinkBuilder::new("fleetgate-gateway", router_tx)
-            .clean_session(true)
-            .build()
-            .map_err(|e| BrokerError::Link(format!("{e:?}")))?;
+        let (mut link_tx, link_rx) = open_link("fleetgate-gateway", router_tx.clone()).await?;
         link_tx
             .subscribe(COMMAND_FILTER)
             .map_err(|e| BrokerError::Link(format!("{e:?}")))?;
@@ -255,21 +255,21 @@ impl Broker {
             publisher: BrokerPublisher::new(queue, metrics),
             lag_task,
             stop,
-            new_link,
+            router_tx,
         })
     }
 
     /// A new in-process client of the router with its own subscriptions:
     /// requests go in order through a queue of `queue` entries, deliveries
     /// to `sink` (see [`local`]). At most [`LOCAL_CLIENTS`] are expected.
-    pub fn local_client(
+    pub async fn local_client(
         &self,
         name: &str,
         queue: usize,
         sink: Arc<dyn local::LocalSink>,
         metrics: Arc<Metrics>,
     ) -> Result<local::LocalClient, BrokerError> {
-        let link = (self.new_link)(name)?;
+        let link = open_link(name, self.router_tx.clone()).await?;
         local::spawn(name, link, queue.max(1), sink, metrics, self.stop.clone())
     }
 }

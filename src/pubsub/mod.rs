@@ -71,7 +71,7 @@ use crate::edge::EdgeContext;
 use crate::metrics::Metrics;
 
 /// Opens the proxy's link into the broker; [`router`] serves it.
-pub fn start(
+pub async fn start(
     config: &PubSubConfig,
     broker: &Broker,
     edge: Arc<EdgeContext>,
@@ -80,12 +80,14 @@ pub fn start(
     let auth = edge.auth.clone();
     let budget = Arc::new(LocalFilters::new(edge));
     let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), budget, auth));
-    let link = broker.local_client(
-        "fleetgate-pubsub",
-        config.publish_queue.get(),
-        hub.clone(),
-        metrics,
-    )?;
+    let link = broker
+        .local_client(
+            "fleetgate-pubsub",
+            config.publish_queue.get(),
+            hub.clone(),
+            metrics,
+        )
+        .await?;
     hub.attach(link);
     Ok(hub)
 }

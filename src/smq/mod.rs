@@ -78,7 +78,7 @@ pub struct Smq {
 }
 
 /// Opens the SMQ's link into the broker and serves consumers on `listener`.
-pub fn start(
+pub async fn start(
     config: &SmqConfig,
     broker: &Broker,
     edge: Arc<EdgeContext>,
@@ -88,12 +88,14 @@ pub fn start(
     let auth = edge.auth.clone();
     let filters = Arc::new(LocalFilters::new(edge));
     let hub = Arc::new(Hub::new(config.clone(), metrics.clone(), filters, auth));
-    let link = broker.local_client(
-        "fleetgate-smq",
-        config.publish_queue.get(),
-        hub.clone(),
-        metrics,
-    )?;
+    let link = broker
+        .local_client(
+            "fleetgate-smq",
+            config.publish_queue.get(),
+            hub.clone(),
+            metrics,
+        )
+        .await?;
     hub.attach(link);
     let addr = listener
         .local_addr()

@@ -34,6 +34,10 @@ mod segments;
 mod server;
 
 pub type ConnectionId = usize;
+/// fleetgate patch 9: the router's queue, as `Router::spawn` and
+/// `Router::spawn_task` return it, nameable by an embedding that opens
+/// links later (`local::LinkBuilder::new`).
+pub type RouterTx = flume::Sender<(ConnectionId, router::Event)>;
 pub type RouterId = usize;
 pub type NodeId = usize;
 pub type Topic = String;

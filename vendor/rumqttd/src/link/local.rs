@@ -99,6 +99,26 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, pending) = self.connect_event();
+        router_tx.send((0, event))?;
+        pending.link_rx.recv()?;
+        pending.finish(router_tx)
+    }
+
+    /// fleetgate patch 9: [`build`](Self::build) for a caller on the async
+    /// runtime. `build` blocks its thread twice, on a full router queue and
+    /// then until the router has answered the connect: on a tokio worker
+    /// that stalls every task of that worker for a router round trip, once
+    /// per connecting client (and, were the router a task of the same
+    /// runtime, could stall the router itself).
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, pending) = self.connect_event();
+        router_tx.send_async((0, event)).await?;
+        pending.link_rx.recv_async().await?;
+        pending.finish(router_tx)
+    }
+
+    fn connect_event(self) -> (Sender<(ConnectionId, Event)>, Event, PendingLink) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -113,19 +133,39 @@ impl<'a> LinkBuilder<'a> {
             .topic_alias_max(self.topic_alias_max);
         let incoming = Incoming::new(connection.client_id.to_owned());
         let (outgoing, link_rx) = Outgoing::new(connection.client_id.to_owned());
-        let outgoing_data_buffer = outgoing.buffer();
-        let incoming_data_buffer = incoming.buffer();
+        let pending = PendingLink {
+            outgoing_data_buffer: outgoing.buffer(),
+            incoming_data_buffer: incoming.buffer(),
+            link_rx,
+        };
 
         let event = Event::Connect {
             connection,
             incoming,
             outgoing,
         };
+        (self.router_tx, event, pending)
+    }
+}
 
-        self.router_tx.send((0, event))?;
+/// A link whose connect is on its way to the router.
+struct PendingLink {
+    outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+    incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+    link_rx: Receiver<()>,
+}
 
-        link_rx.recv()?;
-        let notification = outgoing_data_buffer.lock().pop_front().unwrap();
+impl PendingLink {
+    /// The router has answered: its ConnAck carries the connection's id.
+    fn finish(
+        self,
+        router_tx: Sender<(ConnectionId, Event)>,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let notification = self
+            .outgoing_data_buffer
+            .lock()
+            .pop_front()
+            .ok_or(LinkError::NotConnectionAck)?;
 
         // Right now link identifies failure with dropped rx in router,
         // which is probably ok. We need this here to get id assigned by router
@@ -134,8 +174,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), self.incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, self.link_rx, self.outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }

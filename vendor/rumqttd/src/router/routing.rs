@@ -173,6 +173,62 @@ impl Router {
         link
     }
 
+    /// fleetgate patch 9: the router as a task of the caller's tokio
+    /// runtime instead of a thread of its own. Every publish, subscribe,
+    /// connect and disconnect hops to the router and back; with the router
+    /// on its own thread each hop is a futex wake and a context switch on
+    /// both sides (the profile of client churn and generic fan-in showed
+    /// `finish_task_switch` and wake-ups on top). As a task, a client's
+    /// connection task wakes the router on the same worker, and the router
+    /// wakes the client's task the same way. The router never blocks: it
+    /// awaits its queue when idle, and yields after a few batches in a row
+    /// when busy, so it cannot starve the worker's other tasks.
+    /// Callers must not block a worker on the router (the links' blocking
+    /// `send`/`build` are for threads of their own; remote links use
+    /// `build_async`/`notify`).
+    pub fn spawn_task(mut self) -> Sender<(ConnectionId, Event)> {
+        let link = self.link();
+        tokio::spawn(async move {
+            // Batches run back to back while there is work; after this
+            // many without waiting for the queue, the router yields once.
+            const BUSY_BATCHES_PER_YIELD: u32 = 4;
+            let mut busy = 0;
+            let e = loop {
+                match self.run_inner_async().await {
+                    Ok(true) => busy = 0,
+                    Ok(false) => {
+                        busy += 1;
+                        if busy == BUSY_BATCHES_PER_YIELD {
+                            busy = 0;
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    Err(e) => break e,
+                }
+            };
+            error!(reason=?e, "Router done!");
+        });
+        link
+    }
+
+    /// One batch, as `run_inner`; true when it waited for the queue.
+    async fn run_inner_async(&mut self) -> Result<bool, RouterError> {
+        let mut waited = false;
+        if self.consume().is_none() {
+            let (id, data) = match self.router_rx.try_recv() {
+                Ok(event) => event,
+                Err(TryRecvError::Disconnected) => return Err(RouterError::Disconnected),
+                Err(TryRecvError::Empty) => {
+                    waited = true;
+                    self.router_rx.recv_async().await?
+                }
+            };
+            self.events(id, data);
+        }
+        self.drain_and_consume()?;
+        Ok(waited)
+    }
+
     /// Waits on incoming events when ready queue is empty.
     /// After pulling 1 event, tries to pull 500 more events
     /// before polling ready queue 100 times (connections)
@@ -199,7 +255,10 @@ impl Router {
             let (id, data) = self.router_rx.recv()?;
             self.events(id, data);
         }
+        self.drain_and_consume()
+    }
 
+    fn drain_and_consume(&mut self) -> Result<(), RouterError> {
         // Try reading more from connections in a non-blocking
         // fashion to accumulate data and handle subscriptions.
         // Accumulating more data lets requests retrieve bigger

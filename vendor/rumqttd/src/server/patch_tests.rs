@@ -25,7 +25,11 @@ async fn start_broker() -> SocketAddr {
 }
 
 fn router() -> Sender<(ConnectionId, Event)> {
-    let router_config = RouterConfig {
+    Router::new(0, router_config()).spawn()
+}
+
+fn router_config() -> RouterConfig {
+    RouterConfig {
         max_connections: 1000,
         max_outgoing_packet_count: 200,
         max_segment_size: 10 * 1024,
@@ -36,8 +40,7 @@ fn router() -> Sender<(ConnectionId, Event)> {
         max_persistent_sessions: None,
         lagged_messages: Default::default(),
         link_capacity: None,
-    };
-    Router::new(0, router_config).spawn()
+    }
 }
 
 fn settings(listen: SocketAddr, auth: Option<(&str, &str)>) -> ServerSettings {
@@ -245,7 +248,47 @@ async fn connack(c: &mut Client, packet: Packet) -> Option<ConnectReturnCode> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_clients_subscribe_publish_and_get_their_acks() {
-    let broker = in_process_broker(None);
+    pub_sub_and_acks(in_process_broker(None)).await;
+}
+
+// ---------------------------------------------------------------- patch 9
+
+/// The router as a task of a one-thread runtime: anything that blocked a
+/// thread on the router (a connect's `build`, a disconnect's `send`) would
+/// hang it, since the router needs that thread to answer. The runtime runs
+/// on a thread of its own, so a hang fails the wait below instead of the
+/// test runner.
+#[test]
+fn the_router_as_a_task_serves_clients_on_the_same_thread() {
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let unused: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let router_tx = Router::new(0, router_config()).spawn_task();
+            let broker = Server::new(settings(unused, None), router_tx.clone(), V4).in_process();
+            for round in 0..3 {
+                pub_sub_and_acks(broker.clone()).await;
+                // A local link, as the embedding opens them, awaited too.
+                let name = format!("local-{round}");
+                crate::local::LinkBuilder::new(&name, router_tx.clone())
+                    .build_async()
+                    .await
+                    .unwrap();
+            }
+        });
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the exchange hung: something blocked the thread the router runs on");
+}
+
+/// A subscriber and a publisher: CONNACKs, SUBACK, PUBACK, the delivery.
+async fn pub_sub_and_acks(broker: InProcess<V4>) {
     let mut sub = Client::in_process(&broker);
     let mut publisher = Client::in_process(&broker);
     let ok = Some(ConnectReturnCode::Success);
