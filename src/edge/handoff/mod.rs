@@ -271,9 +271,13 @@ impl Proxy<'_> {
         let max = self.ctx.max_packet_size();
         // rumqttd may send whatever its clients publish; its own limit is ours.
         let max_from_broker = max.saturating_add(64 * 1024);
+        // First due one period from now. Not `interval` and a first
+        // `tick().await`: that tick completes only at the timer's next
+        // turn, and added up to 1 ms to every hand-off (the SUBACK of a
+        // connect-subscribe-disconnect client waited for it).
+        let ping_period = Duration::from_secs(u64::from(PROXY_KEEP_ALIVE_S / 2));
         let mut ping =
-            tokio::time::interval(Duration::from_secs(u64::from(PROXY_KEEP_ALIVE_S / 2)));
-        ping.tick().await;
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_period, ping_period);
 
         let mut pending = trigger;
         // What one pass forwards each way, written with one syscall per side.
