@@ -55,9 +55,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
 
-use crate::metrics::Metrics;
-use crate::topic_filter;
-use crate::topics::DASHBOARD_FILTER;
+use crate::{metrics::Metrics, topic_filter, topics::DASHBOARD_FILTER};
 pub use acl::{Acl, Asker, Want};
 pub use config::AuthConfig;
 pub use passwd::{PasswordFile, Role};

@@ -21,10 +21,13 @@
 //! when full, counted); rumqttd's per-link buffers behind it are hard-coded
 //! (200 entries per link, 1000 on the router channel).
 //!
-//! Threads: rumqttd's router runs on its own OS thread (`router-0`); one more
-//! thread (`broker-link`) owns the gateway's local link, because
-//! `LinkTx::publish` blocks on the router channel and must not block a tokio
-//! worker. Both end when the gateway drops its last handle. This is the only
+//! Threads: rumqttd's router runs as a task of the gateway's runtime
+//! (vendor patch 9: each hop to a router thread was a wake-up and a context
+//! switch on both sides), so nothing here may block a worker on it: links
+//! are opened with `build_async`, and threads of their own (`broker-link`
+//! and the local clients') own the local links, because `LinkTx::publish`
+//! blocks on the router channel. The router ends with the runtime; the
+//! threads when the gateway drops its last handle. This is the only
 //! module, with the edge's hand-off, that knows rumqttd.
 //!
 //! # Layout
@@ -283,7 +286,7 @@ const LAG_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10)
 
 /// Copies rumqttd's count of messages skipped for lagging subscribers into
 /// `broker_lagged_messages_total`, every [`LAG_COPY_INTERVAL`] (the router
-/// counts on its own thread, and `/metrics` shows it at most that late), and
+/// counts in its own task, and `/metrics` shows it at most that late), and
 /// logs new skips at most once per [`LAG_LOG_INTERVAL`].
 async fn copy_lag(lagged: Arc<AtomicU64>, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(LAG_COPY_INTERVAL);
