@@ -18,8 +18,9 @@
 //! that fell too far behind are counted in rumqttd and copied into
 //! `broker_lagged_messages_total` once a second by a task of this module. The gateway's own
 //! publishes wait in a queue of `broker.publish_queue` entries (drop newest
-//! when full, counted); rumqttd's per-link buffers behind it are hard-coded
-//! (200 entries per link, 1000 on the router channel).
+//! when full, counted); rumqttd's per-link buffers behind it hold
+//! `broker.link_capacity` messages (vendor patch 6), its router channel
+//! 1000 events.
 //!
 //! Threads: rumqttd's router runs as a task of the gateway's runtime
 //! (vendor patch 9: each hop to a router thread was a wake-up and a context
@@ -51,7 +52,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
-use rumqttd::{ConnectionSettings, Router, RouterConfig, Server, ServerSettings};
+use rumqttd::{ConnectionSettings, Router, RouterConfig, RouterTx, Server, ServerSettings};
 use std::sync::mpsc;
 
 use crate::config::{BrokerConfig, MqttConfig};
@@ -135,8 +136,6 @@ pub struct Broker {
     /// The router's queue, for another local link ([`Broker::local_client`]).
     router_tx: RouterTx,
 }
-
-use rumqttd::RouterTx;
 
 /// Opens a local link into the router, by client id. Awaited, never
 /// blocking: the router is a task of this runtime (vendor patch 9), so a

@@ -186,7 +186,7 @@ impl Router {
     /// Callers must not block a worker on the router (the links' blocking
     /// `send`/`build` are for threads of their own; remote links use
     /// `build_async`/`notify`).
-    pub fn spawn_task(mut self) -> Sender<(ConnectionId, Event)> {
+    pub fn spawn_task(mut self) -> crate::RouterTx {
         let link = self.link();
         tokio::spawn(async move {
             // Batches run back to back while there is work; after this
