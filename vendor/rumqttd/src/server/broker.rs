@@ -479,6 +479,15 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 }
 
+/// fleetgate patch 10: the will handlers, also after a panic elsewhere
+/// while they were locked (the map stays consistent: every change to it is
+/// one insert or remove).
+fn lock_will_handlers(
+    handlers: &Mutex<HashMap<String, Sender<AwaitingWill>>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, Sender<AwaitingWill>>> {
+    handlers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// fleetgate patch 7: the accept loop's pause, where a zero delay means
 /// none. tokio's timer ticks once a millisecond and rounds a deadline up to
 /// the next tick, so `sleep(0)` parked the accept loop for up to 1 ms after
@@ -594,20 +603,21 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    // fleetgate patch 10: the handlers' lock is never poisoned for good
+    // (a panic while it was held locked every later connect out), and a
+    // will wait that is already over (its receiver gone) needs no word.
+    let sender = lock_will_handlers(&will_handlers).remove(&client_id);
+    if let Some(sender) = sender {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    lock_will_handlers(&will_handlers).insert(client_id.clone(), will_tx.clone());
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -623,6 +633,14 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            // fleetgate patch 10: the router refused the link (e.g. at
+            // max_connections): this connection has no will to wait for,
+            // so its handler goes, unless a newer connection of the same
+            // client id has replaced it.
+            let mut handlers = lock_will_handlers(&will_handlers);
+            if handlers.get(&client_id).is_some_and(|h| h.same_channel(&will_tx)) {
+                handlers.remove(&client_id);
+            }
             return;
         }
     };
@@ -677,7 +695,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            lock_will_handlers(&will_handlers).remove(&client_id);
             // as will delay interval has passed, publish the will message
             true
         }
