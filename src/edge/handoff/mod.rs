@@ -76,12 +76,34 @@ const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BROKER_PIPE_BYTES: usize = READ_CHUNK;
 
 pub async fn splice<S: ClientStream>(
+    client: S,
+    client_buf: BytesMut,
+    connect: Connect,
+    who: &Principal,
+    handoff: HandOff,
+    ctx: &EdgeContext,
+) {
+    let (broker, rumqttd_side) = tokio::io::duplex(BROKER_PIPE_BYTES);
+    // rumqttd's side of the connection runs in this task, beside the
+    // proxy, not as a task of its own: each packet's hop through the pipe
+    // then wakes the task that is already running instead of scheduling
+    // another (churn: a spawn and about five cross-task wake-ups fewer per
+    // client). When the proxy ends it drops its end of the pipe; rumqttd
+    // sees the connection close (and fires the will unless it got a
+    // DISCONNECT) and its side ends too.
+    let broker_side = ctx.broker.connections.serve(rumqttd_side);
+    let edge_side = proxy_session(client, client_buf, connect, who, handoff, ctx, broker);
+    tokio::join!(broker_side, edge_side);
+}
+
+async fn proxy_session<S: ClientStream>(
     mut client: S,
     client_buf: BytesMut,
     mut connect: Connect,
     who: &Principal,
     handoff: HandOff,
     ctx: &EdgeContext,
+    broker: DuplexStream,
 ) {
     let will = connect.last_will.clone();
     let ping_for_client = connect.keep_alive == 0;
@@ -89,7 +111,7 @@ pub async fn splice<S: ClientStream>(
         connect.keep_alive = PROXY_KEEP_ALIVE_S;
     }
     let at_connect = handoff.trigger.is_none();
-    let (broker, broker_buf) = match open_broker_session(&connect, ctx).await {
+    let (broker, broker_buf) = match open_broker_session(broker, &connect, ctx).await {
         Ok((broker, broker_buf, connack)) => {
             // Handed over at CONNECT: rumqttd's CONNACK is the client's.
             if at_connect && write_all_timed(&mut client, &connack).await.is_err() {
@@ -176,20 +198,17 @@ enum HandOffError {
     Protocol(String),
 }
 
-/// Opens a connection into rumqttd — an in-process pipe served by a task
-/// of rumqttd's own, so no second TCP connection, accept or syscall — and
-/// replays the CONNECT; returns the pipe, any bytes that came after the
-/// CONNACK in the same read (a resumed session's queued messages, which
-/// belong to the client), and the CONNACK itself.
+/// Replays the CONNECT into rumqttd over the in-process pipe — served by
+/// rumqttd's connection future beside this one (see [`splice`]), so no
+/// second TCP connection, accept or syscall; returns the pipe, any bytes
+/// that came after the CONNACK in the same read (a resumed session's
+/// queued messages, which belong to the client), and the CONNACK itself.
 async fn open_broker_session(
+    mut broker: DuplexStream,
     connect: &Connect,
     ctx: &EdgeContext,
 ) -> Result<(DuplexStream, BytesMut, Bytes), HandOffError> {
     let attempt = async {
-        let (mut broker, rumqttd_side) = tokio::io::duplex(BROKER_PIPE_BYTES);
-        // Ends with the pipe: when the edge drops its end, rumqttd sees the
-        // connection close (and fires the will unless it got a DISCONNECT).
-        tokio::spawn(ctx.broker.connections.serve(rumqttd_side));
         let mut out = BytesMut::new();
         // rumqttd admits the edge alone: the client's own login was the
         // edge's to check, and is replaced by the edge's.
