@@ -8,6 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fleetgate::{Config, Listeners};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fleetgate",
