@@ -40,12 +40,12 @@
 #   fan-out        1 publisher, 32 B, QoS 1 → 100 subscribers, searched the same way
 #   shared-sub     10 publishers → 4 subscribers in one $share group, QoS 1, searched
 #   idle-conn      10 000 idle connections: (RSS_N − RSS_0)/N and connects/s
-#   churn          20 000 clients that come and go (fresh id, a filter no one
-#                  used, 16 at a time) after 1 000 of warm-up: cycles/s,
+#   churn          100 000 clients that come and go (fresh id, a filter no one
+#                  used, 16 at a time) after 5 000 of warm-up: cycles/s,
 #                  subscriptions refused, RSS growth per 1 000 clients, and
 #                  whether a new client still subscribes and receives
 #   many-filters   16 long-lived clients, each subscribing to a new filter and
-#                  unsubscribing it, 20 000 times after 1 000 of warm-up (a
+#                  unsubscribing it, 100 000 times after 5 000 of warm-up (a
 #                  dashboard that subscribes per vehicle): cycles/s, refusals,
 #                  RSS growth per 1 000 filters, and the lockout check
 #   conformance    the MQTT 3.1.1 MUST-close cases of `loadgen conformance`,
@@ -97,7 +97,9 @@ if [ "$SCALE" = full ]; then
     FANOUT_SUBS=100 FANOUT_FROM=100
     SHARED_PUBS=10 SHARED_SUBS=4 SHARED_FROM=5000
     IDLE_CONNS=10000 IDLE_HOLD=5
-    CHURN_CYCLES=20000 CHURN_WARMUP=1000
+    # The 100 000 cycles, after a warm-up that fills the pools
+    # (the gateway's RSS levels after ~4 000 clients).
+    CHURN_CYCLES=100000 CHURN_WARMUP=5000
     SLOW_PUBS=10 SLOW_RATE=500 SLOW_SUBS=5 SLOW_SECS=20
     PIPE_VEHICLES=10000 PIPE_SECS=20 PIPE_MAX_VEHICLES=1000 PIPE_MAX_FROM=5000
     DRAIN_ARGS=(--backlog 100000 --live-rate 1000 --live-vehicles 200 --before-s 10 --after-s 5)
