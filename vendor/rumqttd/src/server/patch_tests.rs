@@ -366,3 +366,59 @@ async fn in_process_short_lived_clients_never_end_each_other() {
         done.unwrap();
     }
 }
+
+// ---------------------------------------------------------------- patch 10
+
+/// A link the router refuses (here: it is full) must leave no will handler
+/// behind. Before the patch the next connect with that client id found the
+/// refused link's handler, `try_send(..).unwrap()` panicked on its dropped
+/// receiver while holding the handlers' lock, and the poisoned lock then
+/// failed every later connect: every client locked out until restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_can_come_back_and_locks_no_one_out() {
+    let unused: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let full_at_one = RouterConfig {
+        max_connections: 1,
+        ..router_config()
+    };
+    let router_tx = Router::new(0, full_at_one).spawn();
+    let broker = Server::new(settings(unused, None), router_tx, V4).in_process();
+    let ok = Some(ConnectReturnCode::Success);
+
+    let mut holder = Client::in_process(&broker);
+    assert_eq!(connack(&mut holder, connect("holder", None, None)).await, ok);
+    // The router is full: the same id twice, refused each time (closed
+    // without a CONNACK); neither refusal may break what follows.
+    for _ in 0..2 {
+        let mut refused = Client::in_process(&broker);
+        assert_eq!(connack(&mut refused, connect("again", None, None)).await, None);
+    }
+    send_disconnect(&mut holder).await;
+    // Room again: the refused id and a fresh one are both served. The
+    // router frees the holder's slot once it has read the DISCONNECT, so a
+    // connect before that is refused like the ones above; retried until
+    // served, within a deadline.
+    for id in ["again", "fresh"] {
+        let mut served = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut c = Client::in_process(&broker);
+                if connack(&mut c, connect(id, None, None)).await == ok {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id} never served after the refusals"));
+        send_disconnect(&mut served).await;
+    }
+}
+
+/// Sends DISCONNECT and waits for the broker to close the connection.
+async fn send_disconnect(c: &mut Client) {
+    let disconnect = Disconnect {
+        reason_code: DisconnectReasonCode::NormalDisconnection,
+    };
+    c.send(Packet::Disconnect(disconnect, None)).await;
+    assert!(c.recv().await.is_none(), "still open after DISCONNECT");
+}
