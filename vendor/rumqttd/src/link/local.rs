@@ -187,6 +187,11 @@ pub struct LinkTx {
 }
 
 impl LinkTx {
+    /// fleetgate patch 11: this link's identity, for `Event::LinkClosed`.
+    pub(crate) fn identity(&self) -> crate::router::LinkIdentity {
+        crate::router::LinkIdentity(self.recv_buffer.clone())
+    }
+
     pub fn new(
         connection_id: ConnectionId,
         router_tx: Sender<(ConnectionId, Event)>,

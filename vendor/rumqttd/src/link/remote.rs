@@ -127,6 +127,11 @@ impl<P: Protocol> RemoteLink<P> {
         })
     }
 
+    /// fleetgate patch 11: this link's identity, for `Event::LinkClosed`.
+    pub(crate) fn identity(&self) -> crate::router::LinkIdentity {
+        self.link_tx.identity()
+    }
+
     pub async fn start(&mut self) -> Result<(), Error> {
         self.network.set_keepalive(self.connect.keep_alive);
 

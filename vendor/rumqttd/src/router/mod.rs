@@ -30,6 +30,13 @@ pub use connection::Connection;
 pub use routing::Router;
 pub use waiters::Waiters;
 
+/// fleetgate patch 11: which link a connection id belongs to. Connection ids
+/// are slab slots, reused at once; a link's incoming buffer is its own for
+/// its whole life, and the event holding it keeps the allocation alive, so
+/// pointer equality cannot be fooled by a reused address.
+#[derive(Debug, Clone)]
+pub struct LinkIdentity(pub(crate) std::sync::Arc<parking_lot::Mutex<VecDeque<Packet>>>);
+
 pub const MAX_SCHEDULE_ITERATIONS: usize = 100;
 pub const MAX_CHANNEL_CAPACITY: usize = 200;
 
@@ -55,6 +62,11 @@ pub enum Event {
     DeviceData,
     /// Disconnection request
     Disconnect,
+    /// fleetgate patch 11: the link at this id ended without a DISCONNECT
+    /// (network error, closed socket). The router ends the connection only
+    /// if the slot still holds that link: it may have ended the connection
+    /// itself meanwhile and given the id to a new one.
+    LinkClosed(LinkIdentity),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links

@@ -6,7 +6,7 @@ use super::*;
 use crate::protocol::{Filter as SubFilter, RetainForwardRule, Subscribe, Unsubscribe};
 use crate::router::iobufs::{Incoming, Outgoing};
 use crate::router::shared_subs::Strategy;
-use crate::router::Ack;
+use crate::router::{Ack, LinkIdentity};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -714,4 +714,37 @@ fn every_retained_message_arrives_however_small_the_link() {
     );
     let live = publishes(&recv(&mut router, &sub));
     assert_eq!(live.len(), 1);
+}
+
+// ---------------------------------------------------------------- patch 11
+
+/// A link's late close must not end the connection that took its id. The
+/// router ends `old` itself (as it does on a protocol error, or when the
+/// same client id connects again) and gives its slot to `new`; only then
+/// does `old`'s link report its socket closed, as it does when the socket
+/// failed at the same moment.
+#[test]
+fn a_late_link_close_never_ends_the_connection_that_took_its_id() {
+    let mut router = Router::new(0, config());
+    let (old, _) = connect(&mut router, "old", true);
+    let (old_id, old_link) = (old.id, LinkIdentity(old.ibuf.clone()));
+    disconnect(&mut router, old);
+    let (new, _) = connect(&mut router, "new", true);
+    assert_eq!(new.id, old_id, "connection ids are slots, reused at once");
+
+    router.events(old_id, Event::LinkClosed(old_link));
+    run(&mut router);
+    assert!(router.connection_map.contains_key("new"), "the late close ended the new connection");
+    send(&mut router, &new, vec![subscribe("t/#", QoS::AtMostOnce)]);
+    let acks = recv(&mut router, &new);
+    assert!(
+        acks.iter()
+            .any(|n| matches!(n, Notification::DeviceAck(Ack::SubAck(..)))),
+        "the new connection is still served: {acks:?}"
+    );
+
+    // Its own link's close does end it.
+    router.events(new.id, Event::LinkClosed(LinkIdentity(new.ibuf.clone())));
+    run(&mut router);
+    assert!(!router.connection_map.contains_key("new"));
 }

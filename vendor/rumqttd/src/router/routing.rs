@@ -304,6 +304,17 @@ impl Router {
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
+            Event::LinkClosed(link) => {
+                let current = self
+                    .ibufs
+                    .get(id)
+                    .is_some_and(|incoming| std::sync::Arc::ptr_eq(&incoming.buffer, &link.0));
+                if current {
+                    self.handle_disconnection(id, None);
+                } else {
+                    debug!("stale close of a link the router already ended: ignored");
+                }
+            }
             Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
             Event::Shadow(request) => {
                 retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)

@@ -677,7 +677,11 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        let disconnect = Event::Disconnect;
+        // fleetgate patch 11: not `Event::Disconnect`, which ends whatever
+        // connection holds this id when it arrives: if the router ended
+        // this one itself just as its socket failed, the id may be a new
+        // connection's by then.
+        let disconnect = Event::LinkClosed(link.identity());
         let message = (connection_id, disconnect);
         // fleetgate patch 9: awaited, not blocking the worker thread.
         router_tx.send_async(message).await.ok();
