@@ -398,7 +398,8 @@ async fn tls_connection(stream: TcpStream, ctx: Slot, tls: Arc<crate::tls::Tls>)
 }
 
 /// The hand-off to rumqttd, boxed: its state (two sockets, two buffers, the
-/// decoded CONNECT) is for the few clients that are not vehicles.
+/// decoded CONNECT, and rumqttd's own connection future, polled beside the
+/// proxy) is for the few clients that are not vehicles.
 fn hand_off<'a, S: ClientStream>(
     stream: S,
     buf: BytesMut,

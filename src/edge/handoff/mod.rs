@@ -3,8 +3,9 @@
 //! In: the client's socket (with any bytes already buffered), its CONNECT
 //! and the packet that triggered the hand-off (none for a client with a
 //! persistent session, handed over at CONNECT: it then gets rumqttd's
-//! CONNACK). Out: an in-process connection into rumqttd (a pipe that a task
-//! of rumqttd's serves, as it would an accepted socket) carrying the
+//! CONNACK). Out: an in-process connection into rumqttd (a pipe that
+//! rumqttd's connection future serves, as it would an accepted socket,
+//! polled in this same task beside the proxy) carrying the
 //! client's packets — each checked against the ACL below — and rumqttd's
 //! packets copied back, whole frames only, one write per side per pass.
 //! Bound: per side a read buffer of [`READ_CHUNK`] plus one partial frame,
